@@ -1,0 +1,22 @@
+//! The Bayspace domain, free of I/O.
+//!
+//! Everything the data space decides is decided here, as pure functions over
+//! typed values: which cross-border route a transfer needs, whether a usage
+//! policy allows a request, which Dataspace Protocol messages may follow
+//! which, and whether a signed record is intact. The connector and the node
+//! feed these functions with what they read from disk and the network.
+//!
+//! ```
+//! use bayspace_contracts::region::Region;
+//!
+//! let exporter: Region = "mainland:shenzhen".parse()?;
+//! assert!(exporter.is_in_gba());
+//! assert!("mainland:shenzen".parse::<Region>().is_err());
+//! # Ok::<(), bayspace_contracts::region::RegionError>(())
+//! ```
+
+pub mod classification;
+pub mod compliance;
+pub mod policy;
+pub mod region;
+pub mod signing;
