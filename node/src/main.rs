@@ -1,1 +1,34 @@
-fn main() {}
+//! `bayspace`: the Bayspace node, its operator tools and its clients.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+#[derive(Debug, Parser)]
+#[command(name = "bayspace", version, about = "A peer node of the Greater Bay Area research data space")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decide the cross-border route for one transfer scenario (JSON).
+    Assess(cli::assess::AssessArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Assess(args) => cli::assess::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("bayspace: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
