@@ -700,3 +700,182 @@ mod tests {
         assert_eq!(serde_json::from_str::<Decision>(&s).unwrap(), d);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use time::{Date, OffsetDateTime, UtcOffset};
+
+    use super::*;
+    use crate::policy::{Duty, DutyAction, Permission, Prohibition};
+
+    const REGIONS: [&str; 6] = [
+        "mainland:shenzhen",
+        "mainland:other",
+        "hk",
+        "macao",
+        "foreign:us",
+        "foreign:sg",
+    ];
+    const PURPOSES: [&str; 3] = ["academic-research", "public-health", "marketing"];
+    /// 2026-01-01T00:00:00Z; all generated times fall in the ten days after.
+    const BASE: i64 = 1_767_225_600;
+
+    fn region() -> impl Strategy<Value = Region> {
+        prop::sample::select(&REGIONS[..]).prop_map(|s| s.parse().unwrap())
+    }
+
+    fn purpose() -> impl Strategy<Value = Purpose> {
+        prop::sample::select(&PURPOSES[..]).prop_map(|s| s.parse().unwrap())
+    }
+
+    fn instant() -> impl Strategy<Value = OffsetDateTime> {
+        (0i64..10 * 86_400, prop::bool::ANY).prop_map(|(s, east)| {
+            let t = OffsetDateTime::from_unix_timestamp(BASE + s).unwrap();
+            if east {
+                t.to_offset(UtcOffset::from_hms(8, 0, 0).unwrap())
+            } else {
+                t
+            }
+        })
+    }
+
+    fn date() -> impl Strategy<Value = Date> {
+        instant().prop_map(|t| t.date())
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![Just(Action::Use), Just(Action::Distribute)]
+    }
+
+    fn constraint() -> impl Strategy<Value = Constraint> {
+        prop_oneof![
+            prop::collection::vec(purpose(), 0..3)
+                .prop_map(|is_any_of| Constraint::Purpose { is_any_of }),
+            prop::collection::vec(region(), 0..3).prop_map(|l| Constraint::RecipientRegion {
+                allowed: RegionSet::AnyOf(l)
+            }),
+            Just(Constraint::RecipientRegion {
+                allowed: RegionSet::GbaOnly
+            }),
+            (prop::option::of(instant()), prop::option::of(instant())).prop_map(
+                |(not_before, not_after)| Constraint::DateTime {
+                    not_before,
+                    not_after
+                }
+            ),
+            (0u64..5).prop_map(|lteq| Constraint::Count { lteq }),
+            date().prop_map(|delete_by| Constraint::Retention { delete_by }),
+            Just(Constraint::OnwardTransferOutsideGbaProhibited),
+        ]
+    }
+
+    fn duty() -> impl Strategy<Value = Duty> {
+        date().prop_map(|delete_by| Duty {
+            action: DutyAction::Delete,
+            constraints: vec![Constraint::Retention { delete_by }],
+        })
+    }
+
+    fn policy() -> impl Strategy<Value = Policy> {
+        let permission = (
+            action(),
+            prop::collection::vec(constraint(), 0..4),
+            prop::collection::vec(duty(), 0..2),
+        )
+            .prop_map(|(action, constraints, duties)| Permission {
+                action,
+                constraints,
+                duties,
+            });
+        let prohibition = (action(), prop::collection::vec(constraint(), 0..3)).prop_map(
+            |(action, constraints)| Prohibition {
+                action,
+                constraints,
+            },
+        );
+        (
+            prop::collection::vec(permission, 0..4),
+            prop::collection::vec(prohibition, 0..2),
+            prop::collection::vec(duty(), 0..2),
+        )
+            .prop_map(|(permissions, prohibitions, obligations)| Policy {
+                permissions,
+                prohibitions,
+                obligations,
+            })
+    }
+
+    fn request() -> impl Strategy<Value = RequestContext> {
+        (
+            action(),
+            purpose(),
+            region(),
+            instant(),
+            0u64..6,
+            prop::option::of(region()),
+        )
+            .prop_map(
+                |(action, purpose, recipient_region, now, uses_so_far, onward_recipient)| {
+                    RequestContext {
+                        action,
+                        purpose,
+                        recipient_region,
+                        now,
+                        uses_so_far,
+                        onward_recipient,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn deterministic_and_consistent(p in policy(), c in request()) {
+            let d = evaluate(&p, &c);
+            prop_assert_eq!(&d, &evaluate(&p.clone(), &c.clone()));
+            prop_assert_eq!(d.allowed, d.reasons.is_empty());
+        }
+
+        #[test]
+        fn adding_a_constraint_to_a_permission_never_allows_more(
+            p in policy(),
+            c in request(),
+            extra in constraint(),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            prop_assume!(!p.permissions.is_empty());
+            let mut stricter = p.clone();
+            let i = pick.index(stricter.permissions.len());
+            stricter.permissions[i].constraints.push(extra);
+            if !evaluate(&p, &c).allowed {
+                prop_assert!(!evaluate(&stricter, &c).allowed);
+            }
+        }
+
+        #[test]
+        fn adding_a_prohibition_or_duty_never_allows_more(
+            p in policy(),
+            c in request(),
+            a in action(),
+            when in prop::collection::vec(constraint(), 0..3),
+            d in duty(),
+        ) {
+            if !evaluate(&p, &c).allowed {
+                let mut prohibited = p.clone();
+                prohibited.prohibitions.push(Prohibition { action: a, constraints: when });
+                prop_assert!(!evaluate(&prohibited, &c).allowed);
+                let mut bound = p.clone();
+                bound.obligations.push(d);
+                prop_assert!(!evaluate(&bound, &c).allowed);
+            }
+        }
+
+        #[test]
+        fn serde_round_trips_and_signs(p in policy()) {
+            let json = serde_json::to_string(&p).unwrap();
+            prop_assert_eq!(&serde_json::from_str::<Policy>(&json).unwrap(), &p);
+            prop_assert!(crate::signing::canonical_bytes(&p).is_ok());
+        }
+    }
+}

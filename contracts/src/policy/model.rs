@@ -353,4 +353,39 @@ mod tests {
         assert_eq!(back, c);
         assert!(serde_json::from_str::<Purpose>("\"Research\"").is_err());
     }
+
+    #[test]
+    fn a_whole_policy_round_trips() {
+        let policy = Policy::offer(vec!["academic-research".parse().unwrap()])
+            .recipients(RegionSet::AnyOf(vec![
+                Region::HongKong,
+                "foreign:sg".parse().unwrap(),
+            ]))
+            .valid_from(time::macros::datetime!(2026-01-01 0:00 +8))
+            .use_limit(3)
+            .delete_by(time::macros::date!(2027 - 06 - 30))
+            .allow_onward_within_gba()
+            .build()
+            .unwrap();
+        let json = serde_json::to_string(&policy).unwrap();
+        assert!(
+            json.contains(r#""not_before":"2026-01-01T00:00:00+08:00""#),
+            "{json}"
+        );
+        assert!(json.contains(r#"{"left-operand":"onward-transfer-outside-gba-prohibited"}"#));
+        assert_eq!(serde_json::from_str::<Policy>(&json).unwrap(), policy);
+        let gba: Constraint =
+            serde_json::from_str(r#"{"left-operand":"recipient-region","allowed":"gba-only"}"#)
+                .unwrap();
+        assert_eq!(
+            gba,
+            Constraint::RecipientRegion {
+                allowed: RegionSet::GbaOnly
+            }
+        );
+        assert!(
+            serde_json::from_str::<Policy>(r#"{"permissions":[],"extra":1}"#).is_err(),
+            "unknown fields must be refused"
+        );
+    }
 }
