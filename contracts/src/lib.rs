@@ -17,6 +17,8 @@
 
 pub mod classification;
 pub mod compliance;
+pub mod negotiation;
 pub mod policy;
 pub mod region;
 pub mod signing;
+pub mod transfer;
