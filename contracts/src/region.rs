@@ -11,6 +11,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The civil time of every GBA jurisdiction: Mainland China (Asia/Shanghai),
+/// Hong Kong and Macao all keep UTC+8 with no daylight saving, so calendar
+/// days in rules (retention, year to date, filing deadlines) use this offset.
+pub const GBA_UTC_OFFSET: time::UtcOffset = time::macros::offset!(+8);
+
 /// The nine Mainland cities of the Greater Bay Area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GbaCity {

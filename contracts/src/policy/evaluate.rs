@@ -72,7 +72,7 @@ pub enum Refusal {
     #[error("all {limit} releases the policy allows have been made")]
     UseLimitReached { limit: u64 },
     #[error(
-        "the retention period ended with {delete_by} (UTC): the data had to be deleted by then and may no longer be used"
+        "the retention period ended with {delete_by} (GBA time, UTC+8): the data had to be deleted by then and may no longer be used"
     )]
     RetentionPassed { delete_by: Date },
     #[error(
@@ -220,9 +220,10 @@ fn check(constraint: &Constraint, ctx: &RequestContext) -> Option<Refusal> {
     }
 }
 
-/// The data may be used through the whole of `delete_by`, as a UTC day.
+/// The data may be used through the whole of `delete_by`, as a calendar day
+/// in the GBA, where every member keeps UTC+8.
 fn check_retention(delete_by: Date, now: OffsetDateTime) -> Option<Refusal> {
-    (now.to_offset(time::UtcOffset::UTC).date() > delete_by)
+    (now.to_offset(crate::region::GBA_UTC_OFFSET).date() > delete_by)
         .then_some(Refusal::RetentionPassed { delete_by })
 }
 
@@ -448,15 +449,15 @@ mod tests {
         };
         let at = |now| RequestContext { now, ..ctx() };
         for p in [&in_permission, &in_obligation, &in_duty] {
-            assert_allowed(p, &at(datetime!(2027-06-30 00:00:00 UTC)));
-            assert_allowed(p, &at(datetime!(2027-06-30 23:59:59.999 UTC)));
-            let reasons = refused_with(p, &at(datetime!(2027-07-01 00:00:00 UTC)));
+            assert_allowed(p, &at(datetime!(2027-06-30 00:00:00 +8)));
+            assert_allowed(p, &at(datetime!(2027-06-30 23:59:59.999 +8)));
+            let reasons = refused_with(p, &at(datetime!(2027-07-01 00:00:00 +8)));
             assert_eq!(reasons, vec![Refusal::RetentionPassed { delete_by }]);
             assert!(reasons[0].to_string().contains("2027-06-30"));
-            // The day is a UTC day: 07:59 on 1 July in Hong Kong is still
-            // 30 June in UTC.
-            assert_allowed(p, &at(datetime!(2027-07-01 07:59:59 +8)));
-            refused_with(p, &at(datetime!(2027-07-01 08:00:00 +8)));
+            // The day is a GBA (UTC+8) day, whatever offset `now` carries:
+            // 16:00 UTC on 30 June is already 1 July in the GBA.
+            assert_allowed(p, &at(datetime!(2027-06-30 15:59:59 UTC)));
+            refused_with(p, &at(datetime!(2027-06-30 16:00:00 UTC)));
         }
     }
 

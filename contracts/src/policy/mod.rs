@@ -32,10 +32,10 @@
 //!     rule: wherever the policy states it (a permission constraint, a
 //!     permission's delete duty or a policy obligation), every request after
 //!     it is refused with [`Refusal::RetentionPassed`]. The data may be used
-//!     through the whole of the `delete_by` day **in UTC**, and no longer.
-//!     UTC because an agreement crosses time zones and both parties must
-//!     reach the same answer from the date alone; in Hong Kong time the last
-//!     moment is therefore 07:59:59 the next morning.
+//!     through the whole of the `delete_by` day in GBA civil time (UTC+8,
+//!     [`GBA_UTC_OFFSET`](crate::region::GBA_UTC_OFFSET)), and no longer.
+//!     Every member jurisdiction keeps UTC+8, so both parties reach the same
+//!     answer from the date alone, and it is the day a steward means.
 //!   - `onward-transfer-outside-gba-prohibited`, on a `distribute`
 //!     permission, refuses passing the data to an onward recipient outside
 //!     the GBA (see [`Region::is_in_gba`](crate::region::Region::is_in_gba)),
