@@ -218,7 +218,9 @@ impl ListenAddr {
             ("udp", ["quic-v1"]) => Transport::Quic,
             ("udp", []) => return Err(bad("plain UDP is not a libp2p transport".into())),
             ("udp", ["quic"]) => {
-                return Err(bad("`quic` (draft-29) is not supported: use `quic-v1`".into()));
+                return Err(bad(
+                    "`quic` (draft-29) is not supported: use `quic-v1`".into()
+                ));
             }
             ("tcp" | "udp", more) => {
                 return Err(bad(format!("unsupported trailing `/{}`", more.join("/"))));
@@ -343,9 +345,15 @@ mod tests {
                 Err(AddrError::Ipv4NotAllowed(ip(v4)))
             );
         }
-        assert_eq!(classify(ip("10.0.0.1"), true), Ok(AddressClass::UniqueLocal));
+        assert_eq!(
+            classify(ip("10.0.0.1"), true),
+            Ok(AddressClass::UniqueLocal)
+        );
         assert_eq!(classify(ip("127.0.0.1"), true), Ok(AddressClass::Loopback));
-        assert_eq!(classify(ip("169.254.1.1"), true), Ok(AddressClass::LinkLocal));
+        assert_eq!(
+            classify(ip("169.254.1.1"), true),
+            Ok(AddressClass::LinkLocal)
+        );
         assert_eq!(classify(ip("8.8.8.8"), true), Ok(AddressClass::Global));
         assert!(classify(ip("224.0.0.1"), true).is_err());
         assert!(classify(ip("255.255.255.255"), true).is_err());
@@ -368,7 +376,12 @@ mod tests {
         let a = ListenAddr::parse_multiaddr("/ip6/fd00:5a::7/udp/4711/quic-v1", false).unwrap();
         assert_eq!(
             (a.addr(), a.port(), a.transport(), a.class()),
-            (ip("fd00:5a::7"), 4711, Transport::Quic, AddressClass::UniqueLocal)
+            (
+                ip("fd00:5a::7"),
+                4711,
+                Transport::Quic,
+                AddressClass::UniqueLocal
+            )
         );
         let a = ListenAddr::parse_multiaddr("/ip6zone/eth0/ip6/fe80::1/tcp/1", false).unwrap();
         assert_eq!(a.zone(), Some("eth0"));
@@ -390,13 +403,19 @@ mod tests {
             ("/ip6/::ffff:10.0.0.1/tcp/4710", "IPv4"),
             ("/ip6/fe80::1/tcp/4710", "needs a zone"),
             ("/ip6zone/eth0/ip6/fd00::1/tcp/4710", "not link-local"),
-            ("/ip6zone/eth0/ip4/10.0.0.1/tcp/4710", "must be followed by `ip6`"),
+            (
+                "/ip6zone/eth0/ip4/10.0.0.1/tcp/4710",
+                "must be followed by `ip6`",
+            ),
             ("/ip6zone/a b/ip6/fe80::1/tcp/4710", "not an interface name"),
             ("/ip6zone//ip6/fe80::1/tcp/4710", "not an interface name"),
             ("/ip6/ff02::1/tcp/4710", "multicast"),
             ("/ip6/fd00::1/udp/4710", "plain UDP"),
             ("/ip6/fd00::1/udp/4710/quic", "quic-v1"),
-            ("/ip6/fd00::1/tcp/4710/p2p/12D3KooW", "trailing `/p2p/12D3KooW`"),
+            (
+                "/ip6/fd00::1/tcp/4710/p2p/12D3KooW",
+                "trailing `/p2p/12D3KooW`",
+            ),
             ("/ip6/fd00::1/tcp/4710/ws", "trailing `/ws`"),
             ("/ip6/fd00::1/tcp/65536", "not a port number"),
             ("/ip6/fd00::1/tcp/-1", "not a port number"),
@@ -408,7 +427,9 @@ mod tests {
             ("", "does not start with `/`"),
         ];
         for (s, why) in refused {
-            let e = ListenAddr::parse_multiaddr(s, false).unwrap_err().to_string();
+            let e = ListenAddr::parse_multiaddr(s, false)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{s}: {e}");
         }
         assert!(matches!(
@@ -419,7 +440,12 @@ mod tests {
 
     #[test]
     fn grpc_socket_addresses() {
-        for s in ["[::1]:7410", "[fd00:5a::7]:7410", "[fe80::1%2]:7410", "[::]:0"] {
+        for s in [
+            "[::1]:7410",
+            "[fd00:5a::7]:7410",
+            "[fe80::1%2]:7410",
+            "[::]:0",
+        ] {
             let g = GrpcAddr::parse(s, false).unwrap();
             assert_eq!(g.to_string(), s);
         }

@@ -545,9 +545,15 @@ grpc_port = 7411
         );
         // The last address of fd00:5a::/48 is inside; flipping the lowest
         // bit of the 48-bit network part leaves it.
-        assert!(plan.contains("Shenzhen University", addr("fd00:5a:0:ffff:ffff:ffff:ffff:ffff")));
+        assert!(plan.contains(
+            "Shenzhen University",
+            addr("fd00:5a:0:ffff:ffff:ffff:ffff:ffff")
+        ));
         assert!(!plan.contains("Shenzhen University", addr("fd00:5b::")));
-        assert!(!plan.contains("Shenzhen University", addr("fd00:59:ffff:ffff:ffff:ffff:ffff:ffff")));
+        assert!(!plan.contains(
+            "Shenzhen University",
+            addr("fd00:59:ffff:ffff:ffff:ffff:ffff:ffff")
+        ));
         assert!(plan.institution_for(addr("fd00:5b::")).is_none());
         assert!(!plan.contains("HKU", addr("fd00:5a::1")));
         assert!(!plan.contains("Nobody", addr("fd00:5a::1")));
@@ -608,7 +614,10 @@ prefixes = ["10.20.0.0/16", "::ffff:10.30.0.0/112"]
         assert!(matches!(p.kind, ProblemKind::Ipv4NotAllowed(_)), "{p}");
 
         let p = one(&inst("prefixes = [\"fd00:5a::1/48\"]"));
-        assert_eq!(p.to_string(), "line 5 (A): prefix fd00:5a::1/48 has host bits set: write fd00:5a::/48");
+        assert_eq!(
+            p.to_string(),
+            "line 5 (A): prefix fd00:5a::1/48 has host bits set: write fd00:5a::/48"
+        );
 
         let p = one(&inst("prefixes = [\"fd00:5a::/129\"]"));
         assert!(matches!(p.kind, ProblemKind::BadPrefix { .. }), "{p}");
@@ -621,7 +630,10 @@ prefixes = ["10.20.0.0/16", "::ffff:10.30.0.0/112"]
 
         let p = one(&inst("prefixes = [\"fd00::/48\"]\np2p_port = 0"));
         assert_eq!(p.line, 6);
-        assert!(matches!(p.kind, ProblemKind::ZeroPort { field: "p2p_port" }), "{p}");
+        assert!(
+            matches!(p.kind, ProblemKind::ZeroPort { field: "p2p_port" }),
+            "{p}"
+        );
 
         let p = one(&inst("prefixes = [\"fd00::/48\"]\np2p_port = 7410"));
         assert!(matches!(p.kind, ProblemKind::PortClash(7410)), "{p}");
@@ -653,7 +665,10 @@ prefixes = ["fd00:5a:0:1::/64"]
 "#;
         let p = problems(src);
         assert_eq!(p.len(), 2, "{p:?}");
-        assert_eq!(p[0].to_string(), "line 7 (A): institution name `A` is already used on line 3");
+        assert_eq!(
+            p[0].to_string(),
+            "line 7 (A): institution name `A` is already used on line 3"
+        );
         assert_eq!(
             p[1].to_string(),
             "line 9 (A): prefix fd00:5a:0:1::/64 overlaps fd00:5a::/48 of A (line 5)"
@@ -685,8 +700,14 @@ grpc_port = 4710
         assert!(matches!(p[0].kind, ProblemKind::UnknownRegion(_)));
         assert!(matches!(p[1].kind, ProblemKind::PrefixTooShort(_)));
         assert!(matches!(p[2].kind, ProblemKind::Ipv4NotAllowed(_)));
-        assert!(matches!(p[3].kind, ProblemKind::DuplicateName { first_line: 3, .. }));
-        assert!(matches!(p[4].kind, ProblemKind::Overlap { other_line: 5, .. }));
+        assert!(matches!(
+            p[3].kind,
+            ProblemKind::DuplicateName { first_line: 3, .. }
+        ));
+        assert!(matches!(
+            p[4].kind,
+            ProblemKind::Overlap { other_line: 5, .. }
+        ));
         assert!(matches!(p[5].kind, ProblemKind::BadPrefix { .. }));
         assert!(matches!(p[6].kind, ProblemKind::PortClash(4710)));
         let all = AddressPlan::parse(src).unwrap_err().to_string();
