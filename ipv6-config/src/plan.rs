@@ -638,9 +638,9 @@ prefixes = ["10.20.0.0/16", "::ffff:10.30.0.0/112"]
         let p = one(&inst("prefixes = [\"fd00::/48\"]\np2p_port = 7410"));
         assert!(matches!(p.kind, ProblemKind::PortClash(7410)), "{p}");
 
-        let p = one(&format!(
-            "name = \"x\"\n[[institution]]\nname = \"A\"\nregion = \"mainland:shenzen\"\nprefixes = [\"fd00::/48\"]\n"
-        ));
+        let p = one(
+            "name = \"x\"\n[[institution]]\nname = \"A\"\nregion = \"mainland:shenzen\"\nprefixes = [\"fd00::/48\"]\n",
+        );
         assert_eq!(p.line, 4);
         assert!(p.to_string().contains("`shenzen`"), "{p}");
 
