@@ -262,7 +262,9 @@ struct Checker<'a> {
 /// A prefix that passed its own checks, remembered for the overlap check.
 struct Placed {
     prefix: IpNet,
+    /// Position in the file, which tells institutions of the same name apart.
     institution: usize,
+    name: String,
     line: usize,
 }
 
@@ -294,7 +296,7 @@ impl Checker<'_> {
         let mut institutions = Vec::new();
         let mut placed: Vec<Placed> = Vec::new();
         let mut first_lines: Vec<(String, usize)> = Vec::new();
-        for raw_inst in raw.institution {
+        for (index, raw_inst) in raw.institution.into_iter().enumerate() {
             let table_span = raw_inst.span();
             let r = raw_inst.into_inner();
             let name = r.name.get_ref().clone();
@@ -335,7 +337,6 @@ impl Checker<'_> {
             if r.prefixes.is_empty() {
                 self.report(who, table_span.clone(), ProblemKind::NoPrefixes);
             }
-            let index = institutions.len();
             let mut prefixes = Vec::new();
             for p in &r.prefixes {
                 if let Some(prefix) = self.check_prefix(who, p) {
@@ -347,9 +348,7 @@ impl Checker<'_> {
                         let kind = ProblemKind::Overlap {
                             prefix,
                             other_prefix: other.prefix,
-                            other_institution: institutions
-                                .get(other.institution)
-                                .map_or_else(String::new, |i: &Institution| i.name.clone()),
+                            other_institution: other.name.clone(),
                             other_line: other.line,
                         };
                         self.report(who, p.span(), kind);
@@ -357,6 +356,7 @@ impl Checker<'_> {
                     placed.push(Placed {
                         prefix,
                         institution: index,
+                        name: name.clone(),
                         line,
                     });
                     prefixes.push(prefix);
@@ -378,16 +378,17 @@ impl Checker<'_> {
                 self.report(who, span, ProblemKind::PortClash(effective.0));
             }
 
-            // A placeholder region keeps `institutions` indexable by position
-            // for the overlap messages; the plan is discarded anyway once a
-            // problem has been reported.
-            institutions.push(Institution {
-                name,
-                region: region.unwrap_or(Region::HongKong),
-                prefixes,
-                p2p_port,
-                grpc_port,
-            });
+            // Without a region the plan is already refused; the remaining
+            // institutions are still checked so that every problem is found.
+            if let Some(region) = region {
+                institutions.push(Institution {
+                    name,
+                    region,
+                    prefixes,
+                    p2p_port,
+                    grpc_port,
+                });
+            }
         }
 
         if self.problems.is_empty() {
