@@ -17,12 +17,16 @@ struct Cli {
 enum Command {
     /// Decide the cross-border route for one transfer scenario (JSON).
     Assess(cli::assess::AssessArgs),
+    /// Check the data space's IPv6 address plan; render firewall rules.
+    #[command(subcommand)]
+    Ipv6(cli::ipv6::Ipv6Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Assess(args) => cli::assess::run(&args),
+        Command::Ipv6(cmd) => cli::ipv6::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -2,3 +2,4 @@
 //! `run` function that returns the process exit code.
 
 pub mod assess;
+pub mod ipv6;
