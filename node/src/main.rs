@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod proto;
 
 #[derive(Debug, Parser)]
 #[command(name = "bayspace", version, about = "A peer node of the Greater Bay Area research data space")]
