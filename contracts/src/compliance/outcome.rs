@@ -52,6 +52,19 @@ pub enum Blocker {
     HgrSecurityReview,
 }
 
+impl Blocker {
+    /// Every blocker, in the order an assessment lists them.
+    pub const ALL: [Blocker; 7] = [
+        Blocker::CoreData,
+        Blocker::SecurityAssessmentApproval,
+        Blocker::MacaoAuthorisation,
+        Blocker::Pipia,
+        Blocker::Consent,
+        Blocker::HgrFiling,
+        Blocker::HgrSecurityReview,
+    ];
+}
+
 /// A duty that follows from the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,6 +79,20 @@ pub enum Obligation {
     SecurityAssessmentRenewal,
     PdpoNotice,
     SectorCatalogueCheck,
+}
+
+impl Obligation {
+    /// Every obligation, in the order an assessment lists them.
+    pub const ALL: [Obligation; 8] = [
+        Obligation::NoticeAndSeparateConsent,
+        Obligation::Pipia,
+        Obligation::Filing10WorkingDays,
+        Obligation::NoOnwardTransferOutsideGba,
+        Obligation::RecipientRecords3Years,
+        Obligation::SecurityAssessmentRenewal,
+        Obligation::PdpoNotice,
+        Obligation::SectorCatalogueCheck,
+    ];
 }
 
 /// The legal basis the exporter relies on.
