@@ -623,7 +623,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bounds_name_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Agreement)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Agreement)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("dataset_version", Box::new(|a| a.dataset_version = 0)),
             (
                 "consumer.key",

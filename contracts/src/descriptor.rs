@@ -927,7 +927,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bounds_name_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut DatasetDescriptor)>)> = vec![
+        type Edit = Box<dyn Fn(&mut DatasetDescriptor)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("title", Box::new(|d| d.title = "t".repeat(257))),
             ("title", Box::new(|d| d.title = String::new())),
             (
