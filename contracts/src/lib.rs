@@ -15,9 +15,12 @@
 //! # Ok::<(), bayspace_contracts::region::RegionError>(())
 //! ```
 
+pub mod agreement;
 pub mod classification;
 pub mod compliance;
 pub mod negotiation;
+pub mod descriptor;
+pub mod dsp;
 pub mod policy;
 pub mod region;
 pub mod signing;
