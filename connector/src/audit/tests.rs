@@ -437,3 +437,37 @@ fn digests_parse_strictly() {
     assert!(d.to_string().to_uppercase().parse::<Digest>().is_err());
     assert!("00".parse::<Digest>().is_err());
 }
+
+/// The recipe in docs/AUDIT.md, followed with generic tools only: JSON,
+/// canonical bytes, BLAKE3, plain ed25519.
+#[test]
+fn the_documented_recipe_verifies_an_export() {
+    use ed25519_dalek::Verifier as _;
+
+    let (_log, lines) = sample();
+    let mut prev = "0".repeat(64);
+    for line in &lines {
+        let mut v: serde_json::Map<String, Value> = serde_json::from_slice(line).unwrap();
+        let kind = v.remove("kind").unwrap();
+        if kind == "entry" {
+            let digest = v.remove("digest").unwrap();
+            assert_eq!(v["prev"], Value::String(prev.clone()));
+            let hash = blake3::hash(&canonical_bytes(&v).unwrap())
+                .to_hex()
+                .to_string();
+            assert_eq!(digest, Value::String(hash.clone()));
+            prev = hash;
+        } else {
+            assert_eq!(v["digest"], Value::String(prev.clone()));
+            let signature = v.remove("signature").unwrap();
+            let signature: [u8; 64] =
+                bayspace_contracts::signing::b64::deserialize(signature).unwrap();
+            let mut message = b"bayspace/v1/audit-checkpoint\0".to_vec();
+            message.extend(canonical_bytes(&v).unwrap());
+            key()
+                .verifying_key()
+                .verify(&message, &ed25519_dalek::Signature::from_bytes(&signature))
+                .unwrap();
+        }
+    }
+}
