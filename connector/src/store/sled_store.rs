@@ -1,0 +1,222 @@
+//! The sled backend.
+//!
+//! All trees of a node live in one sled database, so they share one log: one
+//! [`sled::Db::flush`] makes every tree durable, and a multi-tree transaction
+//! is recovered atomically after a crash.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use sled::Transactional as _;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{Entry, Op, Store, StoreError, Tree, TreeName, WriteSet, describe_key};
+
+/// A [`Store`] in a sled database directory.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+}
+
+impl SledStore {
+    /// Open (creating if needed) the database in the directory `path`. sled
+    /// locks the directory: a second open of the same path in any process
+    /// fails until the first store is dropped.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(SledStore { db })
+    }
+
+    /// A database removed when dropped, for tests and dry runs.
+    pub fn temporary() -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|e| StoreError::Open {
+                path: "(temporary)".to_owned(),
+                source: Box::new(e),
+            })?;
+        Ok(SledStore { db })
+    }
+}
+
+fn backend(operation: String, e: sled::Error) -> StoreError {
+    StoreError::Backend {
+        operation,
+        source: Box::new(e),
+    }
+}
+
+impl Store for SledStore {
+    fn tree(&self, name: TreeName) -> Result<Arc<dyn Tree>, StoreError> {
+        let tree = self
+            .db
+            .open_tree(name.as_str())
+            .map_err(|e| backend(format!("opening tree `{name}`"), e))?;
+        Ok(Arc::new(SledTree { name, tree }))
+    }
+
+    fn apply(&self, writes: &WriteSet) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            // sled's multi-tree transaction needs at least one tree.
+            return Ok(());
+        }
+        let mut names: Vec<TreeName> = Vec::new();
+        let mut ops: Vec<(usize, &Op)> = Vec::with_capacity(writes.ops().len());
+        for (name, op) in writes.ops() {
+            let index = match names.iter().position(|n| n == name) {
+                Some(i) => i,
+                None => {
+                    names.push(*name);
+                    names.len() - 1
+                }
+            };
+            ops.push((index, op));
+        }
+        let trees = names
+            .iter()
+            .map(|name| {
+                self.db
+                    .open_tree(name.as_str())
+                    .map_err(|e| backend(format!("opening tree `{name}`"), e))
+            })
+            .collect::<Result<Vec<sled::Tree>, StoreError>>()?;
+
+        let outcome = trees.as_slice().transaction(|views| {
+            for &(index, op) in &ops {
+                let view = &views[index];
+                match op {
+                    Op::Insert { key, value } => {
+                        view.insert(key.as_slice(), value.as_slice())?;
+                    }
+                    Op::Remove { key } => {
+                        view.remove(key.as_slice())?;
+                    }
+                    Op::Expect { key, value } => {
+                        let current = view.get(key.as_slice())?;
+                        if current.as_deref() != value.as_deref() {
+                            return Err(ConflictableTransactionError::Abort((index, key)));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort((index, key))) => Err(StoreError::Conflict {
+                tree: names[index],
+                key: describe_key(key),
+            }),
+            Err(TransactionError::Storage(e)) => Err(backend(
+                format!(
+                    "a transaction over trees {}",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                e,
+            )),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|e| backend("flush".to_owned(), e))
+    }
+}
+
+struct SledTree {
+    name: TreeName,
+    tree: sled::Tree,
+}
+
+impl SledTree {
+    fn fail(&self, what: &str, key: &[u8]) -> impl FnOnce(sled::Error) -> StoreError {
+        let operation = format!("{what} on tree `{}`, key {}", self.name, describe_key(key));
+        move |e| backend(operation, e)
+    }
+}
+
+impl Tree for SledTree {
+    fn name(&self) -> TreeName {
+        self.name
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let v = self.tree.get(key).map_err(self.fail("get", key))?;
+        Ok(v.map(|v| v.to_vec()))
+    }
+
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let old = self
+            .tree
+            .insert(key, value)
+            .map_err(self.fail("insert", key))?;
+        Ok(old.map(|v| v.to_vec()))
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let old = self.tree.remove(key).map_err(self.fail("remove", key))?;
+        Ok(old.map(|v| v.to_vec()))
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.tree
+            .compare_and_swap(key, expected, new)
+            .map_err(self.fail("compare-and-swap", key))?
+            .map_err(|_| StoreError::Conflict {
+                tree: self.name,
+                key: describe_key(key),
+            })
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut out = Vec::new();
+        for item in self.tree.range::<&[u8], _>((start, Bound::Unbounded)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(self.fail("scan", prefix))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn last(&self) -> Result<Option<Entry>, StoreError> {
+        let last = self.tree.last().map_err(self.fail("last", &[]))?;
+        Ok(last.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    fn len(&self) -> usize {
+        self.tree.len()
+    }
+}
