@@ -189,7 +189,10 @@ impl RecordBody for MembershipBody {
         if !self.region.can_export() {
             return Err(InvalidBody {
                 field: "region",
-                reason: format!("{} is a recipient region; a member node cannot be there", self.region),
+                reason: format!(
+                    "{} is a recipient region; a member node cannot be there",
+                    self.region
+                ),
             });
         }
         check_nonempty("prefixes", &self.prefixes)?;

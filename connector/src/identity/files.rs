@@ -200,13 +200,15 @@ mod tests {
     #[test]
     fn strict_parsing_names_file_format_and_field() {
         let p = Path::new("/x/doc.json");
-        let ok: Doc = parse_document(r#"{"format":"bayspace/test/1","inner":{"n":1}}"#, p, F)
-            .unwrap();
+        let ok: Doc =
+            parse_document(r#"{"format":"bayspace/test/1","inner":{"n":1}}"#, p, F).unwrap();
         assert_eq!(ok.inner.n, 1);
 
         let e = parse_document::<Doc>(r#"{"format":"bayspace/test/2","inner":{"n":1}}"#, p, F)
             .unwrap_err();
-        assert!(matches!(e, FileError::UnknownFormat { ref found, .. } if found == "bayspace/test/2"));
+        assert!(
+            matches!(e, FileError::UnknownFormat { ref found, .. } if found == "bayspace/test/2")
+        );
         assert!(e.to_string().contains("/x/doc.json"), "{e}");
 
         let e = parse_document::<Doc>(
@@ -216,7 +218,10 @@ mod tests {
         )
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("/x/doc.json") && msg.contains("extra"), "{msg}");
+        assert!(
+            msg.contains("/x/doc.json") && msg.contains("extra"),
+            "{msg}"
+        );
         assert!(msg.contains("inner"), "{msg}");
 
         let e = parse_document::<Doc>(r#"{"inner":{"n":1}}"#, p, F).unwrap_err();
@@ -228,7 +233,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("secret");
         write_atomic(&p, b"one", 0o600, Overwrite::Refuse).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let e = write_atomic(&p, b"two", 0o600, Overwrite::Refuse).unwrap_err();
         assert!(matches!(e, FileError::Exists { .. }), "{e}");
         assert_eq!(read_secret_text(&p).unwrap(), "one");

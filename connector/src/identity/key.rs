@@ -53,7 +53,9 @@ pub enum KeyError {
 /// Why a PeerId does not yield an ed25519 public key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerKeyError {
-    #[error("PeerId {0} does not embed its public key (it is a hash); Bayspace nodes use ed25519 PeerIds")]
+    #[error(
+        "PeerId {0} does not embed its public key (it is a hash); Bayspace nodes use ed25519 PeerIds"
+    )]
     NotInline(PeerId),
     #[error("PeerId {0} does not hold an ed25519 public key")]
     NotEd25519(PeerId),
@@ -167,7 +169,10 @@ pub struct AuthorityKey {
 impl std::fmt::Debug for AuthorityKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthorityKey")
-            .field("public", &b64::encode(self.signing.verifying_key().as_bytes()))
+            .field(
+                "public",
+                &b64::encode(self.signing.verifying_key().as_bytes()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -254,7 +259,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("node.key");
         let k = NodeKey::create(&p).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let again = NodeKey::load(&p).unwrap();
         assert_eq!(k.peer_id(), again.peer_id());
         assert_eq!(k.verifying_key(), again.verifying_key());
@@ -275,7 +283,10 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let e = NodeKey::load(&p).unwrap_err();
         assert!(
-            matches!(e, KeyError::File(FileError::InsecureMode { mode: 0o644, .. })),
+            matches!(
+                e,
+                KeyError::File(FileError::InsecureMode { mode: 0o644, .. })
+            ),
             "{e}"
         );
         assert!(e.to_string().contains("chmod 600"), "{e}");
@@ -290,7 +301,9 @@ mod tests {
             let _ = fs::remove_file(&p);
             files::write_atomic(&p, text.as_bytes(), 0o600, Overwrite::Refuse).unwrap();
         };
-        write(format!(r#"{{"format":"bayspace/ed25519-secret/2","seed":"{seed}"}}"#));
+        write(format!(
+            r#"{{"format":"bayspace/ed25519-secret/2","seed":"{seed}"}}"#
+        ));
         assert!(matches!(
             NodeKey::load(&p),
             Err(KeyError::File(FileError::UnknownFormat { .. }))

@@ -131,9 +131,4 @@ impl<B: RecordBody> Signed<B> {
     pub fn write(&self, path: &Path, overwrite: Overwrite) -> Result<(), FileError> {
         files::write_atomic(path, self.to_json().as_bytes(), 0o644, overwrite)
     }
-
-    #[cfg(test)]
-    pub(crate) fn body_mut(&mut self) -> &mut B {
-        &mut self.body
-    }
 }

@@ -36,13 +36,19 @@ pub enum VerifyError {
     #[error("serial {serial} is revoked")]
     Revoked { serial: u64 },
     #[error("issued for PeerId {found}, but expected {expected}")]
-    PeerIdMismatch { expected: PeerId, found: PeerId },
+    PeerIdMismatch {
+        expected: Box<PeerId>,
+        found: Box<PeerId>,
+    },
     #[error("address {addr} is outside the credential's prefixes {}", list(.prefixes))]
-    AddressOutsidePrefixes { addr: IpAddr, prefixes: Vec<Ipv6Net> },
+    AddressOutsidePrefixes {
+        addr: IpAddr,
+        prefixes: Vec<Ipv6Net>,
+    },
     #[error("the credential lacks the role `{role}`")]
     MissingRole { role: String },
     #[error("issuer: {0}")]
-    IssuerKey(PeerKeyError),
+    IssuerKey(Box<PeerKeyError>),
     #[error("the institution's membership credential: {0}")]
     Membership(Box<VerifyError>),
     #[error("the revocation list: {0}")]
@@ -76,7 +82,10 @@ pub struct ResearcherChecks<'a> {
     pub role: Option<ResearcherRole>,
 }
 
-pub(crate) fn check_anchor(signer: &VerifyingKey, anchors: &[VerifyingKey]) -> Result<(), VerifyError> {
+pub(crate) fn check_anchor(
+    signer: &VerifyingKey,
+    anchors: &[VerifyingKey],
+) -> Result<(), VerifyError> {
     if anchors.contains(signer) {
         Ok(())
     } else {
@@ -131,8 +140,8 @@ impl Signed<MembershipBody> {
             && expected != body.peer_id
         {
             return Err(VerifyError::PeerIdMismatch {
-                expected,
-                found: body.peer_id,
+                expected: Box::new(expected),
+                found: Box::new(body.peer_id),
             });
         }
         if let Some(addr) = checks.addr {
@@ -182,11 +191,12 @@ impl Signed<ResearcherBody> {
         let body = self.body();
         if body.issuer != member.peer_id {
             return Err(VerifyError::PeerIdMismatch {
-                expected: member.peer_id,
-                found: body.issuer,
+                expected: Box::new(member.peer_id),
+                found: Box::new(body.issuer),
             });
         }
-        let institution_key = key_of_peer_id(&member.peer_id).map_err(VerifyError::IssuerKey)?;
+        let institution_key =
+            key_of_peer_id(&member.peer_id).map_err(|e| VerifyError::IssuerKey(Box::new(e)))?;
         check_anchor(self.signer(), &[institution_key])?;
         self.check_signature()?;
         check_time(now, body.not_before, body.not_after)?;
