@@ -34,6 +34,8 @@ pub struct RoleError {
     pub expected: &'static str,
 }
 
+/// Variants are declared in alphabetical order, so a role set (a
+/// `BTreeSet`) serialises sorted by name, as the canonical form requires.
 macro_rules! role_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -82,16 +84,16 @@ macro_rules! role_enum {
 role_enum!(
     /// What a member node may do in the data space.
     MemberRole {
-        Provider => "provider",
         Consumer => "consumer",
+        Provider => "provider",
     }
 );
 
 role_enum!(
     /// What a person may do at their institution's node.
     ResearcherRole {
-        Researcher => "researcher",
         Administrator => "administrator",
+        Researcher => "researcher",
     }
 );
 
@@ -348,11 +350,22 @@ mod tests {
     fn roles_parse_strictly() {
         assert_eq!("provider".parse::<MemberRole>(), Ok(MemberRole::Provider));
         let e = "Provider".parse::<MemberRole>().unwrap_err();
-        assert!(e.to_string().contains("provider consumer"), "{e}");
+        assert!(e.to_string().contains("consumer provider"), "{e}");
         assert!("researcher".parse::<MemberRole>().is_err());
         assert_eq!(
             "administrator".parse::<ResearcherRole>(),
             Ok(ResearcherRole::Administrator)
+        );
+        let set: BTreeSet<MemberRole> = [MemberRole::Provider, MemberRole::Consumer].into();
+        assert_eq!(
+            serde_json::to_string(&set).unwrap(),
+            r#"["consumer","provider"]"#
+        );
+        let set: BTreeSet<ResearcherRole> =
+            [ResearcherRole::Researcher, ResearcherRole::Administrator].into();
+        assert_eq!(
+            serde_json::to_string(&set).unwrap(),
+            r#"["administrator","researcher"]"#
         );
     }
 }

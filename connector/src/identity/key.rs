@@ -191,7 +191,7 @@ impl AuthorityKey {
             key: signing.verifying_key(),
             name: name.map(str::to_owned),
         };
-        anchor.write(&pub_path)?;
+        anchor.write(&pub_path, Overwrite::Refuse)?;
         Ok(AuthorityKey { signing })
     }
 
@@ -237,14 +237,14 @@ impl Anchor {
         })
     }
 
-    /// Write the public file (mode 0644); refuses an existing file.
-    pub fn write(&self, path: &Path) -> Result<(), FileError> {
+    /// Write the public file (mode 0644).
+    pub fn write(&self, path: &Path, overwrite: Overwrite) -> Result<(), FileError> {
         let doc = PublicKeyFile {
             format: PUBLIC_KEY_FORMAT.into(),
             key: self.key.to_bytes(),
             name: self.name.clone(),
         };
-        files::write_atomic(path, &to_json(&doc), 0o644, Overwrite::Refuse)
+        files::write_atomic(path, &to_json(&doc), 0o644, overwrite)
     }
 }
 

@@ -35,5 +35,8 @@ pub use revocation::{REVOCATION_FORMAT, RevocationBody, RevocationList};
 pub use signed::{InvalidBody, RecordBody, SignError, Signed};
 pub use verify::{Checks, ResearcherChecks, VerifyError};
 
+/// Re-exported so users of the identity API need not depend on libp2p.
+pub use libp2p_identity::PeerId;
+
 #[cfg(test)]
 mod tests;
