@@ -1,7 +1,10 @@
 //! The Bayspace engine: everything that touches a disk, a key or the network.
 //!
-//! The domain rules live in `bayspace-contracts`; this crate persists their
-//! results, proves what was decided, and talks to the other members.
+//! The domain rules live in `bayspace-contracts`; this crate holds the
+//! node's identity and credentials, persists what was decided, proves it in
+//! the audit log, and talks to the other members.
 
 pub mod audit;
+pub mod config;
+pub mod identity;
 pub mod store;

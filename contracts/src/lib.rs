@@ -18,9 +18,9 @@
 pub mod agreement;
 pub mod classification;
 pub mod compliance;
-pub mod negotiation;
 pub mod descriptor;
 pub mod dsp;
+pub mod negotiation;
 pub mod policy;
 pub mod region;
 pub mod signing;

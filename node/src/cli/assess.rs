@@ -76,6 +76,5 @@ pub fn parse_scenario(raw: &[u8]) -> Result<Scenario, String> {
     })?;
     de.end()
         .map_err(|e| format!("input is not a valid scenario: {e}"))?;
-    scenario.validate().map_err(|e| e.to_string())?;
     Ok(scenario)
 }

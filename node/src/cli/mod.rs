@@ -2,4 +2,7 @@
 //! `run` function that returns the process exit code.
 
 pub mod assess;
+pub mod authority;
+pub mod credential;
+pub mod init;
 pub mod ipv6;

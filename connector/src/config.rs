@@ -1,0 +1,219 @@
+//! The node's configuration file, `config.toml`.
+//!
+//! `bayspace init` writes it with every field explained in a comment; the
+//! daemon reads it. Unknown keys are refused so that a misspelt setting is an
+//! error, not a silently ignored line. Relative paths are relative to the
+//! directory that holds `config.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bayspace_contracts::region::Region;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::files::{self, FileError};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip6/::/tcp/4710", "/ip6/::/udp/4710/quic-v1"];
+pub const DEFAULT_GRPC: &str = "[::1]:7410";
+pub const DEFAULT_NODE_KEY: &str = "node.key";
+pub const DEFAULT_CREDENTIAL: &str = "membership.cred";
+pub const DEFAULT_ANCHOR: &str = "anchor.pub";
+pub const DEFAULT_DATA_DIR: &str = "data";
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeConfig {
+    pub institution: String,
+    pub region: Region,
+    /// libp2p listen multiaddrs.
+    pub listen: Vec<String>,
+    pub grpc: SocketAddr,
+    pub node_key: PathBuf,
+    pub credential: PathBuf,
+    pub anchors: Vec<PathBuf>,
+    /// Multiaddrs (with `/p2p/<PeerId>`) of members to dial at start.
+    pub bootstrap: Vec<String>,
+    pub data_dir: PathBuf,
+    /// BLAKE3 of the administrator token's text, hex; the token itself is
+    /// never stored by the node.
+    pub admin_token_blake3: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{}: {reason}", .path.display())]
+    Parse { path: PathBuf, reason: String },
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults for everything but who the node is.
+    pub fn new(institution: String, region: Region, admin_token: &AdminToken) -> Self {
+        NodeConfig {
+            institution,
+            region,
+            listen: DEFAULT_LISTEN.map(String::from).to_vec(),
+            grpc: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7410)),
+            node_key: DEFAULT_NODE_KEY.into(),
+            credential: DEFAULT_CREDENTIAL.into(),
+            anchors: vec![DEFAULT_ANCHOR.into()],
+            bootstrap: Vec::new(),
+            data_dir: DEFAULT_DATA_DIR.into(),
+            admin_token_blake3: admin_token.blake3_hex(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = files::read_text(path)?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The TOML text, each field preceded by what it means.
+    pub fn render(&self) -> String {
+        let s = |v: &str| toml::Value::String(v.to_owned()).to_string();
+        let p = |v: &Path| s(&v.to_string_lossy());
+        let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+        format!(
+            "\
+# Bayspace node configuration. Written by `bayspace init`; read by
+# `bayspace run`. Unknown keys are refused. Relative paths are relative to
+# the directory holding this file.
+
+# The institution this node belongs to, as named in its membership credential.
+institution = {institution}
+
+# Where the institution is, for the cross-border rules: mainland:<city>
+# (guangzhou, shenzhen, zhuhai, foshan, huizhou, dongguan, zhongshan,
+# jiangmen, zhaoqing, or other), hk or macao.
+region = {region}
+
+# libp2p listen addresses (multiaddrs): TCP (Noise, Yamux) and QUIC over IPv6.
+listen = {listen}
+
+# The gRPC API for researchers and administrators (host:port).
+grpc = {grpc}
+
+# The node's ed25519 key (mode 0600). The PeerId is derived from it.
+node-key = {node_key}
+
+# The membership credential the trust anchor issued for this node's PeerId.
+credential = {credential}
+
+# Public keys of the trust anchors whose credentials and revocation lists
+# this node accepts (bayspace/ed25519-public/1 files).
+anchors = {anchors}
+
+# Members to dial at start: multiaddrs ending in /p2p/<PeerId>.
+bootstrap = {bootstrap}
+
+# Where the node keeps its store (catalog, agreements, audit log).
+data-dir = {data_dir}
+
+# BLAKE3 hash (hex) of the administrator token in admin.token. The node keeps
+# only this hash; to rotate the token, write a new one and its hash here.
+admin-token-blake3 = {hash}
+",
+            institution = s(&self.institution),
+            region = s(&self.region.to_string()),
+            listen = list(self.listen.iter().map(|l| s(l)).collect()),
+            grpc = s(&self.grpc.to_string()),
+            node_key = p(&self.node_key),
+            credential = p(&self.credential),
+            anchors = list(self.anchors.iter().map(|a| p(a)).collect()),
+            bootstrap = list(self.bootstrap.iter().map(|b| s(b)).collect()),
+            data_dir = p(&self.data_dir),
+            hash = s(&self.admin_token_blake3),
+        )
+    }
+}
+
+/// The administrator's bearer token: 32 random bytes, hex encoded.
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn generate() -> Result<Self, ConfigError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| ConfigError::Random(e.to_string()))?;
+        Ok(AdminToken(
+            bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What the node stores: BLAKE3 of the token's text.
+    pub fn blake3_hex(&self) -> String {
+        blake3::hash(self.0.as_bytes()).to_hex().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let token = AdminToken::generate().unwrap();
+        let mut c = NodeConfig::new(
+            "Example \"Quoted\" University".into(),
+            "mainland:shenzhen".parse().unwrap(),
+            &token,
+        );
+        c.bootstrap = vec!["/ip6/2001:db8::1/tcp/4710/p2p/12D3KooW".into()];
+        c
+    }
+
+    #[test]
+    fn render_parses_back_to_the_same_config() {
+        let c = config();
+        let text = c.render();
+        assert_eq!(
+            NodeConfig::parse(&text, Path::new("config.toml")).unwrap(),
+            c
+        );
+        assert!(text.contains("grpc = \"[::1]:7410\""), "{text}");
+        assert!(text.contains("\"/ip6/::/udp/4710/quic-v1\""), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let text = config().render();
+        let e = NodeConfig::parse(&format!("{text}\nlisten-port = 1\n"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml") && e.contains("listen-port"), "{e}");
+        let e = NodeConfig::parse(
+            &text.replace("mainland:shenzhen", "mainland:shenzen"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("shenzen"), "{e}");
+    }
+
+    #[test]
+    fn token_is_random_and_hashed() {
+        let a = AdminToken::generate().unwrap();
+        let b = AdminToken::generate().unwrap();
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(a.as_str().len(), 64);
+        assert_eq!(
+            a.blake3_hex(),
+            blake3::hash(a.as_str().as_bytes()).to_hex().as_str()
+        );
+        assert_ne!(a.blake3_hex(), a.as_str());
+    }
+}
