@@ -412,7 +412,7 @@ impl EventLoop {
     fn sweep(&mut self) {
         for peer in self.peers.refuse_overdue(Instant::now()) {
             let reason = AdmissionRefusal::NoCredential(self.config.admission_timeout);
-            self.after_refusal(peer, reason);
+            self.on_refused(peer, reason);
         }
         let expired = self
             .peers
@@ -435,12 +435,8 @@ impl EventLoop {
         self.emit(P2pEvent::PeerAdmitted(info));
     }
 
-    /// A refusal decided by the table (already counted there).
+    /// Acts on a refusal the table already counted.
     fn on_refused(&mut self, peer: PeerId, reason: AdmissionRefusal) {
-        self.after_refusal(peer, reason);
-    }
-
-    fn after_refusal(&mut self, peer: PeerId, reason: AdmissionRefusal) {
         tracing::warn!(%peer, %reason, "peer refused admission; disconnecting");
         let behaviour = self.swarm.behaviour_mut();
         behaviour.gossip.blacklist_peer(&peer);
