@@ -7,4 +7,5 @@
 pub mod audit;
 pub mod config;
 pub mod identity;
+pub mod p2p;
 pub mod store;

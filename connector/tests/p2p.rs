@@ -1,0 +1,303 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Two or three real nodes on [::1], with a test admission policy that admits
+//! credentials of the form `member:<name>`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bayspace_connector::p2p::{
+    Admission, AdmissionRefusal, AdmittedPeer, CatalogRequest, CatalogResponse, Client,
+    GossipVerdict, P2pConfig, P2pEvent, Topic, spawn,
+};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc::Receiver;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct TestAdmission {
+    own: Vec<u8>,
+    refuse_all: AtomicBool,
+}
+
+impl Admission for TestAdmission {
+    fn check(
+        &self,
+        peer: &PeerId,
+        _remote: IpAddr,
+        credential: &[u8],
+        now: SystemTime,
+    ) -> Result<AdmittedPeer, AdmissionRefusal> {
+        if self.refuse_all.load(Ordering::SeqCst) {
+            return Err(AdmissionRefusal::Revoked("test revocation".into()));
+        }
+        let name = credential
+            .strip_prefix(b"member:")
+            .ok_or_else(|| AdmissionRefusal::Malformed("no member: prefix".into()))?;
+        Ok(AdmittedPeer {
+            peer_id: *peer,
+            institution: String::from_utf8_lossy(name).into_owned(),
+            expires_at: now + Duration::from_secs(3600),
+        })
+    }
+
+    fn own_credential(&self) -> Vec<u8> {
+        self.own.clone()
+    }
+}
+
+struct Node {
+    client: Client,
+    events: Receiver<P2pEvent>,
+    peer: PeerId,
+    admission: Arc<TestAdmission>,
+}
+
+async fn node(credential: &str, listen: &str) -> (Node, Multiaddr) {
+    let key = Keypair::generate_ed25519();
+    let peer = key.public().to_peer_id();
+    let admission = Arc::new(TestAdmission {
+        own: credential.as_bytes().to_vec(),
+        refuse_all: AtomicBool::new(false),
+    });
+    let (client, events, _handle) = spawn(key, admission.clone(), P2pConfig::default()).unwrap();
+    let addr = timeout(WAIT, client.listen_on(listen.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        Node {
+            client,
+            events,
+            peer,
+            admission,
+        },
+        addr,
+    )
+}
+
+/// Waits for the first event matching `pick`, skipping others.
+async fn next<T>(
+    events: &mut Receiver<P2pEvent>,
+    mut pick: impl FnMut(P2pEvent) -> Option<T>,
+) -> T {
+    timeout(WAIT, async {
+        loop {
+            if let Some(t) = pick(events.recv().await.expect("event channel closed")) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for an event")
+}
+
+async fn admitted(events: &mut Receiver<P2pEvent>, peer: PeerId) -> AdmittedPeer {
+    next(events, |e| match e {
+        P2pEvent::PeerAdmitted(p) if p.peer_id == peer => Some(p),
+        _ => None,
+    })
+    .await
+}
+
+/// Two members, `a` dialing `b`, each having admitted the other.
+async fn pair(transport: &str) -> (Node, Node) {
+    let (mut a, _) = node("member:alpha", transport).await;
+    let (mut b, b_addr) = node("member:beta", transport).await;
+    let dialed = timeout(WAIT, a.client.dial(b_addr)).await.unwrap().unwrap();
+    assert_eq!(dialed, b.peer);
+    assert_eq!(admitted(&mut a.events, b.peer).await.institution, "beta");
+    assert_eq!(admitted(&mut b.events, a.peer).await.institution, "alpha");
+    (a, b)
+}
+
+/// Publishes until a subscriber is known (subscriptions travel after connecting).
+async fn publish(client: &Client, topic: Topic, data: &[u8]) {
+    timeout(WAIT, async {
+        while client.publish(topic, data.to_vec()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no subscriber appeared");
+}
+
+async fn wait_disconnected(client: &Client) {
+    timeout(WAIT, async {
+        while !client.admitted_peers().await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("peer stayed connected");
+}
+
+async fn members_gossip_and_answer_catalog(transport: &str) {
+    let (a, mut b) = pair(transport).await;
+
+    publish(&a.client, Topic::Descriptors, b"descriptor-1").await;
+    let (from, data, id) = next(&mut b.events, |e| match e {
+        P2pEvent::Gossip {
+            topic: Topic::Descriptors,
+            from,
+            data,
+            id,
+            ..
+        } => Some((from, data, id)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((from, data.as_slice()), (a.peer, &b"descriptor-1"[..]));
+    b.client
+        .report_gossip(id, GossipVerdict::Accept)
+        .await
+        .unwrap();
+
+    let request = CatalogRequest {
+        after: None,
+        limit: 10,
+    };
+    let answer = tokio::spawn({
+        let client = a.client.clone();
+        let peer = b.peer;
+        async move { client.request(peer, request).await }
+    });
+    let (peer, got, channel) = next(&mut b.events, |e| match e {
+        P2pEvent::InboundRequest {
+            peer,
+            request,
+            channel,
+        } => Some((peer, request, channel)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (peer, got),
+        (
+            a.peer,
+            CatalogRequest {
+                after: None,
+                limit: 10
+            }
+        )
+    );
+    let page = CatalogResponse {
+        items: vec![b"d1".to_vec(), vec![0xff; 300]],
+        next: Some("d1".into()),
+    };
+    b.client.respond(channel, page.clone()).await.unwrap();
+    assert_eq!(timeout(WAIT, answer).await.unwrap().unwrap().unwrap(), page);
+
+    let stats = a.client.stats().await.unwrap();
+    assert_eq!(stats.admitted.len(), 1);
+    assert_eq!(stats.refusals, 0);
+    a.client.shutdown().await.unwrap();
+    b.client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_gossip_and_answer_catalog_over_tcp() {
+    members_gossip_and_answer_catalog("/ip6/::1/tcp/0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_gossip_and_answer_catalog_over_quic() {
+    members_gossip_and_answer_catalog("/ip6/::1/udp/0/quic-v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intruder_is_refused_disconnected_and_unheard() {
+    let (mut a, a_addr) = node("member:alpha", "/ip6/::1/tcp/0").await;
+    let (intruder, _) = node("stranger", "/ip6/::1/tcp/0").await;
+    timeout(WAIT, intruder.client.dial(a_addr))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let reason = next(&mut a.events, |e| match e {
+        P2pEvent::PeerRefused { peer, reason } if peer == intruder.peer => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(reason, AdmissionRefusal::Malformed(_)), "{reason}");
+    wait_disconnected(&intruder.client).await;
+
+    // Whatever the intruder tries now fails on its side, and nothing reaches `a`.
+    assert!(
+        intruder
+            .client
+            .publish(Topic::Descriptors, b"spam".to_vec())
+            .await
+            .is_err()
+    );
+    let request = CatalogRequest {
+        after: None,
+        limit: 1,
+    };
+    assert!(intruder.client.request(a.peer, request).await.is_err());
+    let stray = timeout(Duration::from_millis(300), async {
+        loop {
+            match a.events.recv().await {
+                Some(P2pEvent::Gossip { .. } | P2pEvent::InboundRequest { .. }) | None => return,
+                Some(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        stray.is_err(),
+        "a message from the intruder reached the node"
+    );
+
+    let stats = a.client.stats().await.unwrap();
+    assert_eq!(stats.refusals, 1);
+    assert!(stats.admitted.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_put_on_one_is_gettable_on_the_other() {
+    let (a, b) = pair("/ip6/::1/tcp/0").await;
+    timeout(
+        WAIT,
+        a.client
+            .put_record(b"dataset/42".to_vec(), b"descriptor".to_vec()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let value = timeout(WAIT, b.client.get_record(b"dataset/42".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(value, b"descriptor");
+    let missing = timeout(WAIT, b.client.get_record(b"dataset/none".to_vec()))
+        .await
+        .unwrap();
+    assert!(missing.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recheck_with_a_refusing_policy_disconnects() {
+    let (mut a, b) = pair("/ip6/::1/tcp/0").await;
+    a.admission.refuse_all.store(true, Ordering::SeqCst);
+    assert_eq!(a.client.recheck_all().await.unwrap(), 1);
+    let reason = next(&mut a.events, |e| match e {
+        P2pEvent::PeerRefused { peer, reason } if peer == b.peer => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(reason, AdmissionRefusal::Revoked(_)));
+    wait_disconnected(&b.client).await;
+    assert!(a.client.admitted_peers().await.unwrap().is_empty());
+    let request = CatalogRequest {
+        after: None,
+        limit: 1,
+    };
+    assert!(matches!(
+        a.client.request(b.peer, request).await,
+        Err(bayspace_connector::p2p::P2pError::NotAdmitted(_))
+    ));
+}
