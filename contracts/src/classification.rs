@@ -55,6 +55,18 @@ pub enum KnownCategory {
     RemoteSensing,
 }
 
+/// Whether `s` is a vocabulary term: 1 to `max` bytes of lower-case ASCII
+/// letters, digits and inner `-`. Tags and purposes share this shape so
+/// they compare byte for byte across members and never need normalising.
+pub(crate) fn is_term(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// A sector tag: lower-case ASCII letters, digits and `-`, 1 to 64 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Category(String);
@@ -82,13 +94,7 @@ impl FromStr for Category {
     type Err = ClassificationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-');
-        if ok {
+        if is_term(s, Self::MAX_LEN) {
             Ok(Category(s.to_owned()))
         } else {
             Err(ClassificationError::BadCategory(s.to_owned()))

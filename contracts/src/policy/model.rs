@@ -100,13 +100,7 @@ impl TryFrom<String> for Purpose {
     type Error = PurposeError;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        let ok = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-');
-        if ok {
+        if crate::classification::is_term(&s, Self::MAX_LEN) {
             Ok(Purpose(s))
         } else {
             Err(PurposeError(s))
