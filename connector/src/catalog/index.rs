@@ -43,7 +43,7 @@ impl Entry {
             tokens: tokens.into_boxed_slice(),
             publisher_name: d.publisher.name.to_lowercase().into_boxed_str(),
             peer_id: d.publisher.peer_id.clone().into_boxed_str(),
-            region: d.region.clone(),
+            region: d.region,
             categories: d.profile.categories.clone().into_boxed_slice(),
             level: d.profile.level,
             withdrawn: d.withdrawn,
@@ -73,7 +73,7 @@ impl Filter {
     pub(super) fn matches(&self, e: &Entry) -> bool {
         !e.withdrawn
             && self.level.is_none_or(|l| l == e.level)
-            && self.region.as_ref().is_none_or(|r| *r == e.region)
+            && self.region.is_none_or(|r| r == e.region)
             && self
                 .category
                 .as_ref()

@@ -341,7 +341,7 @@ impl Catalog {
                 .publisher
                 .as_ref()
                 .map(|p| (p.clone(), p.to_lowercase())),
-            region: query.region.clone(),
+            region: query.region,
             category: query.category.clone(),
             level: query.level,
             ..Filter::default()

@@ -76,7 +76,7 @@ impl Catalog {
             title: new.title,
             description: new.description,
             keywords: new.keywords,
-            region: new.region.unwrap_or_else(|| publisher.region.clone()),
+            region: new.region.unwrap_or(publisher.region),
             publisher,
             profile: DataProfile {
                 level: new.level,
