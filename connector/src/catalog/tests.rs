@@ -470,3 +470,117 @@ fn reopening_rebuilds_the_index_and_revocation_drops_a_publisher() {
         ["Local one"]
     );
 }
+
+mod over_p2p {
+    use std::net::IpAddr;
+    use std::time::{Duration as StdDuration, SystemTime};
+
+    use libp2p::PeerId;
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::p2p::{Admission, AdmissionRefusal, AdmittedPeer, P2pConfig, P2pEvent, spawn};
+
+    const WAIT: StdDuration = StdDuration::from_secs(10);
+
+    struct Everyone;
+
+    impl Admission for Everyone {
+        fn check(
+            &self,
+            peer: &PeerId,
+            _remote: IpAddr,
+            _credential: &[u8],
+            now: SystemTime,
+        ) -> Result<AdmittedPeer, AdmissionRefusal> {
+            Ok(AdmittedPeer {
+                peer_id: *peer,
+                institution: "member".into(),
+                expires_at: now + StdDuration::from_secs(3600),
+            })
+        }
+
+        fn own_credential(&self) -> Vec<u8> {
+            b"member".to_vec()
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_from_pulls_every_page_of_a_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = data_file(dir.path(), b"x");
+        let a = node(1, "Lab", "macao");
+        let b = node(2, "HKU", "hk");
+        let served = Arc::new(catalog());
+        for i in 0..5 {
+            publish(&served, &b, new_dataset(&file, &format!("Set {i}")), i);
+        }
+
+        let config = || P2pConfig::default();
+        let (a_client, mut a_events, _) =
+            spawn(a.key.libp2p_keypair(), Arc::new(Everyone), config()).unwrap();
+        let (b_client, mut b_events, _) =
+            spawn(b.key.libp2p_keypair(), Arc::new(Everyone), config()).unwrap();
+        let b_addr = b_client
+            .listen_on("/ip6/::1/tcp/0".parse().unwrap())
+            .await
+            .unwrap();
+        let b_peer = timeout(WAIT, a_client.dial(b_addr)).await.unwrap().unwrap();
+        // Serve pages of two, so the sync has to follow the cursor.
+        let (b_admitted, b_ready) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn({
+            let (client, served) = (b_client.clone(), Arc::clone(&served));
+            let mut b_admitted = Some(b_admitted);
+            async move {
+                while let Some(event) = b_events.recv().await {
+                    match event {
+                        P2pEvent::PeerAdmitted(_) => {
+                            if let Some(tx) = b_admitted.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        P2pEvent::InboundRequest {
+                            request, channel, ..
+                        } => {
+                            let page = served
+                                .page(request.after.as_deref(), request.limit.min(2))
+                                .unwrap();
+                            client.respond(channel, page).await.unwrap();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        timeout(WAIT, b_ready).await.unwrap().unwrap();
+        timeout(WAIT, async {
+            while !matches!(
+                a_events.recv().await,
+                Some(P2pEvent::PeerAdmitted(_)) | None
+            ) {}
+        })
+        .await
+        .unwrap();
+
+        let ours = catalog();
+        let admitted = b.institution.peer_id.clone();
+        let report = timeout(
+            WAIT,
+            sync_from(&a_client, b_peer, &ours, |p| p == admitted, NOW),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(report.complete);
+        assert_eq!((report.pages, report.stored, report.refused), (3, 5, 0));
+        assert_eq!(ours.len(), 5);
+        let again = sync_from(&a_client, b_peer, &ours, |_| true, NOW)
+            .await
+            .unwrap();
+        assert_eq!((again.stored, again.unchanged), (0, 5));
+
+        a_client.shutdown().await.unwrap();
+        b_client.shutdown().await.unwrap();
+        server.abort();
+    }
+}
