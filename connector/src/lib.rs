@@ -5,6 +5,7 @@
 //! the audit log, and talks to the other members.
 
 pub mod audit;
+pub mod catalog;
 pub mod config;
 pub mod identity;
 pub mod p2p;
