@@ -20,14 +20,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
     /// The node's gRPC address, e.g. http://[::1]:7410.
-    #[arg(long, env = "BAYSPACE_NODE")]
+    #[arg(long, env = "BAYSPACE_NODE", global = true)]
     node: Option<String>,
     /// Bearer token (administrator or researcher).
-    #[arg(long, env = "BAYSPACE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "BAYSPACE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// A node directory: its gRPC address and administrator token are used
     /// where --node or --token are not given.
-    #[arg(long)]
+    #[arg(long, global = true)]
     dir: Option<PathBuf>,
 }
 
