@@ -110,7 +110,7 @@ impl MembershipAdmission {
 
     /// The region named in the credential of an admitted peer.
     pub fn region_of(&self, peer: &PeerId) -> Option<Region> {
-        self.regions.lock().ok()?.get(peer).cloned()
+        self.regions.lock().ok()?.get(peer).copied()
     }
 
     /// Verifies a revocation list (its JSON bytes) and puts it in force if it
@@ -181,7 +181,7 @@ impl Admission for MembershipAdmission {
             .verify(&self.anchors, OffsetDateTime::from(now), &checks)
             .map_err(|e| refusal(e, remote))?;
         if let Ok(mut regions) = self.regions.lock() {
-            regions.insert(*peer, body.region.clone());
+            regions.insert(*peer, body.region);
         }
         Ok(AdmittedPeer {
             peer_id: *peer,
