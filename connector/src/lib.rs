@@ -4,6 +4,7 @@
 //! node's identity and credentials, persists what was decided, proves it in
 //! the audit log, and talks to the other members.
 
+pub mod admission;
 pub mod audit;
 pub mod catalog;
 pub mod config;

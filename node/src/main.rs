@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod client;
+mod daemon;
+mod grpc;
 mod proto;
+mod researchers;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +35,14 @@ enum Command {
     /// Check the data space's IPv6 address plan; render firewall rules.
     #[command(subcommand)]
     Ipv6(cli::ipv6::Ipv6Command),
+    /// Run the node: p2p swarm and gRPC API, until SIGINT or SIGTERM.
+    Run(cli::run::RunArgs),
+    /// Ask a running node how it is.
+    Status(cli::status::StatusArgs),
+    /// Manage the researchers who may use a node's API.
+    Researcher(cli::researcher::ResearcherArgs),
+    /// Hand a signed revocation list to a node.
+    Revocations(cli::revocations::RevocationsArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +53,10 @@ fn main() -> ExitCode {
         Command::Credential(args) => cli::credential::run(args),
         Command::Assess(args) => cli::assess::run(&args),
         Command::Ipv6(cmd) => cli::ipv6::run(cmd),
+        Command::Run(args) => cli::run::run(args),
+        Command::Status(args) => cli::status::run(args),
+        Command::Researcher(args) => cli::researcher::run(args),
+        Command::Revocations(args) => cli::revocations::run(args),
     };
     match result {
         Ok(code) => code,

@@ -6,3 +6,7 @@ pub mod authority;
 pub mod credential;
 pub mod init;
 pub mod ipv6;
+pub mod researcher;
+pub mod revocations;
+pub mod run;
+pub mod status;

@@ -1,0 +1,160 @@
+//! What every client subcommand shares: where the node is, the token, the
+//! connection, and how the node's refusals are shown.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bayspace_connector::config::{ADMIN_TOKEN_FILE, CONFIG_FILE, NodeConfig};
+use bayspace_connector::identity::files;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The node's gRPC address, e.g. http://[::1]:7410.
+    #[arg(long, env = "BAYSPACE_NODE", global = true)]
+    node: Option<String>,
+    /// Bearer token (administrator or researcher).
+    #[arg(long, env = "BAYSPACE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// A node directory: its gRPC address and administrator token are used
+    /// where --node or --token are not given.
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
+/// Where a client reaches a node listening on `addr`: an unspecified
+/// address means "every interface", which includes the loopback.
+fn url_of(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+fn resolve(args: &ClientArgs) -> anyhow::Result<(String, String)> {
+    let (mut node, mut token) = (args.node.clone(), args.token.clone());
+    if let Some(dir) = &args.dir {
+        if node.is_none() {
+            let config = NodeConfig::load(&dir.join(CONFIG_FILE))?;
+            node = Some(url_of(config.grpc));
+        }
+        if token.is_none() {
+            let text = files::read_secret_text(&dir.join(ADMIN_TOKEN_FILE))?;
+            token = Some(text.trim().to_owned());
+        }
+    }
+    match (node, token) {
+        (Some(n), Some(t)) => Ok((n, t)),
+        (None, _) => bail!(
+            "which node? pass --node http://HOST:PORT (or set BAYSPACE_NODE), or --dir NODE_DIR on the node's host"
+        ),
+        (_, None) => bail!(
+            "no token: pass --token (or set BAYSPACE_TOKEN), or --dir NODE_DIR for the administrator token"
+        ),
+    }
+}
+
+/// Connects to the node; fails within a few seconds when it does not answer.
+pub async fn connect(args: &ClientArgs) -> anyhow::Result<AuthChannel> {
+    let (url, token) = resolve(args)?;
+    let header: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .context("the token contains characters not allowed in a header")?;
+    let channel = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("`{url}` is not a gRPC address (like http://[::1]:7410)"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("the node at {url} does not answer: {}", source_chain(&e)))?;
+    Ok(InterceptedService::new(channel, Bearer(header)))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The node's refusal, with the gRPC code name so scripts can match on it.
+pub fn refused(s: Status) -> anyhow::Error {
+    anyhow::anyhow!("node refused: {:?}: {}", s.code(), s.message())
+}
+
+/// Runs a client subcommand on a small runtime of its own.
+pub fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(fut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_addresses_mean_loopback() {
+        assert_eq!(url_of("[::]:7410".parse().unwrap()), "http://[::1]:7410");
+        assert_eq!(
+            url_of("[2001:db8::1]:7410".parse().unwrap()),
+            "http://[2001:db8::1]:7410"
+        );
+    }
+
+    #[test]
+    fn explicit_flags_win_and_missing_ones_are_named() {
+        let args = ClientArgs {
+            node: Some("http://[::1]:1".into()),
+            token: None,
+            dir: None,
+        };
+        let e = resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("--token"), "{e}");
+        let args = ClientArgs {
+            node: None,
+            token: Some("t".into()),
+            dir: None,
+        };
+        assert!(resolve(&args).unwrap_err().to_string().contains("--node"));
+        let args = ClientArgs {
+            node: Some("http://x:1".into()),
+            token: Some("t".into()),
+            dir: Some("/nonexistent".into()),
+        };
+        assert_eq!(
+            resolve(&args).unwrap(),
+            ("http://x:1".to_owned(), "t".to_owned())
+        );
+    }
+}

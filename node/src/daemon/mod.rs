@@ -1,0 +1,271 @@
+//! `bayspace run`: the daemon. Start-up loads and checks everything that can
+//! be wrong in a node directory before anything listens, so a
+//! misconfiguration is one clear error, not a node that runs but cannot
+//! join. Then the p2p swarm, the event loop ([`events`]) and the gRPC server
+//! run until SIGINT or SIGTERM, and shut down in the reverse order.
+
+mod events;
+
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use bayspace_connector::admission::MembershipAdmission;
+use bayspace_connector::audit::AuditLog;
+use bayspace_connector::config::{CONFIG_FILE, NodeConfig};
+use bayspace_connector::identity::{
+    Anchor, Checks, MembershipCredential, NodeKey, PeerId, VerifyError,
+};
+use bayspace_connector::p2p::{self, P2pConfig};
+use bayspace_connector::store::{SledStore, Store};
+use bayspace_ipv6::listen::ListenAddr;
+use libp2p::Multiaddr;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use crate::grpc;
+use crate::researchers::Researchers;
+
+/// Entries between two signed audit checkpoints.
+const CHECKPOINT_EVERY: NonZeroU64 = NonZeroU64::MIN.saturating_add(63);
+
+/// The catalog size shown by `Status`; the catalog replaces the default.
+pub type CatalogSize = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// What the gRPC services and the event loop share.
+pub struct NodeContext {
+    pub config: NodeConfig,
+    pub peer_id: PeerId,
+    pub client: p2p::Client,
+    pub audit: Arc<AuditLog>,
+    pub admission: Arc<MembershipAdmission>,
+    pub researchers: Researchers,
+    pub started: Instant,
+    pub catalog_size: CatalogSize,
+}
+
+/// Everything loaded from the node directory before the node starts.
+struct Loaded {
+    config: NodeConfig,
+    key: NodeKey,
+    credential: MembershipCredential,
+    anchors: Vec<ed25519_dalek::VerifyingKey>,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+}
+
+fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        dir.join(p)
+    }
+}
+
+fn load(dir: &Path) -> anyhow::Result<Loaded> {
+    let config_path = dir.join(CONFIG_FILE);
+    if !config_path.exists() {
+        bail!(
+            "no {} in {}: create the node directory with `bayspace init --dir {}`",
+            CONFIG_FILE,
+            dir.display(),
+            dir.display()
+        );
+    }
+    let config = NodeConfig::load(&config_path)?;
+    let key = NodeKey::load(&resolve(dir, &config.node_key))?;
+    let peer_id = key.peer_id();
+
+    let mut anchors = Vec::new();
+    for a in &config.anchors {
+        let path = resolve(dir, a);
+        if !path.exists() {
+            bail!(
+                "no trust anchor at {}: put the data space operator's public key (authority.pub) there",
+                path.display()
+            );
+        }
+        anchors.push(Anchor::load(&path)?.key);
+    }
+    if anchors.is_empty() {
+        bail!(
+            "{}: `anchors` is empty; list the data space operator's public key file",
+            config_path.display()
+        );
+    }
+
+    let cred_path = resolve(dir, &config.credential);
+    if !cred_path.exists() {
+        bail!(
+            "no membership credential at {}: send your PeerId {peer_id} and your IPv6 prefixes to the data space operator and put the credential they return there",
+            cred_path.display()
+        );
+    }
+    let credential = MembershipCredential::read(&cred_path)?;
+
+    let mut listen = Vec::new();
+    for l in &config.listen {
+        ListenAddr::parse_multiaddr(l, false)
+            .with_context(|| format!("{}: listen address `{l}`", config_path.display()))?;
+        listen.push(
+            l.parse::<Multiaddr>()
+                .with_context(|| format!("{}: listen address `{l}`", config_path.display()))?,
+        );
+    }
+    let mut bootstrap = Vec::new();
+    for b in &config.bootstrap {
+        let addr: Multiaddr = b
+            .parse()
+            .with_context(|| format!("{}: bootstrap address `{b}`", config_path.display()))?;
+        if !matches!(
+            addr.iter().last(),
+            Some(libp2p::multiaddr::Protocol::P2p(_))
+        ) {
+            bail!(
+                "{}: bootstrap address `{b}` must end in /p2p/<PeerId>",
+                config_path.display()
+            );
+        }
+        bootstrap.push(addr);
+    }
+    Ok(Loaded {
+        config,
+        key,
+        credential,
+        anchors,
+        listen,
+        bootstrap,
+    })
+}
+
+/// The fix for a node credential that does not verify.
+fn credential_hint(e: &VerifyError, peer_id: &PeerId) -> String {
+    match e {
+        VerifyError::UnknownIssuer { .. } | VerifyError::BadSignature { .. } => {
+            "check that `anchors` lists the public key of the operator who issued it".into()
+        }
+        VerifyError::Expired { .. } | VerifyError::NotYetValid { .. } => {
+            format!("ask the data space operator for a credential for PeerId {peer_id} valid now")
+        }
+        VerifyError::Revoked { .. } => {
+            "this node's membership was revoked; contact the data space operator".into()
+        }
+        VerifyError::PeerIdMismatch { .. } => format!(
+            "it was issued for another node key; send this node's PeerId {peer_id} to the operator"
+        ),
+        _ => "contact the data space operator".into(),
+    }
+}
+
+pub async fn run(dir: &Path) -> anyhow::Result<()> {
+    let Loaded {
+        config,
+        key,
+        credential,
+        anchors,
+        listen,
+        bootstrap,
+    } = load(dir)?;
+    let peer_id = key.peer_id();
+    let admin_hash =
+        blake3::Hash::from_hex(config.admin_token_blake3.trim()).with_context(|| {
+            format!(
+                "{}: `admin-token-blake3` is not a BLAKE3 hash in hex",
+                dir.join(CONFIG_FILE).display()
+            )
+        })?;
+
+    let data_dir = resolve(dir, &config.data_dir);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir)?);
+    let admission = Arc::new(MembershipAdmission::open(
+        &credential,
+        anchors.clone(),
+        store.clone(),
+    )?);
+    let revocations = admission.revocations()?;
+    let checks = Checks {
+        peer_id: Some(peer_id),
+        revocations: revocations.as_ref(),
+        ..Checks::default()
+    };
+    if let Err(e) = credential.verify(&anchors, OffsetDateTime::now_utc(), &checks) {
+        bail!(
+            "the membership credential at {} is not valid: {e}; {}",
+            resolve(dir, &config.credential).display(),
+            credential_hint(&e, &peer_id)
+        );
+    }
+    let audit = Arc::new(AuditLog::open(
+        store.clone(),
+        key.signing_key().clone(),
+        CHECKPOINT_EVERY,
+    )?);
+    let researchers = Researchers::open(store.clone())?;
+
+    let (client, events, swarm_task) = p2p::spawn(
+        key.libp2p_keypair(),
+        admission.clone(),
+        P2pConfig::default(),
+    )?;
+    for addr in listen {
+        let bound = client.listen_on(addr).await?;
+        tracing::info!("listening on {bound}");
+    }
+    for addr in bootstrap {
+        match client.dial(addr.clone()).await {
+            Ok(peer) => tracing::info!(%peer, "dialed bootstrap peer {addr}"),
+            Err(e) => tracing::warn!("cannot reach bootstrap peer {addr}: {e}"),
+        }
+    }
+
+    let ctx = Arc::new(NodeContext {
+        peer_id,
+        client: client.clone(),
+        audit: audit.clone(),
+        admission,
+        researchers,
+        started: Instant::now(),
+        catalog_size: Arc::new(|| 0),
+        config,
+    });
+    let event_task = tokio::spawn(events::run(ctx.clone(), events));
+
+    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    let grpc_task = grpc::serve(ctx.clone(), admin_hash, async {
+        let _ = grpc_stopped.await;
+    })
+    .await?;
+    tracing::info!(%peer_id, institution = %ctx.config.institution, "node running");
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop_grpc.send(());
+    match grpc_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("gRPC server: {e}"),
+        Err(e) => tracing::error!("gRPC server task: {e}"),
+    }
+    if let Err(e) = client.shutdown().await {
+        tracing::warn!("p2p shutdown: {e}");
+    }
+    let _ = swarm_task.await;
+    // The swarm is gone, so the event channel closes and the loop ends.
+    let _ = event_task.await;
+    audit.checkpoint(OffsetDateTime::now_utc())?;
+    store.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
