@@ -43,6 +43,12 @@ enum Command {
     Researcher(cli::researcher::ResearcherArgs),
     /// Hand a signed revocation list to a node.
     Revocations(cli::revocations::RevocationsArgs),
+    /// Publish or withdraw this node's datasets (administrator).
+    #[command(subcommand)]
+    Dataset(cli::dataset::DatasetCommand),
+    /// Search or export the federated catalog.
+    #[command(subcommand)]
+    Catalog(cli::catalog::CatalogCommand),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Researcher(args) => cli::researcher::run(args),
         Command::Revocations(args) => cli::revocations::run(args),
+        Command::Dataset(cmd) => cli::dataset::run(cmd),
+        Command::Catalog(cmd) => cli::catalog::run(cmd),
     };
     match result {
         Ok(code) => code,

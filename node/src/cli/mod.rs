@@ -3,7 +3,9 @@
 
 pub mod assess;
 pub mod authority;
+pub mod catalog;
 pub mod credential;
+pub mod dataset;
 pub mod init;
 pub mod ipv6;
 pub mod researcher;

@@ -4,10 +4,12 @@
 //! catalog owns goes through [`on_catalog_event`], the single place where
 //! the catalog service is attached.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bayspace_connector::admission::{AdmissionError, RevocationOutcome};
 use bayspace_connector::audit::{Actor, AuditEvent};
+use bayspace_connector::catalog::{CatalogError, IngestOutcome, sync_from};
 use bayspace_connector::identity::PeerId;
 use bayspace_connector::p2p::{CatalogResponse, GossipId, GossipVerdict, P2pEvent, Topic};
 use serde_json::json;
@@ -80,26 +82,84 @@ async fn on_revocation_gossip(ctx: &NodeContext, from: PeerId, data: &[u8], id: 
     }
 }
 
-/// The seam where the federated catalog attaches to the network: descriptor
-/// gossip, catalog page requests, DSP control requests, and newly admitted
-/// peers (whose catalog is worth syncing). Until the catalog is attached the
-/// node holds no datasets: it ignores announcements, serves an empty
-/// catalog and leaves control requests unanswered, which the requester sees
-/// as a failed request.
-async fn on_catalog_event(ctx: &NodeContext, event: P2pEvent) {
+/// The federated catalog on the network: descriptor gossip, catalog page
+/// requests from members, and a catalog sync from every newly admitted
+/// peer. DSP control requests wait for the negotiation protocol: until then
+/// they go unanswered, which the requester sees as a failed request.
+async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
     match event {
-        P2pEvent::PeerAdmitted(_) => {}
-        P2pEvent::Gossip { id, .. } => {
+        P2pEvent::PeerAdmitted(peer) => {
+            // Syncing takes several round trips; the loop must keep serving.
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let admitted = admitted_set(&ctx).await;
+                let report = sync_from(
+                    &ctx.client,
+                    peer.peer_id,
+                    &ctx.catalog,
+                    |p| admitted.contains(p),
+                    OffsetDateTime::now_utc(),
+                )
+                .await;
+                match report {
+                    Ok(r) => tracing::info!(
+                        peer = %peer.peer_id, pages = r.pages, stored = r.stored,
+                        refused = r.refused, "catalog synced"
+                    ),
+                    Err(e) => tracing::warn!(peer = %peer.peer_id, "catalog sync failed: {e}"),
+                }
+            });
+        }
+        P2pEvent::Gossip {
+            topic: Topic::Descriptors,
+            from,
+            data,
+            id,
+            ..
+        } => {
+            let admitted = admitted_set(ctx).await;
+            let verdict = match ctx.catalog.ingest_bytes(
+                &data,
+                |p| admitted.contains(p),
+                OffsetDateTime::now_utc(),
+            ) {
+                Ok(IngestOutcome::Stored) => GossipVerdict::Accept,
+                Ok(IngestOutcome::Unchanged | IngestOutcome::Stale) => GossipVerdict::Ignore,
+                Err(CatalogError::Store(e)) => {
+                    tracing::error!(%from, "cannot store an announced descriptor: {e}");
+                    GossipVerdict::Ignore
+                }
+                Err(e) => {
+                    tracing::warn!(%from, "announced descriptor refused: {e}");
+                    GossipVerdict::Reject
+                }
+            };
+            if let Err(e) = ctx.client.report_gossip(id, verdict).await {
+                tracing::warn!("cannot report a gossip verdict: {e}");
+            }
+        }
+        P2pEvent::Gossip { id, topic, .. } => {
+            tracing::debug!(?topic, "gossip on a topic the catalog does not own");
             if let Err(e) = ctx.client.report_gossip(id, GossipVerdict::Ignore).await {
                 tracing::warn!("cannot report a gossip verdict: {e}");
             }
         }
-        P2pEvent::InboundRequest { channel, .. } => {
-            let empty = CatalogResponse {
-                items: Vec::new(),
-                next: None,
-            };
-            if let Err(e) = ctx.client.respond(channel, empty).await {
+        P2pEvent::InboundRequest {
+            peer,
+            request,
+            channel,
+        } => {
+            let page = ctx
+                .catalog
+                .page(request.after.as_deref(), request.limit)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(%peer, "catalog page refused: {e}");
+                    CatalogResponse {
+                        items: Vec::new(),
+                        next: None,
+                    }
+                });
+            if let Err(e) = ctx.client.respond(channel, page).await {
                 tracing::warn!("cannot answer a catalog request: {e}");
             }
         }
@@ -108,4 +168,18 @@ async fn on_catalog_event(ctx: &NodeContext, event: P2pEvent) {
         }
         P2pEvent::PeerRefused { .. } => {}
     }
+}
+
+/// The PeerIds admitted right now, ourselves included (our own datasets are
+/// always ours to keep).
+async fn admitted_set(ctx: &NodeContext) -> HashSet<String> {
+    let mut set: HashSet<String> = match ctx.client.admitted_peers().await {
+        Ok(peers) => peers.into_iter().map(|p| p.peer_id.to_string()).collect(),
+        Err(e) => {
+            tracing::warn!("cannot list admitted peers: {e}");
+            HashSet::new()
+        }
+    };
+    set.insert(ctx.peer_id.to_string());
+    set
 }

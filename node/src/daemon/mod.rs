@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use bayspace_connector::admission::MembershipAdmission;
 use bayspace_connector::audit::AuditLog;
+use bayspace_connector::catalog::Catalog;
 use bayspace_connector::config::{CONFIG_FILE, NodeConfig};
 use bayspace_connector::identity::{
     Anchor, Checks, MembershipCredential, NodeKey, PeerId, VerifyError,
@@ -31,9 +32,6 @@ use crate::researchers::Researchers;
 /// Entries between two signed audit checkpoints.
 const CHECKPOINT_EVERY: NonZeroU64 = NonZeroU64::MIN.saturating_add(63);
 
-/// The catalog size shown by `Status`; the catalog replaces the default.
-pub type CatalogSize = Arc<dyn Fn() -> u64 + Send + Sync>;
-
 /// What the gRPC services and the event loop share.
 pub struct NodeContext {
     pub config: NodeConfig,
@@ -43,7 +41,8 @@ pub struct NodeContext {
     pub admission: Arc<MembershipAdmission>,
     pub researchers: Researchers,
     pub started: Instant,
-    pub catalog_size: CatalogSize,
+    pub catalog: Arc<Catalog>,
+    pub key: Arc<NodeKey>,
 }
 
 /// Everything loaded from the node directory before the node starts.
@@ -203,6 +202,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         CHECKPOINT_EVERY,
     )?);
     let researchers = Researchers::open(store.clone())?;
+    let catalog = Arc::new(Catalog::open(store.clone())?);
 
     let (client, events, swarm_task) = p2p::spawn(
         key.libp2p_keypair(),
@@ -227,7 +227,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         admission,
         researchers,
         started: Instant::now(),
-        catalog_size: Arc::new(|| 0),
+        catalog,
+        key: Arc::new(key),
         config,
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));

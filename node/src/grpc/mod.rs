@@ -4,6 +4,7 @@
 //! without a token.
 
 pub mod auth;
+mod catalog;
 mod services;
 
 use std::future::Future;
@@ -14,7 +15,12 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 
+use bayspace_contracts::descriptor::{Institution, PublicKey};
+use catalog::CatalogApi;
+
 use crate::daemon::NodeContext;
+use crate::proto::catalog_service_server::CatalogServiceServer;
+use crate::proto::dataset_service_server::DatasetServiceServer;
 use crate::proto::node_service_server::NodeServiceServer;
 use crate::proto::researcher_service_server::ResearcherServiceServer;
 use crate::proto::revocation_service_server::RevocationServiceServer;
@@ -68,17 +74,38 @@ pub async fn serve(
     health
         .set_serving::<RevocationServiceServer<RevocationApi>>()
         .await;
+    health
+        .set_serving::<CatalogServiceServer<CatalogApi>>()
+        .await;
+    health
+        .set_serving::<DatasetServiceServer<CatalogApi>>()
+        .await;
     tracing::info!("grpc serving on {addr}");
     Ok(tokio::spawn(
         router.serve_with_incoming_shutdown(incoming, shutdown),
     ))
 }
 
-/// The seam where the catalog, dataset and contract services join the
-/// server; each must be wrapped with `auth` (`XServer::with_interceptor`)
-/// and check the caller's role with [`auth::require_admin`] or
-/// [`auth::require_user`]. No such service exists yet, so the router is
-/// returned as is.
-fn catalog_services(router: Router, _ctx: &Arc<NodeContext>, _auth: &Authenticator) -> Router {
+/// The catalog and dataset services; each is wrapped with `auth` and checks
+/// the caller's role itself.
+fn catalog_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator) -> Router {
+    let api = CatalogApi {
+        catalog: ctx.catalog.clone(),
+        p2p: ctx.client.clone(),
+        key: ctx.key.clone(),
+        institution: Institution {
+            name: ctx.config.institution.clone(),
+            region: ctx.config.region,
+            peer_id: ctx.peer_id.to_string(),
+            key: PublicKey::from(&ctx.key.verifying_key()),
+        },
+        audit: ctx.audit.clone(),
+        grpc_endpoint: format!("http://{}", ctx.config.grpc),
+    };
     router
+        .add_service(CatalogServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(DatasetServiceServer::with_interceptor(api, auth.clone()))
 }

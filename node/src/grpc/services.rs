@@ -64,7 +64,7 @@ impl proto::node_service_server::NodeService for NodeApi {
             region: ctx.config.region.to_string(),
             listen_addrs: listen.iter().map(ToString::to_string).collect(),
             admitted_peers: admitted,
-            catalog_size: (ctx.catalog_size)(),
+            catalog_size: ctx.catalog.len() as u64,
             uptime_seconds: ctx.started.elapsed().as_secs(),
             admission_refusals: stats.refusals,
             version: env!("CARGO_PKG_VERSION").into(),

@@ -1,0 +1,310 @@
+//! `CatalogService` and `DatasetService`: search the federated catalog,
+//! export it as DSP, and publish or withdraw this node's datasets.
+
+use std::sync::Arc;
+
+use bayspace_connector::audit::{Actor, AuditEvent, AuditLog};
+use bayspace_connector::catalog::{self, Catalog, CatalogError, NewDataset, SearchQuery};
+use bayspace_connector::identity::NodeKey;
+use bayspace_connector::p2p::{Client, Topic};
+use bayspace_contracts::classification::{Category, DataLevel};
+use bayspace_contracts::descriptor::{ApprovalMode, DatasetId, Institution, SignedDescriptor};
+use bayspace_contracts::dsp::DataService;
+use bayspace_contracts::policy::{Purpose, RegionSet};
+use bayspace_contracts::region::Region;
+use serde_json::json;
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+
+use crate::grpc::auth::{Caller, Role, require_admin, require_user};
+use crate::proto;
+
+/// Everything the two services need; cheap to clone.
+#[derive(Clone)]
+pub struct CatalogApi {
+    pub catalog: Arc<Catalog>,
+    pub p2p: Client,
+    pub key: Arc<NodeKey>,
+    pub institution: Institution,
+    pub audit: Arc<AuditLog>,
+    pub grpc_endpoint: String,
+}
+
+impl CatalogApi {
+    /// Gossip the descriptor to the members and put it in the DHT. Neither
+    /// is fatal: with no peers yet there is nobody to tell, and joiners sync
+    /// the catalog from us when they are admitted.
+    async fn announce(&self, signed: &SignedDescriptor) {
+        let bytes = match catalog::encode(signed) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(dataset = %signed.descriptor.id, "cannot encode descriptor: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.p2p.publish(Topic::Descriptors, bytes.clone()).await {
+            tracing::info!(dataset = %signed.descriptor.id, "descriptor not gossiped: {e}");
+        }
+        if let Err(e) = self
+            .p2p
+            .put_record(catalog::dht_key(&signed.descriptor.id), bytes)
+            .await
+        {
+            tracing::info!(dataset = %signed.descriptor.id, "descriptor not put in the DHT: {e}");
+        }
+    }
+
+    fn audit(
+        &self,
+        caller: &Caller,
+        signed: &SignedDescriptor,
+        action: &str,
+    ) -> Result<(), Status> {
+        let d = &signed.descriptor;
+        let actor = match caller.role {
+            Role::Admin => Actor::Admin,
+            Role::Researcher => Actor::Researcher(caller.id.clone()),
+        };
+        self.audit
+            .append(
+                actor,
+                AuditEvent::DatasetPublished,
+                vec![d.id.to_string()],
+                json!({ "action": action, "version": d.version, "title": d.title,
+                        "content_hash": d.content_hash.to_string(), "withdrawn": d.withdrawn }),
+                OffsetDateTime::now_utc(),
+            )
+            .map(|_| ())
+            .map_err(|e| Status::internal(format!("audit log: {e}")))
+    }
+}
+
+fn catalog_status(e: CatalogError) -> Status {
+    match e {
+        CatalogError::Store(_) | CatalogError::Encode(_) | CatalogError::Dsp(_) => {
+            Status::internal(e.to_string())
+        }
+        CatalogError::UnknownDataset(_) => Status::not_found(e.to_string()),
+        CatalogError::NotOurs { .. } => Status::permission_denied(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
+fn opt(s: String) -> Option<String> {
+    let s = s.trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+fn parse_field<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, Status>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn summary(s: &SignedDescriptor) -> proto::DatasetSummary {
+    let d = &s.descriptor;
+    proto::DatasetSummary {
+        id: d.id.to_string(),
+        title: d.title.clone(),
+        description: d.description.clone(),
+        keywords: d.keywords.clone(),
+        publisher: d.publisher.name.clone(),
+        publisher_peer_id: d.publisher.peer_id.clone(),
+        region: d.region.to_string(),
+        version: d.version,
+        level: d.profile.level.to_string(),
+        categories: d
+            .profile
+            .categories
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        personal_individuals: d.profile.personal_individuals,
+        sensitive_individuals: d.profile.sensitive_individuals,
+        size: d.size,
+        content_hash: d.content_hash.to_string(),
+        published_at: d
+            .issued
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        offers: d
+            .offers
+            .iter()
+            .map(|o| proto::Offer {
+                id: o.id.to_string(),
+                approval: match o.approval {
+                    ApprovalMode::Manual => "manual".into(),
+                    ApprovalMode::Auto => "auto".into(),
+                },
+                policy_json: serde_json::to_string(&o.policy).unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+fn new_dataset(r: proto::PublishRequest) -> Result<NewDataset, Status> {
+    let level: DataLevel = parse_field("level", &r.level)?;
+    let categories = r
+        .categories
+        .iter()
+        .map(|c| parse_field::<Category>("category", c))
+        .collect::<Result<_, _>>()?;
+    let purposes = r
+        .purposes
+        .iter()
+        .map(|p| parse_field::<Purpose>("purpose", p))
+        .collect::<Result<Vec<_>, _>>()?;
+    // A GBA data space offers to the GBA unless the steward says otherwise.
+    let recipient_regions = if r.recipient_regions.is_empty() {
+        RegionSet::GbaOnly
+    } else {
+        RegionSet::from_args(&r.recipient_regions)
+            .map_err(|e| Status::invalid_argument(format!("recipient-region: {e}")))?
+    };
+    let approval = match r.approval.as_str() {
+        "" | "manual" => ApprovalMode::Manual,
+        "auto" => ApprovalMode::Auto,
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "approval: `{other}` is not manual or auto"
+            )));
+        }
+    };
+    let replaces = opt(r.replaces)
+        .map(|id| parse_field::<DatasetId>("replaces", &id))
+        .transpose()?;
+    if r.path.is_empty() {
+        return Err(Status::invalid_argument(
+            "path: the dataset file is required",
+        ));
+    }
+    Ok(NewDataset {
+        path: r.path.into(),
+        title: r.title,
+        description: r.description,
+        keywords: r.keywords,
+        region: None,
+        level,
+        personal_individuals: r.personal_individuals,
+        sensitive_individuals: r.sensitive_individuals,
+        categories,
+        collected_abroad: r.collected_abroad,
+        purposes,
+        recipient_regions,
+        approval,
+        valid_days: (r.valid_days > 0).then_some(r.valid_days),
+        replaces,
+    })
+}
+
+fn random16() -> Result<[u8; 16], Status> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| Status::internal(format!("random: {e}")))?;
+    Ok(b)
+}
+
+#[tonic::async_trait]
+impl proto::catalog_service_server::CatalogService for CatalogApi {
+    async fn search(
+        &self,
+        req: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        require_user(&req)?;
+        let r = req.into_inner();
+        let query = SearchQuery {
+            text: opt(r.text),
+            publisher: opt(r.publisher),
+            region: opt(r.region)
+                .map(|v| parse_field::<Region>("region", &v))
+                .transpose()?,
+            category: opt(r.category)
+                .map(|v| parse_field::<Category>("category", &v))
+                .transpose()?,
+            level: opt(r.level)
+                .map(|v| parse_field::<DataLevel>("level", &v))
+                .transpose()?,
+            limit: (r.limit > 0).then_some(r.limit),
+            after: opt(r.after),
+        };
+        let page = self.catalog.search(&query).map_err(catalog_status)?;
+        Ok(Response::new(proto::SearchResponse {
+            datasets: page.items.iter().map(summary).collect(),
+            next: page.next.unwrap_or_default(),
+        }))
+    }
+
+    async fn export_dsp(
+        &self,
+        req: Request<proto::ExportDspRequest>,
+    ) -> Result<Response<proto::ExportDspResponse>, Status> {
+        require_user(&req)?;
+        let peer = &self.institution.peer_id;
+        let service = DataService {
+            id: format!("urn:bayspace:service:{peer}"),
+            endpoint_url: self.grpc_endpoint.clone(),
+        };
+        let doc = self
+            .catalog
+            .export_dsp(&format!("urn:bayspace:catalog:{peer}"), peer, &service)
+            .map_err(catalog_status)?;
+        Ok(Response::new(proto::ExportDspResponse {
+            json: serde_json::to_string_pretty(&doc)
+                .map_err(|e| Status::internal(e.to_string()))?,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::dataset_service_server::DatasetService for CatalogApi {
+    async fn publish(
+        &self,
+        req: Request<proto::PublishRequest>,
+    ) -> Result<Response<proto::PublishResponse>, Status> {
+        let caller = require_admin(&req)?.clone();
+        let new = new_dataset(req.into_inner())?;
+        let (api, random) = (self.clone(), random16()?);
+        // Hashing a large file blocks: keep it off the async workers.
+        let signed = tokio::task::spawn_blocking(move || {
+            api.catalog.publish(
+                new,
+                &api.key,
+                api.institution.clone(),
+                OffsetDateTime::now_utc(),
+                random,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(format!("publish task: {e}")))?
+        .map_err(catalog_status)?;
+        // Stored locally; audited before anyone else hears of it.
+        self.audit(&caller, &signed, "publish")?;
+        self.announce(&signed).await;
+        let d = &signed.descriptor;
+        Ok(Response::new(proto::PublishResponse {
+            id: d.id.to_string(),
+            version: d.version,
+            content_hash: d.content_hash.to_string(),
+        }))
+    }
+
+    async fn withdraw(
+        &self,
+        req: Request<proto::WithdrawRequest>,
+    ) -> Result<Response<proto::WithdrawResponse>, Status> {
+        let caller = require_admin(&req)?.clone();
+        let id: DatasetId = parse_field("id", &req.into_inner().id)?;
+        let signed = self
+            .catalog
+            .withdraw(&id, &self.key, OffsetDateTime::now_utc())
+            .map_err(catalog_status)?;
+        self.audit(&caller, &signed, "withdraw")?;
+        self.announce(&signed).await;
+        Ok(Response::new(proto::WithdrawResponse {
+            id: signed.descriptor.id.to_string(),
+            version: signed.descriptor.version,
+        }))
+    }
+}
