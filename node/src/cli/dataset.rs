@@ -13,7 +13,7 @@ use crate::proto::{PublishRequest, WithdrawRequest};
 #[derive(Debug, clap::Subcommand)]
 pub enum DatasetCommand {
     /// Hash, describe, sign and announce a dataset file on the node's host.
-    Publish(PublishArgs),
+    Publish(Box<PublishArgs>),
     /// Withdraw a published dataset: a new version that says so.
     Withdraw {
         id: String,
@@ -74,7 +74,7 @@ pub struct PublishArgs {
 
 pub fn run(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DatasetCommand::Publish(a) => publish(a),
+        DatasetCommand::Publish(a) => publish(*a),
         DatasetCommand::Withdraw { id, client, json } => {
             let r = client::block_on(async {
                 let mut c = DatasetServiceClient::new(client::connect(&client).await?);
