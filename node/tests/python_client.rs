@@ -1,0 +1,111 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Python example client (`examples/python-client`, grpcio with stubs
+//! generated from the node's protos) searches a live node's catalog with a
+//! researcher token.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn run(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(o.status.success(), "{cmd:?}: {}", text(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A venv with the client's requirements, kept between runs under the
+/// target directory so only the first run downloads anything.
+fn venv(client: &Path) -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-client-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.installed");
+    let wanted = std::fs::read_to_string(client.join("requirements.txt")).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(client.join("requirements.txt")));
+        std::fs::write(&stamp, wanted).unwrap();
+    }
+    python
+}
+
+#[test]
+fn the_python_client_searches_a_live_node() {
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-client");
+    let python = venv(&client);
+    run(Command::new("sh")
+        .arg(client.join("generate.sh"))
+        .env("PYTHON", &python));
+
+    let space = Space::new();
+    let (dir, _, _) = space.member_in("Shenzhen University", "mainland:shenzhen", None);
+    let node = Node::start(&dir);
+    node.wait_for("status", |_| true);
+    let data = space.tmp.path().join("air.csv");
+    std::fs::write(&data, "station,pm25\nfutian,31\n").unwrap();
+    ok(&[
+        "dataset",
+        "publish",
+        &s(&data),
+        "--title",
+        "Air quality Futian",
+        "--keyword",
+        "pm25",
+        "--level",
+        "general",
+        "--personal",
+        "0",
+        "--sensitive",
+        "0",
+        "--purpose",
+        "academic-research",
+        "--dir",
+        &s(&dir),
+    ]);
+    let added = ok(&["researcher", "add", "Chan Tai Man", "--dir", &s(&dir)]);
+    let token = added
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap()
+        .to_owned();
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    let grpc = config
+        .lines()
+        .find_map(|l| l.strip_prefix("grpc = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+
+    let search = |args: &[&str]| -> std::process::Output {
+        Command::new(&python)
+            .arg(client.join("search.py"))
+            .args(["--node", &grpc, "--token", &token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = search(&["pm25"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let found: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["title"], "Air quality Futian");
+    assert_eq!(found[0]["publisher"], "Shenzhen University");
+
+    let o = search(&["--region", "hk"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+
+    // A wrong token is refused with the gRPC code.
+    let o = Command::new(&python)
+        .arg(client.join("search.py"))
+        .args(["--node", &grpc, "--token", "not-a-token", "pm25"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("UNAUTHENTICATED"), "{}", text(&o));
+}
