@@ -56,9 +56,11 @@ pub struct MembershipAdmission {
     revocations: RwLock<Option<RevocationList>>,
     stored: TypedTree<String, String>,
     store: Arc<dyn Store>,
-    /// Regions of peers admitted so far, for status displays. Bounded by the
-    /// number of credentials the anchors issued, which is small.
-    regions: Mutex<HashMap<PeerId, Region>>,
+    /// Region and credential serial of peers admitted so far: the region for
+    /// status displays, the serial to find who a revocation list revokes.
+    /// Bounded by the number of credentials the anchors issued, which is
+    /// small.
+    regions: Mutex<HashMap<PeerId, (Region, u64)>>,
 }
 
 impl MembershipAdmission {
@@ -109,8 +111,24 @@ impl MembershipAdmission {
     }
 
     /// The region named in the credential of an admitted peer.
+    /// Peers seen with a credential whose serial the current revocation
+    /// list revokes: their descriptors leave the catalog with them.
+    pub fn revoked_peers(&self) -> Vec<PeerId> {
+        let Ok(Some(list)) = self.revocations() else {
+            return Vec::new();
+        };
+        let Ok(members) = self.regions.lock() else {
+            return Vec::new();
+        };
+        members
+            .iter()
+            .filter(|(_, (_, serial))| list.is_revoked(*serial))
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
     pub fn region_of(&self, peer: &PeerId) -> Option<Region> {
-        self.regions.lock().ok()?.get(peer).copied()
+        self.regions.lock().ok()?.get(peer).map(|(r, _)| *r)
     }
 
     /// Verifies a revocation list (its JSON bytes) and puts it in force if it
@@ -181,7 +199,7 @@ impl Admission for MembershipAdmission {
             .verify(&self.anchors, OffsetDateTime::from(now), &checks)
             .map_err(|e| refusal(e, remote))?;
         if let Ok(mut regions) = self.regions.lock() {
-            regions.insert(*peer, body.region);
+            regions.insert(*peer, (body.region, body.serial));
         }
         Ok(AdmittedPeer {
             peer_id: *peer,

@@ -241,3 +241,33 @@ fn bad_publications_are_refused_and_store_nothing() {
     assert_eq!(st["catalog_size"], 0);
     assert!(search(&dir, &[]).is_empty());
 }
+
+#[test]
+fn a_revoked_members_datasets_leave_the_catalog() {
+    let space = Space::new();
+    let (a_dir, _, _) = space.member("alpha", None);
+    let a = Node::start(&a_dir);
+    let a_addr = a.tcp_addr();
+    let (b_dir, b_peer, b_serial) = space.member("beta", Some(&a_addr));
+    let b = Node::start(&b_dir);
+    a.wait_for("beta admitted", |st| Node::admitted(st).contains(&b_peer));
+    let data = space.tmp.path().join("b.csv");
+    std::fs::write(&data, "x\n1\n").unwrap();
+    publish(&b_dir, &data, "Beta survey", &[]);
+    wait_search(&a, &["survey"], "beta's dataset", |f| f.len() == 1);
+
+    let list = space.tmp.path().join("revocations.json");
+    ok(&[
+        "authority",
+        "revoke",
+        "--dir",
+        &s(&space.authority()),
+        "--serial",
+        &b_serial.to_string(),
+        "--out",
+        &s(&list),
+    ]);
+    ok(&["revocations", "publish", &s(&list), "--dir", &s(&a_dir)]);
+    wait_search(&a, &["survey"], "beta's dataset to go", |f| f.is_empty());
+    drop(b);
+}

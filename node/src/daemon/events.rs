@@ -65,6 +65,7 @@ async fn on_revocation_gossip(ctx: &NodeContext, from: PeerId, data: &[u8], id: 
                 Ok(n) => tracing::info!("{n} peer(s) disconnected after the revocation list"),
                 Err(e) => tracing::error!("cannot re-check admitted peers: {e}"),
             }
+            drop_revoked_publishers(ctx);
             GossipVerdict::Accept
         }
         Ok(RevocationOutcome::NotNewer { .. }) => GossipVerdict::Ignore,
@@ -79,6 +80,17 @@ async fn on_revocation_gossip(ctx: &NodeContext, from: PeerId, data: &[u8], id: 
     };
     if let Err(e) = ctx.client.report_gossip(id, verdict).await {
         tracing::warn!("cannot report a gossip verdict: {e}");
+    }
+}
+
+/// A revoked member's datasets leave the catalog with it.
+pub fn drop_revoked_publishers(ctx: &NodeContext) {
+    for peer in ctx.admission.revoked_peers() {
+        match ctx.catalog.remove_publisher(&peer.to_string()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(%peer, "{n} dataset(s) of a revoked member removed"),
+            Err(e) => tracing::error!(%peer, "cannot remove a revoked member's datasets: {e}"),
+        }
     }
 }
 

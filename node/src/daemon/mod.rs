@@ -4,7 +4,7 @@
 //! join. Then the p2p swarm, the event loop ([`events`]) and the gRPC server
 //! run until SIGINT or SIGTERM, and shut down in the reverse order.
 
-mod events;
+pub(crate) mod events;
 
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};

@@ -182,6 +182,7 @@ impl proto::revocation_service_server::RevocationService for RevocationApi {
             .recheck_all()
             .await
             .map_err(|e| internal("p2p engine", e))?;
+        crate::daemon::events::drop_revoked_publishers(ctx);
         let after = admitted(ctx).await?;
         Ok(Response::new(proto::PublishRevocationsResponse {
             sequence: body.seq,
