@@ -100,6 +100,33 @@ fn the_python_client_searches_a_live_node() {
     let o = search(&["--region", "hk"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
 
+    // Reflection (v1alpha, the version Python's client speaks) lists the
+    // bayspace.v1 services without a token, and health reports SERVING.
+    let probe = r#"
+import sys, grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+ch = grpc.insecure_channel(sys.argv[1])
+stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+reqs = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+for r in stub.ServerReflectionInfo(reqs, timeout=10):
+    print("\n".join(s.name for s in r.list_services_response.service))
+h = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+print("health", health_pb2.HealthCheckResponse.ServingStatus.Name(h.status))
+"#;
+    let out = run(Command::new(&python).args(["-c", probe, &grpc]));
+    for service in [
+        "bayspace.v1.CatalogService",
+        "bayspace.v1.DatasetService",
+        "bayspace.v1.NodeService",
+    ] {
+        assert!(
+            out.lines().any(|l| l == service),
+            "{service} not listed: {out}"
+        );
+    }
+    assert!(out.contains("health SERVING"), "{out}");
+
     // A wrong token is refused with the gRPC code.
     let o = Command::new(&python)
         .arg(client.join("search.py"))
