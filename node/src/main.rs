@@ -46,6 +46,9 @@ enum Command {
     /// Publish or withdraw this node's datasets (administrator).
     #[command(subcommand)]
     Dataset(cli::dataset::DatasetCommand),
+    /// Export a node's audit log; verify an export offline.
+    #[command(subcommand)]
+    Audit(cli::audit::AuditCommand),
     /// Search or export the federated catalog.
     #[command(subcommand)]
     Catalog(cli::catalog::CatalogCommand),
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Revocations(args) => cli::revocations::run(args),
         Command::Dataset(cmd) => cli::dataset::run(cmd),
         Command::Catalog(cmd) => cli::catalog::run(cmd),
+        Command::Audit(cmd) => cli::audit::run(cmd),
     };
     match result {
         Ok(code) => code,

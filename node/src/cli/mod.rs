@@ -2,6 +2,7 @@
 //! `run` function that returns the process exit code.
 
 pub mod assess;
+pub mod audit;
 pub mod authority;
 pub mod catalog;
 pub mod credential;

@@ -3,6 +3,7 @@
 //! services, which stay open so that probes and tools like grpcurl work
 //! without a token.
 
+mod audit;
 pub mod auth;
 mod catalog;
 mod services;
@@ -15,10 +16,12 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 
+use audit::AuditApi;
 use bayspace_contracts::descriptor::{Institution, PublicKey};
 use catalog::CatalogApi;
 
 use crate::daemon::NodeContext;
+use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::catalog_service_server::CatalogServiceServer;
 use crate::proto::dataset_service_server::DatasetServiceServer;
 use crate::proto::node_service_server::NodeServiceServer;
@@ -108,4 +111,8 @@ fn catalog_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator
             auth.clone(),
         ))
         .add_service(DatasetServiceServer::with_interceptor(api, auth.clone()))
+        .add_service(AuditServiceServer::with_interceptor(
+            AuditApi(ctx.audit.clone()),
+            auth.clone(),
+        ))
 }
