@@ -20,6 +20,8 @@ pub mod classification;
 pub mod compliance;
 pub mod descriptor;
 pub mod dsp;
+pub mod filing;
+pub mod ledger;
 pub mod negotiation;
 pub mod policy;
 pub mod region;
