@@ -8,16 +8,18 @@
 //!
 //! Which transfers count (see [`counts_toward_year_to_date`]):
 //! - `security-assessment` and `standard-contract`: national routes.
-//! - `exempt`, whatever the exemption, except `not-cross-border` (nothing
-//!   left the Mainland) and `no-statutory-restriction` (a Hong Kong
-//!   exporter's exemption, so nothing left the Mainland either). In
-//!   particular `below-threshold` transfers count: M8 adds this transfer to
-//!   the year to date precisely so that small exempt transfers accumulate
-//!   towards the 100 000 and 1 000 000 thresholds. An `exempt` route with no
-//!   exemption given is counted, erring towards reaching a threshold early.
-//! - Not counted: `gba-standard-contract` (the GBA contract is not a
-//!   national route and has no volume limit), `macao-authorisation` (a Macao
-//!   exporter's route) and `prohibited` (nothing may leave).
+//! - `exempt` with `below-threshold`: the national route M8 chose because
+//!   the running total was still small, so it must accumulate towards the
+//!   100 000 and 1 000 000 thresholds. An `exempt` route with no exemption
+//!   given is counted too, erring towards reaching a threshold early.
+//! - Not counted: the other exemptions. The Cross-border Data Flow
+//!   Provisions (Art. 8) leave transfers exempted under Arts. 3 to 6
+//!   (no personal data, collected abroad, contract necessity, HR,
+//!   emergency, free-trade-zone lists) out of the cumulative count, and
+//!   `not-cross-border` / `no-statutory-restriction` send nothing out of the
+//!   Mainland. Nor `gba-standard-contract` (not a national route, no volume
+//!   limit), `macao-authorisation` (a Macao exporter's route) or
+//!   `prohibited` (nothing may leave).
 
 use std::collections::BTreeMap;
 
@@ -48,10 +50,7 @@ pub struct Ledger {
 pub fn counts_toward_year_to_date(route: Route, exemption: Option<Exemption>) -> bool {
     match route {
         Route::SecurityAssessment | Route::StandardContract => true,
-        Route::Exempt => !matches!(
-            exemption,
-            Some(Exemption::NotCrossBorder | Exemption::NoStatutoryRestriction)
-        ),
+        Route::Exempt => matches!(exemption, None | Some(Exemption::BelowThreshold)),
         Route::GbaStandardContract | Route::MacaoAuthorisation | Route::Prohibited => false,
     }
 }
@@ -140,8 +139,7 @@ mod tests {
         l.record(at, Route::SecurityAssessment, None, 10, 0);
         l.record(at, Route::StandardContract, None, 5, 3);
         l.record(at, Route::Exempt, Some(Exemption::BelowThreshold), 40, 0);
-        l.record(at, Route::Exempt, Some(Exemption::ContractNecessity), 1, 0);
-        assert_eq!(l.year_to_date(at), ytd(56, 3));
+        assert_eq!(l.year_to_date(at), ytd(55, 3));
         l.record(at, Route::StandardContract, None, u64::MAX, u64::MAX);
         assert_eq!(l.year_to_date(at), ytd(u64::MAX, u64::MAX));
     }
@@ -154,6 +152,10 @@ mod tests {
             (Route::GbaStandardContract, None),
             (Route::Exempt, Some(Exemption::NotCrossBorder)),
             (Route::Exempt, Some(Exemption::NoStatutoryRestriction)),
+            (Route::Exempt, Some(Exemption::ContractNecessity)),
+            (Route::Exempt, Some(Exemption::Emergency)),
+            (Route::Exempt, Some(Exemption::CollectedAbroad)),
+            (Route::Exempt, Some(Exemption::FtzNotOnNegativeList)),
             (Route::MacaoAuthorisation, None),
             (Route::Prohibited, None),
         ] {
