@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bayspace");
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub const DEADLINE: Duration = Duration::from_secs(40);
 
 pub fn bayspace(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run bayspace")
