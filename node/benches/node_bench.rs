@@ -1,0 +1,308 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The figures that need real node processes (release build, `[::1]`):
+//!
+//! - start to serving: from spawning `bayspace run` until its gRPC `Status`
+//!   answers (target: under 200 ms);
+//! - idle resident memory, `VmRSS` after the node has settled (target:
+//!   under 40 MiB);
+//! - publish to searchable: ten nodes bootstrapped to the first, a dataset
+//!   published on the first, until a `Search` on every other node finds it
+//!   (target: p50 under 300 ms).
+//!
+//! Nodes are driven through their gRPC API directly, so no client process
+//! start-up is measured. Every node is killed when the run ends, a panic
+//! included, and the temporary directories are removed.
+//!
+//! Run: `cargo bench -p bayspace-node --bench node_bench`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../src/proto.rs"]
+mod proto;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bayspace_connector::config::{ADMIN_TOKEN_FILE, CONFIG_FILE, NodeConfig};
+use common::{Node, Space};
+use proto::catalog_service_client::CatalogServiceClient;
+use proto::dataset_service_client::DatasetServiceClient;
+use proto::node_service_client::NodeServiceClient;
+use proto::{PublishRequest, SearchRequest, StatusRequest};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+const STARTS: usize = 10;
+const NODES: usize = 10;
+const PUBLISHES: usize = 20;
+const POLL: Duration = Duration::from_millis(5);
+const SETTLE: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Auth = InterceptedService<Channel, Bearer>;
+
+/// Where a node directory's gRPC API is, and its administrator token.
+struct Api {
+    url: String,
+    bearer: Bearer,
+}
+
+impl Api {
+    fn of(dir: &Path) -> Api {
+        let config = NodeConfig::load(&dir.join(CONFIG_FILE)).unwrap();
+        let token = std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE)).unwrap();
+        Api {
+            url: format!("http://{}", config.grpc),
+            bearer: Bearer(format!("Bearer {}", token.trim()).parse().unwrap()),
+        }
+    }
+
+    async fn try_connect(&self) -> Option<Auth> {
+        let channel = Endpoint::from_shared(self.url.clone())
+            .unwrap()
+            .connect_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .ok()?;
+        Some(InterceptedService::new(channel, self.bearer.clone()))
+    }
+
+    async fn connect(&self) -> Auth {
+        let start = Instant::now();
+        loop {
+            if let Some(c) = self.try_connect().await {
+                return c;
+            }
+            assert!(start.elapsed() < TIMEOUT, "{} does not answer", self.url);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+async fn status(c: &Auth) -> Option<proto::StatusResponse> {
+    let mut client = NodeServiceClient::new(c.clone());
+    Some(client.status(StatusRequest {}).await.ok()?.into_inner())
+}
+
+/// Spawn to the first answered `Status`.
+async fn time_to_serving(api: &Api, dir: &Path) -> (Duration, Node) {
+    let started = Instant::now();
+    let node = Node::start(dir);
+    loop {
+        if let Some(c) = api.try_connect().await
+            && status(&c).await.is_some()
+        {
+            return (started.elapsed(), node);
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "node never served; log:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn rss_kib(node: &Node) -> u64 {
+    let pid = node.child.as_ref().unwrap().id();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn summary(what: &str, mut times: Vec<Duration>) {
+    times.sort_unstable();
+    println!(
+        "{what}: n={} p50={:.1} ms p95={:.1} ms max={:.1} ms",
+        times.len(),
+        ms(percentile(&times, 0.50)),
+        ms(percentile(&times, 0.95)),
+        ms(times[times.len() - 1]),
+    );
+}
+
+async fn start_and_idle(space: &Space) {
+    let (dir, _, _) = space.member("bench-start", None);
+    let api = Api::of(&dir);
+    let mut times = Vec::new();
+    for i in 0..STARTS {
+        let (t, node) = time_to_serving(&api, &dir).await;
+        times.push(t);
+        if i + 1 < STARTS {
+            node.terminate();
+        } else {
+            tokio::time::sleep(SETTLE).await;
+            println!(
+                "idle RSS of a lone node after {} s: {:.1} MiB",
+                SETTLE.as_secs(),
+                rss_kib(&node) as f64 / 1024.0
+            );
+        }
+    }
+    summary("start to serving (gRPC Status answers)", times);
+}
+
+/// The first time `Search` for `word` on `c` returns something.
+async fn found_after(c: Auth, word: String, since: Instant) -> Duration {
+    let mut client = CatalogServiceClient::new(c);
+    loop {
+        let r = client
+            .search(SearchRequest {
+                text: word.clone(),
+                ..SearchRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !r.datasets.is_empty() {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < TIMEOUT,
+            "`{word}` never became searchable"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Publishes one dataset on `origin`; returns the time until each of
+/// `others` finds it, and how long the publish call itself took.
+async fn publish_once(
+    origin: &Auth,
+    others: &[Auth],
+    file: &Path,
+    k: usize,
+) -> (Vec<Duration>, Duration) {
+    let word = format!("probe{k:03}x");
+    let since = Instant::now();
+    DatasetServiceClient::new(origin.clone())
+        .publish(PublishRequest {
+            path: file.to_str().unwrap().to_owned(),
+            title: format!("Benchmark {word}"),
+            description: "Synthetic records for the propagation benchmark".into(),
+            keywords: vec!["benchmark".into()],
+            level: "general".into(),
+            purposes: vec!["academic-research".into()],
+            ..PublishRequest::default()
+        })
+        .await
+        .unwrap();
+    let call = since.elapsed();
+    let waits: Vec<_> = others
+        .iter()
+        .map(|c| tokio::spawn(found_after(c.clone(), word.clone(), since)))
+        .collect();
+    let mut times = Vec::new();
+    for w in waits {
+        times.push(w.await.unwrap());
+    }
+    (times, call)
+}
+
+async fn propagation(space: &Space) {
+    let (dir0, peer0, _) = space.member("bench-0", None);
+    let mut nodes = vec![Node::start(&dir0)];
+    let addr0 = nodes[0].tcp_addr();
+    let mut peers = vec![peer0.clone()];
+    for i in 1..NODES {
+        let (dir, peer, _) = space.member(&format!("bench-{i}"), Some(&addr0));
+        nodes.push(Node::start(&dir));
+        peers.push(peer);
+    }
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(Api::of(&n.dir).connect().await);
+    }
+    // Every node admits the first, and the first admits every node.
+    let start = Instant::now();
+    loop {
+        let mut ready = true;
+        for (i, c) in clients.iter().enumerate() {
+            let admitted: Vec<String> = status(c)
+                .await
+                .map(|s| s.admitted_peers.into_iter().map(|p| p.peer_id).collect())
+                .unwrap_or_default();
+            ready &= if i == 0 {
+                peers[1..].iter().all(|p| admitted.contains(p))
+            } else {
+                admitted.contains(&peer0)
+            };
+        }
+        if ready {
+            break;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the nodes were not all admitted; log of node 0:\n{}",
+            nodes[0].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "{NODES} nodes admitted in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(SETTLE).await;
+
+    let file = space.tmp.path().join("bench.csv");
+    std::fs::write(&file, "id,value\n1,2\n3,4\n").unwrap();
+    // One unmeasured round lets the gossip mesh settle.
+    publish_once(&clients[0], &clients[1..], &file, 0).await;
+    let (mut all, mut each, mut calls) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 1..=PUBLISHES {
+        let (times, call) = publish_once(&clients[0], &clients[1..], &file, k).await;
+        all.push(times.iter().copied().max().unwrap());
+        each.extend(times);
+        calls.push(call);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    summary("publish RPC on node 0 (hash, sign, store, flush)", calls);
+    summary(
+        &format!("publish to searchable on all {} other nodes", NODES - 1),
+        all,
+    );
+    summary("publish to searchable, per node", each);
+
+    tokio::time::sleep(SETTLE).await;
+    let rss: Vec<f64> = nodes.iter().map(|n| rss_kib(n) as f64 / 1024.0).collect();
+    println!(
+        "RSS in the {NODES}-node mesh after the run: node 0 {:.1} MiB, others {:.1}..{:.1} MiB",
+        rss[0],
+        rss[1..].iter().copied().fold(f64::INFINITY, f64::min),
+        rss[1..].iter().copied().fold(0.0, f64::max),
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let space = Space::new();
+    start_and_idle(&space).await;
+    propagation(&space).await;
+}
