@@ -6,9 +6,11 @@
 //! is bounded by the number of entries it has to look at, and the per-entry
 //! check allocates nothing: filters compare enums and short strings, and a
 //! text query is answered by binary searches over the entry's sorted token
-//! list. At 100 000 datasets a full walk stays within a few milliseconds,
-//! which is simpler to keep correct than an inverted index that would have
-//! to be maintained beside the map on every supersede and removal.
+//! list. Filters on region, level and publisher stay within the 5 ms p99
+//! target at 100 000 datasets, but text queries do not (docs/BENCHMARKS.md:
+//! p99 9 ms for a word on 1 % of datasets, ~130 ms for a word on none,
+//! because every entry is visited). The fix is a word → ids inverted index
+//! maintained beside this map on ingest, supersede, withdrawal and removal.
 
 use bayspace_contracts::classification::{Category, DataLevel};
 use bayspace_contracts::descriptor::DatasetDescriptor;
