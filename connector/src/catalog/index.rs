@@ -6,14 +6,17 @@
 //! is bounded by the number of entries it has to look at, and the per-entry
 //! check allocates nothing: filters compare enums and short strings, and a
 //! text query is answered by binary searches over the entry's sorted token
-//! list. Filters on region, level and publisher stay within the 5 ms p99
-//! target at 100 000 datasets, but text queries do not (docs/BENCHMARKS.md:
-//! p99 9 ms for a word on 1 % of datasets, ~130 ms for a word on none,
-//! because every entry is visited). The fix is a word → ids inverted index
-//! maintained beside this map on ingest, supersede, withdrawal and removal.
+//! list. Text queries would still visit every entry when a word is rare (at
+//! 100 000 datasets a word on none took ~130 ms), so [`Index`] also keeps a
+//! word → ids map: a text query walks only the datasets holding some word
+//! that starts with its rarest query word, found by a range scan over the
+//! sorted words.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use bayspace_contracts::classification::{Category, DataLevel};
-use bayspace_contracts::descriptor::DatasetDescriptor;
+use bayspace_contracts::descriptor::{DatasetDescriptor, DatasetId};
 use bayspace_contracts::region::Region;
 
 /// What a search looks at for one dataset.
@@ -56,6 +59,86 @@ impl Entry {
     fn has_prefix(&self, word: &str) -> bool {
         let i = self.tokens.partition_point(|t| &**t < word);
         self.tokens.get(i).is_some_and(|t| t.starts_with(word))
+    }
+}
+
+/// The entries by id, and the ids by word.
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    entries: BTreeMap<DatasetId, Entry>,
+    words: BTreeMap<Box<str>, BTreeSet<DatasetId>>,
+}
+
+impl Index {
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&DatasetId, &Entry)> {
+        self.entries.iter()
+    }
+
+    pub(super) fn insert(&mut self, id: DatasetId, entry: Entry) {
+        self.remove(&id);
+        for t in &entry.tokens {
+            self.words.entry(t.clone()).or_default().insert(id.clone());
+        }
+        self.entries.insert(id, entry);
+    }
+
+    pub(super) fn remove(&mut self, id: &DatasetId) {
+        let Some(old) = self.entries.remove(id) else {
+            return;
+        };
+        for t in &old.tokens {
+            if let Some(ids) = self.words.get_mut(t) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.words.remove(t);
+                }
+            }
+        }
+    }
+
+    /// The ids of datasets holding a word that starts with `prefix`.
+    fn with_prefix(&self, prefix: &str) -> BTreeSet<&DatasetId> {
+        self.words
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(w, _)| w.starts_with(prefix))
+            .flat_map(|(_, ids)| ids.iter())
+            .collect()
+    }
+
+    /// Up to `take` matching ids after the cursor, in id order.
+    pub(super) fn search(
+        &self,
+        filter: &Filter,
+        after: Option<&DatasetId>,
+        take: usize,
+    ) -> Vec<DatasetId> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let matching = |id: &DatasetId| self.entries.get(id).is_some_and(|e| filter.matches(e));
+        let rarest = filter
+            .words
+            .iter()
+            .map(|w| self.with_prefix(w))
+            .min_by_key(BTreeSet::len);
+        match rarest {
+            Some(candidates) => candidates
+                .into_iter()
+                .skip_while(|id| after.is_some_and(|a| *id <= a))
+                .filter(|id| matching(id))
+                .take(take)
+                .cloned()
+                .collect(),
+            None => self
+                .entries
+                .range((lower, Bound::Unbounded))
+                .filter(|(_, e)| filter.matches(e))
+                .take(take)
+                .map(|(id, _)| id.clone())
+                .collect(),
+        }
     }
 }
 
@@ -128,6 +211,55 @@ mod tests {
         let mut v = vec![];
         tokenize(s, |w| v.push(w));
         v
+    }
+
+    fn entry(tokens: &[&str]) -> Entry {
+        let mut t: Vec<Box<str>> = tokens.iter().map(|w| (*w).into()).collect();
+        t.sort_unstable();
+        Entry {
+            tokens: t.into_boxed_slice(),
+            publisher_name: "lab".into(),
+            peer_id: "peer".into(),
+            region: Region::HongKong,
+            categories: Box::new([]),
+            level: DataLevel::General,
+            withdrawn: false,
+        }
+    }
+
+    fn id(n: u8) -> DatasetId {
+        format!("urn:bayspace:dataset:{}", format!("{n:02x}").repeat(32))
+            .parse()
+            .unwrap()
+    }
+
+    fn text(q: &str) -> Filter {
+        Filter {
+            words: words(q),
+            ..Filter::default()
+        }
+    }
+
+    #[test]
+    fn the_word_index_follows_inserts_supersedes_and_removals() {
+        let mut ix = Index::default();
+        ix.insert(id(1), entry(&["diabetes", "cohort"]));
+        ix.insert(id(2), entry(&["air", "quality"]));
+        ix.insert(id(3), entry(&["diabetic", "retina"]));
+        assert_eq!(ix.search(&text("diab"), None, 10), vec![id(1), id(3)]);
+        assert_eq!(ix.search(&text("diab cohort"), None, 10), vec![id(1)]);
+        assert_eq!(ix.search(&text("diab"), Some(&id(1)), 10), vec![id(3)]);
+        assert_eq!(ix.search(&text("diab"), None, 1), vec![id(1)]);
+        assert!(ix.search(&text("nothing"), None, 10).is_empty());
+        // A new version with other words leaves no trace of the old ones.
+        ix.insert(id(1), entry(&["asthma"]));
+        assert_eq!(ix.search(&text("diab"), None, 10), vec![id(3)]);
+        assert_eq!(ix.search(&text("asthma"), None, 10), vec![id(1)]);
+        ix.remove(&id(3));
+        assert!(ix.search(&text("diab"), None, 10).is_empty());
+        assert!(!ix.words.contains_key("diabetic"));
+        assert_eq!(ix.search(&Filter::default(), None, 10), vec![id(1), id(2)]);
+        assert_eq!(ix.len(), 2);
     }
 
     #[test]

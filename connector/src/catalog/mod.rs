@@ -27,8 +27,6 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -49,7 +47,7 @@ use crate::p2p::CatalogResponse;
 use crate::p2p::protocol::{MAX_CATALOG_RESPONSE_BYTES, MAX_RECORD_BYTES};
 use crate::store::{Store, StoreError, Tree, TreeName, TypedTree, WriteSet};
 
-use index::{Entry, Filter};
+use index::{Entry, Filter, Index};
 pub use publish::NewDataset;
 pub use sync::{MAX_SYNC_PAGES, SyncError, SyncReport, sync_from};
 
@@ -188,7 +186,7 @@ pub struct Catalog {
     raw: Arc<dyn Tree>,
     descriptors: TypedTree<String, SignedDescriptor>,
     local_files: TypedTree<String, LocalFile>,
-    index: RwLock<BTreeMap<DatasetId, Entry>>,
+    index: RwLock<Index>,
     /// Serialises writers, so that the read-compare-write of an ingest is
     /// not interleaved with another.
     writer: Mutex<()>,
@@ -211,7 +209,7 @@ impl Catalog {
         let descriptors: TypedTree<String, SignedDescriptor> =
             TypedTree::open(&*store, DESCRIPTORS)?;
         let local_files = TypedTree::open(&*store, LOCAL_FILES)?;
-        let mut index = BTreeMap::new();
+        let mut index = Index::default();
         let mut after: Option<String> = None;
         loop {
             let batch = descriptors.scan(&[], after.as_ref(), SCAN_BATCH)?;
@@ -310,7 +308,7 @@ impl Catalog {
         let _writer = self.lock_writer();
         let ids: Vec<DatasetId> = self
             .read_index()
-            .iter()
+            .entries()
             .filter(|(_, e)| &*e.peer_id == peer_id)
             .map(|(id, _)| id.clone())
             .collect();
@@ -349,14 +347,7 @@ impl Catalog {
         if let Some(text) = &query.text {
             index::tokenize(text, |w| filter.words.push(w));
         }
-        let lower = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
-        let mut hits: Vec<DatasetId> = self
-            .read_index()
-            .range((lower, Bound::Unbounded))
-            .filter(|(_, e)| filter.matches(e))
-            .take(limit + 1)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut hits = self.read_index().search(&filter, after.as_ref(), limit + 1);
         let more = hits.len() > limit;
         hits.truncate(limit);
         let mut items = Vec::with_capacity(hits.len());
@@ -452,11 +443,11 @@ impl Catalog {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<DatasetId, Entry>> {
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<DatasetId, Entry>> {
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
