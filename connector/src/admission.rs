@@ -56,11 +56,12 @@ pub struct MembershipAdmission {
     revocations: RwLock<Option<RevocationList>>,
     stored: TypedTree<String, String>,
     store: Arc<dyn Store>,
-    /// Region and credential serial of peers admitted so far: the region for
-    /// status displays, the serial to find who a revocation list revokes.
-    /// Bounded by the number of credentials the anchors issued, which is
-    /// small.
-    regions: Mutex<HashMap<PeerId, (Region, u64)>>,
+    /// The credentials of peers admitted so far: the region for status
+    /// displays, the serial to find who a revocation list revokes, the whole
+    /// credential to verify the researcher credentials a member's node
+    /// issues. Bounded by the number of credentials the anchors issued,
+    /// which is small.
+    members: Mutex<HashMap<PeerId, MembershipCredential>>,
 }
 
 impl MembershipAdmission {
@@ -93,7 +94,7 @@ impl MembershipAdmission {
             revocations: RwLock::new(current),
             stored,
             store,
-            regions: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashMap::new()),
         })
     }
 
@@ -117,18 +118,24 @@ impl MembershipAdmission {
         let Ok(Some(list)) = self.revocations() else {
             return Vec::new();
         };
-        let Ok(members) = self.regions.lock() else {
+        let Ok(members) = self.members.lock() else {
             return Vec::new();
         };
         members
             .iter()
-            .filter(|(_, (_, serial))| list.is_revoked(*serial))
+            .filter(|(_, c)| list.is_revoked(c.body().serial))
             .map(|(peer, _)| *peer)
             .collect()
     }
 
     pub fn region_of(&self, peer: &PeerId) -> Option<Region> {
-        self.regions.lock().ok()?.get(peer).map(|(r, _)| *r)
+        self.members.lock().ok()?.get(peer).map(|c| c.body().region)
+    }
+
+    /// The membership credential a peer was last admitted with. Whether the
+    /// peer is admitted *now* is the swarm's to say.
+    pub fn credential_of(&self, peer: &PeerId) -> Option<MembershipCredential> {
+        self.members.lock().ok()?.get(peer).cloned()
     }
 
     /// Verifies a revocation list (its JSON bytes) and puts it in force if it
@@ -198,14 +205,16 @@ impl Admission for MembershipAdmission {
         let body = cred
             .verify(&self.anchors, OffsetDateTime::from(now), &checks)
             .map_err(|e| refusal(e, remote))?;
-        if let Ok(mut regions) = self.regions.lock() {
-            regions.insert(*peer, (body.region, body.serial));
-        }
-        Ok(AdmittedPeer {
+        let admitted = AdmittedPeer {
             peer_id: *peer,
             institution: body.institution.clone(),
             expires_at: SystemTime::from(body.not_after),
-        })
+        };
+        drop(revocations);
+        if let Ok(mut members) = self.members.lock() {
+            members.insert(*peer, cred);
+        }
+        Ok(admitted)
     }
 
     fn own_credential(&self) -> Vec<u8> {

@@ -9,5 +9,7 @@ pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod identity;
+pub mod ledger;
+pub mod negotiator;
 pub mod p2p;
 pub mod store;

@@ -82,16 +82,18 @@ impl From<Orcid> for String {
     }
 }
 
-/// The researcher an agreement is for. The key is the one in the
-/// researcher credential the consumer institution issued; transfers are
-/// released only to a session proving it.
+/// The researcher an agreement is for, as the researcher credential the
+/// consumer institution issued names them. Researchers act through their
+/// home node, so releases are bound to the consumer's PeerId and to this
+/// credential id, not to a key of the researcher's own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Researcher {
+    /// The credential's researcher id, unique within the consumer institution.
+    pub id: String,
     pub name: String,
     #[serde(default)]
     pub orcid: Option<Orcid>,
-    pub key: PublicKey,
 }
 
 /// What both institutions agreed.
@@ -125,6 +127,7 @@ pub struct Agreement {
 
 impl Agreement {
     pub const MAX_OBLIGATIONS: usize = 16;
+    pub const MAX_RESEARCHER_ID: usize = 128;
 
     /// Check every bound of an untrusted agreement.
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -145,10 +148,13 @@ impl Agreement {
             1,
             Institution::MAX_NAME,
         )?;
-        self.researcher
-            .key
-            .verifying_key()
-            .map_err(|e| FieldError::new("researcher.key", e.reason))?;
+        line("researcher.id", &self.researcher.id, 1, Self::MAX_RESEARCHER_ID)?;
+        if self.researcher.id.chars().any(char::is_whitespace) {
+            return Err(FieldError::new(
+                "researcher.id",
+                format!("`{}` must not contain white space", self.researcher.id),
+            ));
+        }
         validate_policy("constraints", &self.constraints)?;
         if self.not_before >= self.not_after {
             return Err(FieldError::new(
@@ -430,7 +436,7 @@ pub(crate) mod tests {
             researcher: Researcher {
                 name: "Dr Chan".into(),
                 orcid: Some("0000-0002-1825-0097".to_owned().try_into().unwrap()),
-                key: PublicKey::from(&key(3).verifying_key()),
+                id: "r-0a1b2c3d".into(),
             },
             purpose: "academic-research".parse().unwrap(),
             constraints: policy(),
@@ -639,6 +645,7 @@ pub(crate) mod tests {
                 Box::new(|a| a.obligations.push(a.obligations[0])),
             ),
             ("researcher.name", Box::new(|a| a.researcher.name.clear())),
+            ("researcher.id", Box::new(|a| a.researcher.id.push(' '))),
             (
                 "constraints.permissions",
                 Box::new(|a| a.constraints.permissions.clear()),

@@ -143,7 +143,7 @@ fn agreement(d: &DatasetDescriptor) -> Agreement {
         researcher: Researcher {
             name: "Dr Leong".into(),
             orcid: None,
-            key: PublicKey::from(&SigningKey::from_bytes(&[3; 32]).verifying_key()),
+            id: "r-0a1b2c3d".into(),
         },
         purpose: "academic-research".parse().unwrap(),
         constraints: policy(),

@@ -2,7 +2,7 @@
 //! request: when the data must go, how often it may be released, and whether
 //! it may leave the GBA.
 
-use time::Date;
+use time::{Date, OffsetDateTime};
 
 use super::model::{Action, Constraint, Permission, Policy, RegionSet};
 use crate::region::Region;
@@ -31,6 +31,26 @@ impl Policy {
     /// whatever else the policy allows. `None` when no retention is stated.
     pub fn retention_end(&self) -> Option<Date> {
         self.retention_dates().min()
+    }
+
+    /// The latest moment any [`Action::Use`] permission can still allow a
+    /// use: the most generous of the `use` permissions, each ending at its
+    /// earliest date-time bound. `None` when some `use` permission has no
+    /// end; an agreement made under the policy ends no later than this.
+    pub fn use_window_end(&self) -> Option<OffsetDateTime> {
+        let mut latest: Option<OffsetDateTime> = None;
+        for p in self.permissions.iter().filter(|p| p.action == Action::Use) {
+            let earliest = p
+                .constraints
+                .iter()
+                .filter_map(|c| match c {
+                    Constraint::DateTime { not_after, .. } => *not_after,
+                    _ => None,
+                })
+                .min()?;
+            latest = Some(latest.map_or(earliest, |l| l.max(earliest)));
+        }
+        latest
     }
 
     /// How many releases for [`Action::Use`] the policy can allow in all:
@@ -137,6 +157,28 @@ mod tests {
         Constraint::RecipientRegion {
             allowed: RegionSet::AnyOf(list.iter().map(|s| s.parse().unwrap()).collect()),
         }
+    }
+
+    #[test]
+    fn use_window_end_is_the_most_generous_use_permission() {
+        use time::macros::datetime;
+        let until = |t| Constraint::DateTime {
+            not_before: None,
+            not_after: Some(t),
+        };
+        let a = datetime!(2026-01-01 0:00 UTC);
+        let b = datetime!(2026-06-01 0:00 UTC);
+        let p = policy(vec![
+            permission(Action::Use, vec![until(b), until(a)]),
+            permission(Action::Use, vec![until(a)]),
+            permission(Action::Distribute, vec![]),
+        ]);
+        assert_eq!(p.use_window_end(), Some(a), "each permission ends at its earliest bound");
+        let open = policy(vec![
+            permission(Action::Use, vec![until(a)]),
+            permission(Action::Use, vec![]),
+        ]);
+        assert_eq!(open.use_window_end(), None, "an open-ended use permission");
     }
 
     #[test]

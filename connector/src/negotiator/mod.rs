@@ -1,0 +1,311 @@
+//! Contract negotiation between member nodes: the consumer's request, the
+//! provider's checks and its administrator's decision, the agreement signed
+//! by both, and its revocation.
+//!
+//! The pure state machine is `bayspace_contracts::negotiation`; this module
+//! drives it with messages ([`wire`]), persistence and retries:
+//! - every state change is written, with its audit entry first, and flushed
+//!   before the message announcing it leaves the node or the message that
+//!   caused it is answered;
+//! - a message that must reach the peer waits in the outbox until the peer
+//!   answers it, and is retried with back-off while the peer is unreachable,
+//!   also after a restart;
+//! - every message is idempotent: a duplicate is answered with the last
+//!   message this side sent, a conflicting one is refused.
+//!
+//! See `docs/NEGOTIATION.md` for the message flow.
+
+mod engine;
+mod model;
+mod outbox;
+pub mod wire;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bayspace_contracts::agreement::{AgreementId, NegotiationId};
+use bayspace_contracts::compliance::Blocker;
+use bayspace_contracts::descriptor::{DatasetId, Institution, OfferId};
+use bayspace_contracts::filing::FilingError;
+use bayspace_contracts::negotiation::{Role, State};
+use bayspace_contracts::policy::Purpose;
+use tokio::sync::{Notify, broadcast};
+
+use crate::admission::MembershipAdmission;
+use crate::audit::{AuditError, AuditLog};
+use crate::catalog::{Catalog, CatalogError};
+use crate::identity::NodeKey;
+use crate::ledger::{LedgerError, LedgerStore};
+use crate::p2p;
+use crate::store::{Store, StoreError, TreeName, TypedTree};
+
+pub use model::{
+    AgreementRecord, Counterparty, DatasetRecords, NegotiationRecord, RecordsUpdate, Requester,
+    Revocation, Step, Viewer,
+};
+pub use wire::{ContractRequest, Message, WireError};
+
+use outbox::Outgoing;
+
+pub const NEGOTIATIONS_TREE: TreeName = TreeName::new("negotiations");
+pub const AGREEMENTS_TREE: TreeName = TreeName::new("agreements");
+pub const RECORDS_TREE: TreeName = TreeName::new("dataset-records");
+pub const OUTBOX_TREE: TreeName = TreeName::new("negotiation-outbox");
+
+/// Tunables, with production defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Longest validity of an agreement; the offer's own end date, when
+    /// earlier, wins.
+    pub agreement_days: u32,
+    /// Validity of the researcher credentials this node issues with its
+    /// requests.
+    pub credential_days: u32,
+    /// First retry delay for an undelivered message; it doubles per attempt.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Messages being delivered at once.
+    pub max_deliveries: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            agreement_days: 365,
+            credential_days: 365,
+            retry_initial: Duration::from_millis(250),
+            retry_max: Duration::from_secs(30),
+            max_deliveries: 32,
+        }
+    }
+}
+
+/// What the negotiator works with; the node builds these at start-up.
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub audit: Arc<AuditLog>,
+    pub catalog: Arc<Catalog>,
+    pub admission: Arc<MembershipAdmission>,
+    pub ledger: Arc<LedgerStore>,
+    pub key: Arc<NodeKey>,
+    /// This institution as agreements name it.
+    pub me: Institution,
+    pub client: p2p::Client,
+    pub settings: Settings,
+}
+
+/// A researcher's request, as the home node's API received it.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub dataset: DatasetId,
+    /// Required when the dataset has more than one offer.
+    pub offer: Option<OfferId>,
+    pub purpose: Purpose,
+    pub requester: Requester,
+    /// An administrator acting as a researcher.
+    pub as_admin: bool,
+}
+
+/// Why a negotiation operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NegotiatorError {
+    #[error("dataset {0} is not in this node's catalog; search for it first")]
+    UnknownDataset(DatasetId),
+    #[error("dataset {0} has been withdrawn by its publisher")]
+    Withdrawn(DatasetId),
+    #[error("dataset {0} is this node's own; request datasets of other members")]
+    OwnDataset(DatasetId),
+    #[error("dataset {0} is not published by this node")]
+    NotOurDataset(DatasetId),
+    #[error("dataset {dataset} has no offer {offer}; its offers: {offers}")]
+    UnknownOffer {
+        dataset: DatasetId,
+        offer: OfferId,
+        offers: String,
+    },
+    #[error("dataset {dataset} has several offers; choose one with --offer: {offers}")]
+    OfferNeeded { dataset: DatasetId, offers: String },
+    #[error("no negotiation {0}")]
+    UnknownNegotiation(NegotiationId),
+    #[error("no agreement {0}")]
+    UnknownAgreement(AgreementId),
+    #[error("negotiation {id} is the {role} side here; only the {needed} may {action}")]
+    WrongRole {
+        id: String,
+        role: Role,
+        needed: Role,
+        action: &'static str,
+    },
+    #[error("negotiation {id} is {state}; only a REQUESTED one may be {action}")]
+    NotPending {
+        id: NegotiationId,
+        state: State,
+        action: &'static str,
+    },
+    #[error("negotiation {id} cannot be approved while blockers remain: {}", list(blockers))]
+    Blocked {
+        id: NegotiationId,
+        blockers: Vec<Blocker>,
+    },
+    #[error("negotiation {id} cannot be approved: the usage policy refuses it now: {}", reasons.join("; "))]
+    PolicyRefuses {
+        id: NegotiationId,
+        reasons: Vec<String>,
+    },
+    #[error("agreement {0} is already revoked")]
+    AlreadyRevoked(AgreementId),
+    #[error("{field}: {reason}")]
+    BadInput { field: &'static str, reason: String },
+    #[error("filing: {0}")]
+    Filing(#[from] FilingError),
+    #[error("cannot issue the researcher credential: {0}")]
+    Credential(String),
+    #[error("cannot sign the agreement: {0}")]
+    Sign(String),
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("audit log: {0} (nothing was done)")]
+    Audit(#[from] AuditError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("an internal lock is poisoned")]
+    Poisoned,
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The negotiation engine of one node. Cheap to share: hold it in an `Arc`.
+pub struct Negotiator {
+    store: Arc<dyn Store>,
+    negotiations: TypedTree<String, NegotiationRecord>,
+    agreements: TypedTree<String, AgreementRecord>,
+    records: TypedTree<String, DatasetRecords>,
+    outbox: TypedTree<String, Outgoing>,
+    audit: Arc<AuditLog>,
+    catalog: Arc<Catalog>,
+    admission: Arc<MembershipAdmission>,
+    ledger: Arc<LedgerStore>,
+    key: Arc<NodeKey>,
+    me: Institution,
+    client: p2p::Client,
+    settings: Settings,
+    /// Serialises read-modify-write of the records, so two messages of one
+    /// negotiation never interleave. Held only around store work, never
+    /// across a network round trip.
+    write: Mutex<()>,
+    changes: broadcast::Sender<NegotiationRecord>,
+    wake: Notify,
+    /// Outbox keys being delivered right now.
+    delivering: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Negotiator {
+    pub fn open(deps: Deps) -> Result<Arc<Negotiator>, NegotiatorError> {
+        let store = deps.store;
+        let (changes, _) = broadcast::channel(256);
+        Ok(Arc::new(Negotiator {
+            negotiations: TypedTree::open(&*store, NEGOTIATIONS_TREE)?,
+            agreements: TypedTree::open(&*store, AGREEMENTS_TREE)?,
+            records: TypedTree::open(&*store, RECORDS_TREE)?,
+            outbox: TypedTree::open(&*store, OUTBOX_TREE)?,
+            store,
+            audit: deps.audit,
+            catalog: deps.catalog,
+            admission: deps.admission,
+            ledger: deps.ledger,
+            key: deps.key,
+            me: deps.me,
+            client: deps.client,
+            settings: deps.settings,
+            write: Mutex::new(()),
+            changes,
+            wake: Notify::new(),
+            delivering: Mutex::new(Default::default()),
+        }))
+    }
+
+    /// Every stored negotiation change, as it happens. A slow receiver
+    /// misses changes (and is told so) rather than holding the node up.
+    pub fn subscribe(&self) -> broadcast::Receiver<NegotiationRecord> {
+        self.changes.subscribe()
+    }
+
+    pub fn get(&self, id: &NegotiationId) -> Result<Option<NegotiationRecord>, NegotiatorError> {
+        Ok(self.negotiations.get(&id.to_string())?)
+    }
+
+    /// The negotiations `viewer` may see, newest first.
+    pub fn list(&self, viewer: &Viewer) -> Result<Vec<NegotiationRecord>, NegotiatorError> {
+        let mut out: Vec<NegotiationRecord> = scan_all(&self.negotiations)?
+            .into_iter()
+            .filter(|r| viewer.may_see(r))
+            .collect();
+        out.sort_by(|a, b| b.requested_at.cmp(&a.requested_at));
+        Ok(out)
+    }
+
+    /// Requests to this node waiting for an administrator, oldest first.
+    pub fn pending(&self) -> Result<Vec<NegotiationRecord>, NegotiatorError> {
+        let mut out: Vec<NegotiationRecord> = scan_all(&self.negotiations)?
+            .into_iter()
+            .filter(NegotiationRecord::is_pending_approval)
+            .collect();
+        out.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
+        Ok(out)
+    }
+
+    pub fn agreement(&self, id: &AgreementId) -> Result<Option<AgreementRecord>, NegotiatorError> {
+        Ok(self.agreements.get(&id.to_string())?)
+    }
+
+    pub fn agreements(&self) -> Result<Vec<AgreementRecord>, NegotiatorError> {
+        let mut out = scan_all(&self.agreements)?;
+        out.sort_by(|a, b| b.signed.agreement.created.cmp(&a.signed.agreement.created));
+        Ok(out)
+    }
+
+    /// The records on file for one of this node's datasets.
+    pub fn records(&self, dataset: &DatasetId) -> Result<DatasetRecords, NegotiatorError> {
+        self.own_dataset(dataset)?;
+        Ok(self.records.get(&dataset.to_string())?.unwrap_or_default())
+    }
+
+    /// This institution as agreements name it.
+    pub fn institution(&self) -> &Institution {
+        &self.me
+    }
+
+    fn announce(&self, r: &NegotiationRecord) {
+        // No receivers is the normal case.
+        let _ = self.changes.send(r.clone());
+    }
+}
+
+/// Every value of a tree, page by page.
+fn scan_all<V: serde::de::DeserializeOwned + serde::Serialize>(
+    tree: &TypedTree<String, V>,
+) -> Result<Vec<V>, StoreError> {
+    const PAGE: usize = 512;
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = tree.scan(&[], after.as_ref(), PAGE)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(out);
+        };
+        after = Some(last.clone());
+        out.extend(page.into_iter().map(|(_, v)| v));
+    }
+}

@@ -1,0 +1,209 @@
+//! What the negotiator keeps: one record per negotiation (on either side),
+//! one per agreement, and the administrator's records on file per dataset.
+//! All of them are stored as JSON in their own trees; the JSON form is also
+//! what `--json` prints, so field names are part of the interface.
+
+use std::collections::BTreeSet;
+
+use bayspace_contracts::agreement::{AgreementId, NegotiationId, Orcid, SignedAgreement};
+use bayspace_contracts::compliance::{Assessment, Records};
+use bayspace_contracts::descriptor::{DatasetId, OfferId};
+use bayspace_contracts::negotiation::{Role, State};
+use bayspace_contracts::policy::Purpose;
+use bayspace_contracts::region::Region;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::wire::Message;
+
+/// The member institution on the other side of a negotiation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counterparty {
+    pub peer_id: String,
+    pub institution: String,
+    pub region: Region,
+}
+
+/// The person a negotiation is for, as the consumer's researcher credential
+/// names them. `id` is `admin` when an administrator acted as a researcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requester {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub orcid: Option<Orcid>,
+}
+
+/// One state change, kept so `contract show` can tell the story.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub state: State,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who caused it: `researcher:<id>`, `admin`, `node` or `peer:<PeerId>`.
+    pub by: String,
+}
+
+/// A negotiation as one side sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NegotiationRecord {
+    pub id: NegotiationId,
+    pub role: Role,
+    pub state: State,
+    pub dataset: DatasetId,
+    pub dataset_title: String,
+    pub dataset_version: u64,
+    pub offer: OfferId,
+    pub purpose: Purpose,
+    pub counterparty: Counterparty,
+    pub researcher: Requester,
+    /// The provider's latest assessment; the consumer learns it with the
+    /// agreement (route, variant, obligations) or the termination reasons.
+    #[serde(default)]
+    pub assessment: Option<Assessment>,
+    /// Why it ended in TERMINATED, one sentence each.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    #[serde(default)]
+    pub agreement_id: Option<AgreementId>,
+    /// The administrator's note on approval.
+    #[serde(default)]
+    pub note: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub history: Vec<Step>,
+    /// The researcher credential the consumer presented (its JSON), kept by
+    /// the provider for the release-time checks.
+    #[serde(default)]
+    pub credential: Option<String>,
+    /// Digests of the messages received so far, by message kind: a repeat
+    /// with the same digest is a duplicate, one with another digest a
+    /// conflict.
+    #[serde(default)]
+    pub received: Vec<(String, String)>,
+    /// The last message this side sent: a duplicate is answered with it, so
+    /// a peer that lost our reply gets it again.
+    #[serde(default)]
+    pub last_sent: Option<Message>,
+}
+
+impl NegotiationRecord {
+    /// A provider-side negotiation waiting for an administrator.
+    pub fn is_pending_approval(&self) -> bool {
+        self.role == Role::Provider && self.state == State::Requested
+    }
+
+    pub(crate) fn push(&mut self, state: State, at: OffsetDateTime, by: &str) {
+        self.state = state;
+        self.updated_at = at;
+        self.history.push(Step {
+            state,
+            at,
+            by: by.to_owned(),
+        });
+    }
+}
+
+/// The end of an agreement before its validity ran out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A concluded agreement as one side keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgreementRecord {
+    pub role: Role,
+    pub signed: SignedAgreement,
+    #[serde(default)]
+    pub revoked: Option<Revocation>,
+    /// Releases made under it so far (the data-release path counts them).
+    #[serde(default)]
+    pub uses: u64,
+}
+
+impl AgreementRecord {
+    pub fn id(&self) -> &AgreementId {
+        &self.signed.agreement.id
+    }
+}
+
+/// The records an administrator has on file for one dataset: the facts the
+/// compliance assessment reads, plus the references a filing cites.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetRecords {
+    pub records: Records,
+    /// The identifier of the PIPIA report, cited in filings.
+    #[serde(default)]
+    pub pipia_reference: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
+}
+
+/// A change to a dataset's records: each `Some` replaces that fact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordsUpdate {
+    pub pipia: Option<bool>,
+    pub pipia_reference: Option<String>,
+    pub consent: Option<bool>,
+    /// `Some(None)` clears the approval.
+    pub security_assessment_valid_until: Option<Option<time::Date>>,
+    pub hgr_filing: Option<bool>,
+    pub hgr_security_review: Option<bool>,
+    pub macao_authorisation: Option<bool>,
+}
+
+impl RecordsUpdate {
+    pub(crate) fn apply(&self, r: &mut DatasetRecords) {
+        let set = |slot: &mut bool, v: Option<bool>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut r.records.pipia, self.pipia);
+        set(&mut r.records.consent, self.consent);
+        set(&mut r.records.hgr_filing, self.hgr_filing);
+        set(&mut r.records.hgr_security_review, self.hgr_security_review);
+        set(&mut r.records.macao_authorisation, self.macao_authorisation);
+        if let Some(d) = self.security_assessment_valid_until {
+            r.records.security_assessment_valid_until = d;
+        }
+        if let Some(p) = &self.pipia_reference {
+            r.pipia_reference = Some(p.clone());
+        }
+    }
+}
+
+/// Who may see a negotiation: an administrator sees all, a researcher only
+/// their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    Admin,
+    Researcher(String),
+}
+
+impl Viewer {
+    pub fn may_see(&self, r: &NegotiationRecord) -> bool {
+        match self {
+            Viewer::Admin => true,
+            Viewer::Researcher(id) => r.role == Role::Consumer && r.researcher.id == *id,
+        }
+    }
+}
+
+/// The set of blockers, for error messages.
+pub(crate) fn blocker_list(a: &Assessment) -> String {
+    let set: BTreeSet<String> = a.blockers.iter().map(|b| b.to_string()).collect();
+    set.into_iter().collect::<Vec<_>>().join(", ")
+}
