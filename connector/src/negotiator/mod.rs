@@ -20,6 +20,9 @@ mod model;
 mod outbox;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,7 +145,10 @@ pub enum NegotiatorError {
         state: State,
         action: &'static str,
     },
-    #[error("negotiation {id} cannot be approved while blockers remain: {}", list(blockers))]
+    #[error(
+        "negotiation {id} cannot be approved while blockers remain: {}",
+        list(blockers)
+    )]
     Blocked {
         id: NegotiationId,
         blockers: Vec<Blocker>,
@@ -252,7 +258,7 @@ impl Negotiator {
             .into_iter()
             .filter(|r| viewer.may_see(r))
             .collect();
-        out.sort_by(|a, b| b.requested_at.cmp(&a.requested_at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.requested_at));
         Ok(out)
     }
 
@@ -262,7 +268,7 @@ impl Negotiator {
             .into_iter()
             .filter(NegotiationRecord::is_pending_approval)
             .collect();
-        out.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
+        out.sort_by_key(|r| r.requested_at);
         Ok(out)
     }
 
@@ -272,7 +278,7 @@ impl Negotiator {
 
     pub fn agreements(&self) -> Result<Vec<AgreementRecord>, NegotiatorError> {
         let mut out = scan_all(&self.agreements)?;
-        out.sort_by(|a, b| b.signed.agreement.created.cmp(&a.signed.agreement.created));
+        out.sort_by_key(|a| std::cmp::Reverse(a.signed.agreement.created));
         Ok(out)
     }
 

@@ -3,8 +3,6 @@
 //! All of them are stored as JSON in their own trees; the JSON form is also
 //! what `--json` prints, so field names are part of the interface.
 
-use std::collections::BTreeSet;
-
 use bayspace_contracts::agreement::{AgreementId, NegotiationId, Orcid, SignedAgreement};
 use bayspace_contracts::compliance::{Assessment, Records};
 use bayspace_contracts::descriptor::{DatasetId, OfferId};
@@ -200,10 +198,4 @@ impl Viewer {
             Viewer::Researcher(id) => r.role == Role::Consumer && r.researcher.id == *id,
         }
     }
-}
-
-/// The set of blockers, for error messages.
-pub(crate) fn blocker_list(a: &Assessment) -> String {
-    let set: BTreeSet<String> = a.blockers.iter().map(|b| b.to_string()).collect();
-    set.into_iter().collect::<Vec<_>>().join(", ")
 }

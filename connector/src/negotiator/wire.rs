@@ -55,7 +55,9 @@ pub enum Message {
         agreement: Box<SignedAgreement>,
     },
     /// DSP `ContractNegotiationEventMessage` with event type FINALIZED.
-    Finalized { negotiation: NegotiationId },
+    Finalized {
+        negotiation: NegotiationId,
+    },
     /// DSP `ContractNegotiationTerminationMessage`.
     Termination {
         negotiation: NegotiationId,
@@ -73,7 +75,13 @@ pub enum Message {
         state: State,
     },
     /// Not acceptable; nothing changed on the receiving side.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
+    /// Not handled now (the receiver could not store it); try again later.
+    Busy {
+        reason: String,
+    },
 }
 
 /// Why bytes from a peer are not a negotiation message.
@@ -99,6 +107,7 @@ impl Message {
             Message::AgreementRevoked { .. } => "agreement-revoked",
             Message::Ack { .. } => "ack",
             Message::Refused { .. } => "refused",
+            Message::Busy { .. } => "busy",
         }
     }
 
@@ -112,7 +121,7 @@ impl Message {
             | Message::Termination { negotiation, .. }
             | Message::AgreementRevoked { negotiation, .. }
             | Message::Ack { negotiation, .. } => Some(negotiation),
-            Message::Refused { .. } => None,
+            Message::Refused { .. } | Message::Busy { .. } => None,
         }
     }
 
@@ -151,10 +160,7 @@ impl Message {
                 if r.credential.len() > MAX_CREDENTIAL {
                     return Err(WireError::Invalid {
                         field: "credential",
-                        reason: format!(
-                            "{} bytes, more than {MAX_CREDENTIAL}",
-                            r.credential.len()
-                        ),
+                        reason: format!("{} bytes, more than {MAX_CREDENTIAL}", r.credential.len()),
                     });
                 }
                 Ok(())
@@ -169,7 +175,7 @@ impl Message {
                 reasons.iter().try_for_each(|r| text("reasons", r))
             }
             Message::AgreementRevoked { reason, .. } => text("reason", reason),
-            Message::Refused { reason } => text("reason", reason),
+            Message::Refused { reason } | Message::Busy { reason } => text("reason", reason),
             Message::ContractAgreement { .. }
             | Message::AgreementVerification { .. }
             | Message::Finalized { .. }
@@ -224,7 +230,16 @@ mod tests {
             reasons: vec!["x".into(); MAX_REASONS + 1],
         };
         let err = Message::decode(&m.encode().unwrap()).unwrap_err();
-        assert!(matches!(err, WireError::Invalid { field: "reasons", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                WireError::Invalid {
+                    field: "reasons",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let m = Message::Refused {
             reason: "é".repeat(MAX_TEXT),
         };

@@ -1,0 +1,648 @@
+//! Two negotiators with real sled stores, audit logs and catalogs, their
+//! messages carried by hand instead of by the swarm, so each test chooses
+//! what arrives, twice, late or altered. The end-to-end path over libp2p is
+//! tested with node processes in `node/tests/negotiation.rs`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bayspace_contracts::classification::DataLevel;
+use bayspace_contracts::compliance::Blocker;
+use bayspace_contracts::descriptor::{ApprovalMode, DatasetId, Institution, PublicKey};
+use bayspace_contracts::negotiation::{Role, State};
+use bayspace_contracts::policy::RegionSet;
+use libp2p::PeerId;
+use time::OffsetDateTime;
+
+use super::engine::Received;
+use super::*;
+use crate::admission::MembershipAdmission;
+use crate::audit::{AuditEvent, AuditLog};
+use crate::catalog::{Catalog, NewDataset};
+use crate::identity::{AuthorityKey, MemberRole, MembershipBody, MembershipCredential, NodeKey};
+use crate::ledger::LedgerStore;
+use crate::p2p::{self, Admission, P2pConfig};
+use crate::store::SledStore;
+
+struct Side {
+    n: Arc<Negotiator>,
+    peer: PeerId,
+    audit: Arc<AuditLog>,
+    catalog: Arc<Catalog>,
+    key: Arc<NodeKey>,
+    me: Institution,
+    _p2p: tokio::task::JoinHandle<()>,
+}
+
+struct Pair {
+    provider: Side,
+    consumer: Side,
+    _dir: tempfile::TempDir,
+}
+
+fn membership(
+    anchor: &AuthorityKey,
+    serial: u64,
+    key: &NodeKey,
+    institution: &str,
+    region: &str,
+    prefix: &str,
+) -> MembershipCredential {
+    let now = OffsetDateTime::now_utc();
+    MembershipCredential::sign(
+        MembershipBody {
+            serial,
+            institution: institution.into(),
+            region: region.parse().unwrap(),
+            peer_id: key.peer_id(),
+            prefixes: vec![prefix.parse().unwrap()],
+            roles: BTreeSet::from([MemberRole::Provider, MemberRole::Consumer]),
+            not_before: crate::identity::timestamp::whole_seconds(now - time::Duration::hours(1)),
+            not_after: crate::identity::timestamp::whole_seconds(now + time::Duration::days(30)),
+        },
+        anchor.signing_key(),
+    )
+    .unwrap()
+}
+
+fn side(
+    key: NodeKey,
+    own: &MembershipCredential,
+    other: (&PeerId, &str, &MembershipCredential),
+    anchor: &AuthorityKey,
+) -> Side {
+    let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+    let admission = Arc::new(
+        MembershipAdmission::open(own, vec![anchor.verifying_key()], store.clone()).unwrap(),
+    );
+    let addr: IpAddr = other.1.parse().unwrap();
+    admission
+        .check(
+            other.0,
+            addr,
+            other.2.to_json().as_bytes(),
+            SystemTime::now(),
+        )
+        .unwrap();
+    let audit = Arc::new(
+        AuditLog::open(
+            store.clone(),
+            key.signing_key().clone(),
+            NonZeroU64::new(64).unwrap(),
+        )
+        .unwrap(),
+    );
+    let catalog = Arc::new(Catalog::open(store.clone()).unwrap());
+    let ledger = Arc::new(LedgerStore::open(store.clone()).unwrap());
+    let (client, _events, task) = p2p::spawn(
+        key.libp2p_keypair(),
+        admission.clone(),
+        P2pConfig::default(),
+    )
+    .unwrap();
+    let body = own.body();
+    let me = Institution {
+        name: body.institution.clone(),
+        region: body.region,
+        peer_id: key.peer_id().to_string(),
+        key: PublicKey::from(&key.verifying_key()),
+    };
+    let key = Arc::new(key);
+    let n = Negotiator::open(Deps {
+        store,
+        audit: audit.clone(),
+        catalog: catalog.clone(),
+        admission,
+        ledger,
+        key: key.clone(),
+        me: me.clone(),
+        client,
+        settings: Settings::default(),
+    })
+    .unwrap();
+    Side {
+        n,
+        peer: key.peer_id(),
+        audit,
+        catalog,
+        key,
+        me,
+        _p2p: task,
+    }
+}
+
+fn pair() -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = AuthorityKey::init(dir.path(), None).unwrap();
+    let pk = NodeKey::generate().unwrap();
+    let ck = NodeKey::generate().unwrap();
+    let pc = membership(
+        &anchor,
+        1,
+        &pk,
+        "Shenzhen University",
+        "mainland:shenzhen",
+        "fd00:5a::/48",
+    );
+    let cc = membership(
+        &anchor,
+        2,
+        &ck,
+        "University of Hong Kong",
+        "hk",
+        "fd00:852::/48",
+    );
+    let (pp, cp) = (pk.peer_id(), ck.peer_id());
+    Pair {
+        provider: side(pk, &pc, (&cp, "fd00:852::1", &cc), &anchor),
+        consumer: side(ck, &cc, (&pp, "fd00:5a::1", &pc), &anchor),
+        _dir: dir,
+    }
+}
+
+/// Publish on the provider, copy the descriptor into the consumer's catalog.
+fn publish(p: &Pair, personal: u64, approval: ApprovalMode, regions: &[&str]) -> DatasetId {
+    let file = p
+        ._dir
+        .path()
+        .join(format!("data-{personal}-{approval:?}.csv"));
+    std::fs::write(&file, b"id,value\n1,2\n").unwrap();
+    let now = OffsetDateTime::now_utc();
+    let regions: Vec<String> = regions.iter().map(|s| s.to_string()).collect();
+    let signed = p
+        .provider
+        .catalog
+        .publish(
+            NewDataset {
+                path: file,
+                title: "Cohort".into(),
+                description: "A cohort".into(),
+                keywords: vec![],
+                region: None,
+                level: DataLevel::General,
+                personal_individuals: personal,
+                sensitive_individuals: 0,
+                categories: vec![],
+                collected_abroad: false,
+                purposes: vec!["academic-research".parse().unwrap()],
+                recipient_regions: RegionSet::from_args(&regions).unwrap(),
+                approval,
+                valid_days: None,
+                replaces: None,
+            },
+            &p.provider.key,
+            p.provider.me.clone(),
+            now,
+            rand16(),
+        )
+        .unwrap();
+    p.consumer
+        .catalog
+        .ingest(signed.clone(), |_| true, now)
+        .unwrap();
+    signed.descriptor.id
+}
+
+fn rand16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).unwrap();
+    b
+}
+
+fn request(purpose: &str, dataset: &DatasetId) -> NewRequest {
+    NewRequest {
+        dataset: dataset.clone(),
+        offer: None,
+        purpose: purpose.parse().unwrap(),
+        requester: Requester {
+            id: "r-1".into(),
+            name: "Dr Chan".into(),
+            orcid: None,
+        },
+        as_admin: false,
+    }
+}
+
+/// The single outbox entry of `from`, as (key, message).
+fn outbox_of(from: &Side) -> Vec<(String, Message)> {
+    from.n
+        .outbox_entries()
+        .unwrap()
+        .into_iter()
+        .map(|(k, e)| (k, e.message))
+        .collect()
+}
+
+/// Carry `from`'s outbox entry to `to` and the answer back, until the
+/// exchange rests. Returns how many round trips it took.
+fn pump(from: &Side, to: &Side) -> usize {
+    let mut trips = 0;
+    let (mut a, mut b) = (from, to);
+    loop {
+        let mut entries = outbox_of(a);
+        if entries.is_empty() {
+            std::mem::swap(&mut a, &mut b);
+            entries = outbox_of(a);
+            if entries.is_empty() {
+                return trips;
+            }
+        }
+        let (key, sent) = entries.remove(0);
+        trips += 1;
+        assert!(trips < 20, "the exchange does not rest");
+        let (received, _) = b.n.receive(&a.peer, sent.clone(), None).unwrap();
+        let reply = match received {
+            Received::Fresh(Some(m)) | Received::Duplicate(Some(m)) => m,
+            Received::Fresh(None) | Received::Duplicate(None) => b.n.ack(sent.negotiation()),
+            Received::Refused(reason) => Message::Refused { reason },
+        };
+        match reply {
+            Message::Ack { .. } => a.n.remove_entry(&key).unwrap(),
+            Message::Refused { reason } => a.n.refused(&key, &sent, &reason).unwrap(),
+            other => {
+                a.n.receive(&b.peer, other, Some((&key, &sent))).unwrap();
+            }
+        }
+    }
+}
+
+fn state(s: &Side, id: &bayspace_contracts::agreement::NegotiationId) -> State {
+    s.n.get(id).unwrap().unwrap().state
+}
+
+fn events(s: &Side) -> Vec<AuditEvent> {
+    let mut out = Vec::new();
+    s.audit.export(&mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| serde_json::from_value(v.get("event")?.clone()).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn auto_offer_without_blockers_finalizes_on_both_sides() {
+    let p = pair();
+    // No personal information: no blockers on any route.
+    let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.state,
+        State::Requested,
+        "the peer is unreachable: still REQUESTED"
+    );
+    assert_eq!(r.role, Role::Consumer);
+    pump(&p.consumer, &p.provider);
+    assert_eq!(state(&p.consumer, &r.id), State::Finalized);
+    assert_eq!(state(&p.provider, &r.id), State::Finalized);
+    assert!(outbox_of(&p.consumer).is_empty() && outbox_of(&p.provider).is_empty());
+    let c = p.consumer.n.get(&r.id).unwrap().unwrap();
+    let a = p
+        .consumer
+        .n
+        .agreement(c.agreement_id.as_ref().unwrap())
+        .unwrap()
+        .unwrap();
+    a.signed
+        .verify(Some(&p.provider.me.key), Some(&p.consumer.me.key))
+        .unwrap();
+    let on_provider = p.provider.n.agreement(a.id()).unwrap().unwrap();
+    assert_eq!(
+        on_provider.signed, a.signed,
+        "both sides store the same agreement"
+    );
+    let pe = events(&p.provider);
+    for e in [
+        AuditEvent::ContractRequested,
+        AuditEvent::Assessment,
+        AuditEvent::Approval,
+        AuditEvent::Agreement,
+    ] {
+        assert!(pe.contains(&e), "provider audit lacks {e:?}: {pe:?}");
+    }
+    assert!(events(&p.consumer).contains(&AuditEvent::Agreement));
+}
+
+#[tokio::test]
+async fn manual_approval_waits_for_records_then_finalizes() {
+    let p = pair();
+    let ds = publish(&p, 150_000, ApprovalMode::Manual, &["hk"]);
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    pump(&p.consumer, &p.provider);
+    assert_eq!(state(&p.provider, &r.id), State::Requested);
+    let pending = p.provider.n.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    let a = pending[0].assessment.as_ref().unwrap();
+    assert_eq!(a.route.to_string(), "gba-standard-contract");
+    assert!(a.blockers.contains(&Blocker::Pipia), "{:?}", a.blockers);
+
+    let err = p.provider.n.approve(&r.id, None).await.unwrap_err();
+    assert!(matches!(err, NegotiatorError::Blocked { .. }), "{err}");
+    assert!(err.to_string().contains("pipia"), "{err}");
+    assert_eq!(
+        state(&p.provider, &r.id),
+        State::Requested,
+        "nothing changed"
+    );
+
+    let update = RecordsUpdate {
+        pipia: Some(true),
+        consent: Some(true),
+        ..Default::default()
+    };
+    let (records, touched) = p.provider.n.set_records(&ds, update).await.unwrap();
+    assert!(records.records.pipia);
+    assert_eq!(touched.len(), 1, "the pending request was re-assessed");
+    assert!(touched[0].assessment.as_ref().unwrap().allowed_now);
+    assert_eq!(
+        touched[0].state,
+        State::Requested,
+        "a manual offer still waits"
+    );
+
+    let approved = p
+        .provider
+        .n
+        .approve(&r.id, Some("PIPIA-2026-7 on file".into()))
+        .await
+        .unwrap();
+    assert_eq!(approved.state, State::Agreed);
+    pump(&p.provider, &p.consumer);
+    assert_eq!(state(&p.provider, &r.id), State::Finalized);
+    assert_eq!(state(&p.consumer, &r.id), State::Finalized);
+}
+
+#[tokio::test]
+async fn a_rejection_reaches_the_consumer_with_its_reason() {
+    let p = pair();
+    let ds = publish(&p, 0, ApprovalMode::Manual, &["hk"]);
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    pump(&p.consumer, &p.provider);
+    p.provider
+        .n
+        .reject(&r.id, "the cohort is being re-consented".into())
+        .await
+        .unwrap();
+    pump(&p.provider, &p.consumer);
+    let c = p.consumer.n.get(&r.id).unwrap().unwrap();
+    assert_eq!(c.state, State::Terminated);
+    assert!(c.reasons[0].contains("re-consented"), "{:?}", c.reasons);
+    assert!(p.provider.n.pending().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn policy_refusals_terminate_at_once_with_every_reason() {
+    let p = pair();
+    let ds = publish(
+        &p,
+        0,
+        ApprovalMode::Manual,
+        &["mainland:guangzhou", "macao"],
+    );
+    let r = p
+        .consumer
+        .n
+        .request(request("marketing", &ds))
+        .await
+        .unwrap();
+    pump(&p.consumer, &p.provider);
+    let c = p.consumer.n.get(&r.id).unwrap().unwrap();
+    assert_eq!(c.state, State::Terminated);
+    assert_eq!(state(&p.provider, &r.id), State::Terminated);
+    let all = c.reasons.join(" | ");
+    assert!(all.contains("marketing"), "{all}");
+    assert!(
+        all.contains("hk"),
+        "the recipient region is named too: {all}"
+    );
+    assert!(events(&p.provider).contains(&AuditEvent::Rejection));
+}
+
+#[tokio::test]
+async fn duplicates_change_nothing_and_conflicts_are_refused() {
+    let p = pair();
+    let ds = publish(&p, 0, ApprovalMode::Manual, &["hk"]);
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    let (_, sent) = outbox_of(&p.consumer).remove(0);
+    let first = p
+        .provider
+        .n
+        .receive(&p.consumer.peer, sent.clone(), None)
+        .unwrap();
+    assert!(matches!(first.0, Received::Fresh(None)));
+    let before = p.provider.n.get(&r.id).unwrap().unwrap();
+    let again = p
+        .provider
+        .n
+        .receive(&p.consumer.peer, sent.clone(), None)
+        .unwrap();
+    assert!(
+        matches!(again.0, Received::Duplicate(None)),
+        "{:?}",
+        again.0
+    );
+    assert_eq!(
+        p.provider.n.get(&r.id).unwrap().unwrap(),
+        before,
+        "a duplicate changes nothing"
+    );
+    assert_eq!(p.provider.n.pending().unwrap().len(), 1);
+
+    // The same id with other content, or from another peer.
+    let Message::ContractRequest(mut other) = sent.clone() else {
+        panic!("not a request")
+    };
+    other.purpose = "public-health".parse().unwrap();
+    let conflict = p
+        .provider
+        .n
+        .receive(&p.consumer.peer, Message::ContractRequest(other), None)
+        .unwrap();
+    assert!(
+        matches!(conflict.0, Received::Refused(_)),
+        "{:?}",
+        conflict.0
+    );
+    let stranger = PeerId::random();
+    let hijack = p.provider.n.receive(&stranger, sent, None).unwrap();
+    assert!(matches!(hijack.0, Received::Refused(_)));
+    assert_eq!(p.provider.n.get(&r.id).unwrap().unwrap(), before);
+
+    // Approve; the agreement arrives twice: the second gets the same
+    // verification back.
+    p.provider.n.approve(&r.id, None).await.unwrap();
+    let (_, agreement) = outbox_of(&p.provider).remove(0);
+    let v1 = p
+        .consumer
+        .n
+        .receive(&p.provider.peer, agreement.clone(), None)
+        .unwrap();
+    let v2 = p
+        .consumer
+        .n
+        .receive(&p.provider.peer, agreement, None)
+        .unwrap();
+    let (Received::Fresh(Some(a)), Received::Duplicate(Some(b))) = (v1.0, v2.0) else {
+        panic!("expected a fresh then a duplicate answer");
+    };
+    assert_eq!(a, b);
+    assert_eq!(state(&p.consumer, &r.id), State::Verified);
+}
+
+#[tokio::test]
+async fn out_of_order_messages_are_refused_without_a_change() {
+    let p = pair();
+    let ds = publish(&p, 0, ApprovalMode::Manual, &["hk"]);
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    pump(&p.consumer, &p.provider);
+    // FINALIZED before any agreement.
+    let early = Message::Finalized {
+        negotiation: r.id.clone(),
+    };
+    let got = p.consumer.n.receive(&p.provider.peer, early, None).unwrap();
+    assert!(matches!(got.0, Received::Refused(_)), "{:?}", got.0);
+    assert_eq!(state(&p.consumer, &r.id), State::Requested);
+    // A verification sent to the consumer comes from the wrong side.
+    p.provider.n.approve(&r.id, None).await.unwrap();
+    let (_, Message::ContractAgreement { agreement, .. }) = outbox_of(&p.provider).remove(0) else {
+        panic!("expected the agreement in the outbox")
+    };
+    let wrong = Message::AgreementVerification {
+        negotiation: r.id.clone(),
+        agreement,
+    };
+    let got = p.consumer.n.receive(&p.provider.peer, wrong, None).unwrap();
+    assert!(matches!(got.0, Received::Refused(_)));
+    assert_eq!(state(&p.consumer, &r.id), State::Requested);
+    // The real exchange still completes.
+    pump(&p.provider, &p.consumer);
+    assert_eq!(state(&p.consumer, &r.id), State::Finalized);
+}
+
+#[tokio::test]
+async fn a_tampered_agreement_signature_is_refused_and_both_terminate() {
+    let p = pair();
+    let ds = publish(&p, 0, ApprovalMode::Manual, &["hk"]);
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    pump(&p.consumer, &p.provider);
+    p.provider.n.approve(&r.id, None).await.unwrap();
+    let (key, sent) = outbox_of(&p.provider).remove(0);
+    let Message::ContractAgreement {
+        negotiation,
+        mut agreement,
+    } = sent.clone()
+    else {
+        panic!("expected the agreement")
+    };
+    agreement.provider_signature.0[10] ^= 1;
+    let forged = Message::ContractAgreement {
+        negotiation,
+        agreement,
+    };
+    let (got, _) = p
+        .consumer
+        .n
+        .receive(&p.provider.peer, forged, None)
+        .unwrap();
+    let Received::Fresh(Some(reply @ Message::Termination { .. })) = got else {
+        panic!("expected a termination, got {got:?}")
+    };
+    let c = p.consumer.n.get(&r.id).unwrap().unwrap();
+    assert_eq!(c.state, State::Terminated);
+    assert!(c.reasons[0].contains("signature"), "{:?}", c.reasons);
+    assert!(c.agreement_id.is_none(), "no agreement is kept");
+    assert!(p.consumer.n.agreements().unwrap().is_empty());
+    p.provider
+        .n
+        .receive(&p.consumer.peer, reply, Some((&key, &sent)))
+        .unwrap();
+    assert_eq!(state(&p.provider, &r.id), State::Terminated);
+}
+
+#[tokio::test]
+async fn revocation_reaches_the_consumer() {
+    let p = pair();
+    let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    pump(&p.consumer, &p.provider);
+    let id = p
+        .provider
+        .n
+        .get(&r.id)
+        .unwrap()
+        .unwrap()
+        .agreement_id
+        .unwrap();
+    let err = p.consumer.n.revoke(&id, "no".into()).await.unwrap_err();
+    assert!(matches!(err, NegotiatorError::WrongRole { .. }), "{err}");
+    p.provider
+        .n
+        .revoke(&id, "consent withdrawn".into())
+        .await
+        .unwrap();
+    assert!(matches!(
+        p.provider.n.revoke(&id, "again".into()).await.unwrap_err(),
+        NegotiatorError::AlreadyRevoked(_)
+    ));
+    pump(&p.provider, &p.consumer);
+    let on_consumer = p.consumer.n.agreement(&id).unwrap().unwrap();
+    assert_eq!(on_consumer.revoked.unwrap().reason, "consent withdrawn");
+    assert!(events(&p.consumer).contains(&AuditEvent::AgreementRevoked));
+}
+
+#[tokio::test]
+async fn a_restarted_consumer_still_holds_its_outbox() {
+    // The outbox is in the store: a negotiator opened again on the same
+    // store finds the undelivered request.
+    let p = pair();
+    let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    let entries = outbox_of(&p.consumer);
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0].0.starts_with(r.id.as_str()));
+    assert!(matches!(entries[0].1, Message::ContractRequest(_)));
+}
