@@ -402,3 +402,306 @@ impl<H: ConnectionHandler> ConnectionHandler for GateHandler<H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::iter;
+
+    use futures::future::{Ready, ready};
+    use libp2p::core::ConnectedPoint;
+    use libp2p::core::upgrade::{DeniedUpgrade, InboundUpgrade, UpgradeInfo};
+    use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished};
+    use libp2p::swarm::{Stream, StreamProtocol, dummy};
+
+    use super::*;
+
+    const PROBE_PROTOCOL: StreamProtocol = StreamProtocol::new("/bayspace/probe/1");
+
+    /// An inbound upgrade whose output a test can make up without a connection.
+    #[derive(Clone)]
+    struct Numbered;
+
+    impl UpgradeInfo for Numbered {
+        type Info = StreamProtocol;
+        type InfoIter = iter::Once<StreamProtocol>;
+
+        fn protocol_info(&self) -> Self::InfoIter {
+            iter::once(PROBE_PROTOCOL)
+        }
+    }
+
+    impl InboundUpgrade<Stream> for Numbered {
+        type Output = u32;
+        type Error = Infallible;
+        type Future = Ready<Result<u32, Infallible>>;
+
+        fn upgrade_inbound(self, _: Stream, _: StreamProtocol) -> Self::Future {
+            ready(Ok(0))
+        }
+    }
+
+    /// Records what reaches it and counts how often it is polled.
+    #[derive(Default)]
+    struct Probe {
+        polls: usize,
+        events: Vec<u32>,
+        streams: Vec<u32>,
+    }
+
+    impl ConnectionHandler for Probe {
+        type FromBehaviour = u32;
+        type ToBehaviour = u32;
+        type InboundProtocol = Numbered;
+        type OutboundProtocol = DeniedUpgrade;
+        type InboundOpenInfo = ();
+        type OutboundOpenInfo = ();
+
+        fn listen_protocol(&self) -> SubstreamProtocol<Numbered> {
+            SubstreamProtocol::new(Numbered, ())
+        }
+
+        fn poll(
+            &mut self,
+            _: &mut Context<'_>,
+        ) -> Poll<ConnectionHandlerEvent<DeniedUpgrade, (), u32>> {
+            self.polls += 1;
+            Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(99))
+        }
+
+        fn on_behaviour_event(&mut self, event: u32) {
+            self.events.push(event);
+        }
+
+        fn on_connection_event(&mut self, event: ConnectionEvent<Numbered, DeniedUpgrade>) {
+            if let ConnectionEvent::FullyNegotiatedInbound(stream) = event {
+                self.streams.push(stream.protocol);
+            }
+        }
+    }
+
+    fn inbound(n: u32) -> ConnectionEvent<'static, Numbered, DeniedUpgrade> {
+        ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: n,
+            info: (),
+        })
+    }
+
+    fn poll_handler(h: &mut GateHandler<Probe>) -> Poll<Option<GateOut<u32>>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        h.poll(&mut cx).map(|event| match event {
+            ConnectionHandlerEvent::NotifyBehaviour(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn shut_handler_holds_streams_and_events_until_opened() {
+        let mut h = GateHandler::new(Probe::default(), false);
+        h.on_behaviour_event(GateIn::Inner(1));
+        h.on_connection_event(inbound(10));
+        h.on_behaviour_event(GateIn::Inner(2));
+        h.on_connection_event(inbound(11));
+
+        assert!(poll_handler(&mut h).is_pending());
+        assert_eq!(h.inner.polls, 0);
+        assert!(h.inner.events.is_empty() && h.inner.streams.is_empty());
+        assert!(
+            h.connection_keep_alive(),
+            "a shut connection waits for admission"
+        );
+        let advertised: Vec<_> = h.listen_protocol().upgrade().protocol_info().collect();
+        assert_eq!(advertised, [PROBE_PROTOCOL]);
+
+        h.on_behaviour_event(GateIn::Open);
+        assert_eq!(h.inner.events, [1, 2]);
+        assert_eq!(h.inner.streams, [10, 11]);
+        assert!(matches!(
+            poll_handler(&mut h),
+            Poll::Ready(Some(GateOut::Inner(99)))
+        ));
+        assert_eq!(h.inner.polls, 1);
+
+        h.on_behaviour_event(GateIn::Inner(3));
+        h.on_connection_event(inbound(12));
+        assert_eq!(h.inner.events, [1, 2, 3]);
+        assert_eq!(h.inner.streams, [10, 11, 12]);
+    }
+
+    #[test]
+    fn handler_of_an_open_peer_passes_through() {
+        let mut h = GateHandler::new(Probe::default(), true);
+        h.on_behaviour_event(GateIn::Inner(1));
+        h.on_connection_event(inbound(10));
+        assert_eq!(
+            (h.inner.events.as_slice(), h.inner.streams.as_slice()),
+            (&[1][..], &[10][..])
+        );
+        assert!(poll_handler(&mut h).is_ready());
+    }
+
+    fn assert_closing(mut h: GateHandler<Probe>) {
+        assert!(matches!(
+            poll_handler(&mut h),
+            Poll::Ready(Some(GateOut::Overflow))
+        ));
+        assert!(
+            poll_handler(&mut h).is_pending(),
+            "overflow is reported once"
+        );
+        assert!(!h.connection_keep_alive());
+        h.on_behaviour_event(GateIn::Open);
+        h.on_connection_event(inbound(1));
+        assert!(poll_handler(&mut h).is_pending());
+        assert_eq!(h.inner.polls, 0);
+        assert!(h.inner.events.is_empty() && h.inner.streams.is_empty());
+        assert!(h.held_events.is_empty() && h.held_streams.is_empty());
+    }
+
+    #[test]
+    fn too_many_held_events_close_the_connection() {
+        let mut h = GateHandler::new(Probe::default(), false);
+        for n in 0..MAX_HELD_EVENTS {
+            h.on_behaviour_event(GateIn::Inner(n as u32));
+        }
+        assert!(
+            poll_handler(&mut h).is_pending(),
+            "the bound itself is allowed"
+        );
+        h.on_behaviour_event(GateIn::Inner(0));
+        assert_closing(h);
+    }
+
+    #[test]
+    fn too_many_held_streams_close_the_connection() {
+        let mut h = GateHandler::new(Probe::default(), false);
+        for n in 0..MAX_HELD_STREAMS {
+            h.on_connection_event(inbound(n as u32));
+        }
+        assert!(
+            poll_handler(&mut h).is_pending(),
+            "the bound itself is allowed"
+        );
+        h.on_connection_event(inbound(0));
+        assert_closing(h);
+    }
+
+    fn endpoint() -> ConnectedPoint {
+        ConnectedPoint::Listener {
+            local_addr: "/ip6/::1/tcp/1".parse().unwrap(),
+            send_back_addr: "/ip6/::1/tcp/2".parse().unwrap(),
+        }
+    }
+
+    fn establish(g: &mut Gated<dummy::Behaviour>, peer: PeerId, id: usize) -> bool {
+        let endpoint = endpoint();
+        let connection_id = ConnectionId::new_unchecked(id);
+        g.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+            peer_id: peer,
+            connection_id,
+            endpoint: &endpoint,
+            failed_addresses: &[],
+            other_established: 0,
+        }));
+        let handler = g
+            .handle_established_inbound_connection(
+                connection_id,
+                peer,
+                endpoint.get_remote_address(),
+                endpoint.get_remote_address(),
+            )
+            .unwrap();
+        matches!(handler.state, State::Open)
+    }
+
+    fn close(g: &mut Gated<dummy::Behaviour>, peer: PeerId, id: usize, remaining: usize) {
+        let endpoint = endpoint();
+        g.on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id: peer,
+            connection_id: ConnectionId::new_unchecked(id),
+            endpoint: &endpoint,
+            cause: None,
+            remaining_established: remaining,
+        }));
+    }
+
+    /// What the behaviour asks of the swarm, as (peer, connection, is it "open").
+    fn drain(g: &mut Gated<dummy::Behaviour>) -> Vec<(PeerId, ConnectionId, bool)> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(action) = g.poll(&mut cx) {
+            match action {
+                ToSwarm::NotifyHandler {
+                    peer_id,
+                    handler: NotifyHandler::One(c),
+                    event: GateIn::Open,
+                } => out.push((peer_id, c, true)),
+                ToSwarm::CloseConnection {
+                    peer_id,
+                    connection: CloseConnection::One(c),
+                } => out.push((peer_id, c, false)),
+                _ => panic!("unexpected action"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn open_reaches_every_connection_of_the_peer_once() {
+        let mut g = Gated::new(dummy::Behaviour);
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        assert!(!establish(&mut g, peer, 1));
+        assert!(!establish(&mut g, peer, 2));
+        assert!(!establish(&mut g, other, 3));
+
+        g.open(&peer);
+        g.open(&peer);
+        g.open(&PeerId::random());
+        let mut opened = drain(&mut g);
+        opened.sort_by_key(|(_, c, _)| format!("{c}"));
+        let (c1, c2) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        assert_eq!(opened, [(peer, c1, true), (peer, c2, true)]);
+
+        assert!(
+            establish(&mut g, peer, 4),
+            "a later connection of an open peer starts open"
+        );
+        assert!(!establish(&mut g, other, 5));
+    }
+
+    #[test]
+    fn the_gate_closes_again_when_the_peer_leaves_or_is_shut() {
+        let mut g = Gated::new(dummy::Behaviour);
+        let peer = PeerId::random();
+        establish(&mut g, peer, 1);
+        establish(&mut g, peer, 2);
+        g.open(&peer);
+        drain(&mut g);
+        close(&mut g, peer, 1, 1);
+        assert!(establish(&mut g, peer, 3));
+        close(&mut g, peer, 2, 1);
+        close(&mut g, peer, 3, 0);
+        assert!(!establish(&mut g, peer, 4), "reconnecting starts over");
+
+        g.open(&peer);
+        drain(&mut g);
+        g.shut(&peer);
+        assert!(
+            !establish(&mut g, peer, 5),
+            "a refused peer's new connections stay shut"
+        );
+    }
+
+    #[test]
+    fn overflow_closes_only_that_connection() {
+        let mut g = Gated::new(dummy::Behaviour);
+        let peer = PeerId::random();
+        establish(&mut g, peer, 1);
+        let c = ConnectionId::new_unchecked(1);
+        g.on_connection_handler_event(peer, c, GateOut::Overflow);
+        assert_eq!(drain(&mut g), [(peer, c, false)]);
+    }
+}
