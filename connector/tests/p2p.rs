@@ -7,14 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use bayspace_connector::p2p::protocol::{ADMIT_PROTOCOL, AdmitMessage, KAD_PROTOCOL};
 use bayspace_connector::p2p::{
     Admission, AdmissionRefusal, AdmittedPeer, CatalogRequest, CatalogResponse, Client,
     GossipVerdict, P2pConfig, P2pEvent, Topic, spawn,
 };
+use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::kad::{GetRecordOk, QueryResult, RecordKey};
+use libp2p::request_response::{self, ProtocolSupport, cbor};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, kad, noise, tcp, yamux};
 use tokio::sync::mpsc::Receiver;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -300,4 +305,156 @@ async fn recheck_with_a_refusing_policy_disconnects() {
         a.client.request(b.peer, request).await,
         Err(bayspace_connector::p2p::P2pError::NotAdmitted(_))
     ));
+}
+
+/// A peer speaking the Bayspace protocols without the Bayspace engine: it
+/// subscribes to the topics and queries the DHT, but never presents a
+/// credential (nor answers the node's admit request).
+#[derive(NetworkBehaviour)]
+struct Raw {
+    admit: cbor::Behaviour<AdmitMessage, AdmitMessage>,
+    gossip: gossipsub::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+}
+
+fn raw_swarm() -> Swarm<Raw> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let peer = key.public().to_peer_id();
+            let mut gossip = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::Config::default(),
+            )
+            .unwrap();
+            for topic in Topic::ALL {
+                gossip
+                    .subscribe(&gossipsub::IdentTopic::new(topic.name()))
+                    .unwrap();
+            }
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_query_timeout(Duration::from_secs(3));
+            Raw {
+                admit: cbor::Behaviour::new(
+                    [(ADMIT_PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                ),
+                gossip,
+                kad: kad::Behaviour::with_config(
+                    peer,
+                    kad::store::MemoryStore::new(peer),
+                    kad_config,
+                ),
+            }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_not_yet_admitted_gets_no_gossip_and_no_records() {
+    const KEY: &[u8] = b"dataset/gated";
+    let (a, a_addr) = node("member:alpha", "/ip6/::1/tcp/0").await;
+    let mut raw = raw_swarm();
+    raw.dial(a_addr.clone()).unwrap();
+    timeout(WAIT, async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } = raw.select_next_some().await
+                && peer_id == a.peer
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("raw peer could not connect");
+
+    // With no admitted peer the put misses its quorum, but the record is in
+    // `a`'s own store, where an ungated Kademlia would answer from.
+    let _ = timeout(
+        WAIT,
+        a.client.put_record(KEY.to_vec(), b"descriptor".to_vec()),
+    )
+    .await;
+    let local = timeout(WAIT, a.client.get_record(KEY.to_vec())).await;
+    assert_eq!(local.unwrap().unwrap(), b"descriptor");
+
+    raw.behaviour_mut().kad.add_address(&a.peer, a_addr);
+    let query = raw.behaviour_mut().kad.get_record(RecordKey::new(&KEY));
+
+    // The raw peer's subscriptions reach an ungated node within milliseconds,
+    // after which `a` floods its publications to it. Keep publishing for the
+    // whole window (well inside the 10 s admission deadline) and until the
+    // raw peer's DHT query has ended.
+    let window_end = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut held_admit_requests = Vec::new();
+    let mut query_done = false;
+    while !(query_done && Instant::now() >= window_end) {
+        assert!(
+            Instant::now() < deadline,
+            "the raw peer's query never ended"
+        );
+        tokio::select! {
+            event = raw.select_next_some() => match event {
+                SwarmEvent::Behaviour(RawEvent::Gossip(gossipsub::Event::Message { message, .. })) => {
+                    panic!("a peer that is not admitted received gossip: {message:?}");
+                }
+                SwarmEvent::Behaviour(RawEvent::Kad(kad::Event::OutboundQueryProgressed {
+                    id,
+                    result: QueryResult::GetRecord(result),
+                    ..
+                })) if id == query => {
+                    assert!(
+                        !matches!(result, Ok(GetRecordOk::FoundRecord(_))),
+                        "a peer that is not admitted got a record from the DHT"
+                    );
+                    query_done = true;
+                }
+                SwarmEvent::Behaviour(RawEvent::Admit(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                })) => held_admit_requests.push(channel),
+                SwarmEvent::ConnectionClosed { peer_id, .. } if peer_id == a.peer => {
+                    panic!("the node closed the connection inside the admission window");
+                }
+                _ => {}
+            },
+            _ = tick.tick() => {
+                let _ = a.client.publish(Topic::Descriptors, b"descriptor-1".to_vec()).await;
+            }
+        }
+    }
+    assert!(raw.is_connected(&a.peer));
+    let stats = a.client.stats().await.unwrap();
+    assert!(stats.admitted.is_empty());
+    assert_eq!(stats.refusals, 0, "the raw peer must still be pending");
+
+    // Positive control: a member connecting now gets both.
+    let (mut b, _) = node("member:beta", "/ip6/::1/tcp/0").await;
+    let a_addr = a.client.listen_addrs().await.unwrap().remove(0);
+    timeout(WAIT, b.client.dial(a_addr)).await.unwrap().unwrap();
+    admitted(&mut b.events, a.peer).await;
+    publish(&a.client, Topic::Descriptors, b"descriptor-2").await;
+    let data = next(&mut b.events, |e| match e {
+        P2pEvent::Gossip {
+            topic: Topic::Descriptors,
+            data,
+            ..
+        } => Some(data),
+        _ => None,
+    })
+    .await;
+    assert_eq!(data, b"descriptor-2");
+    let value = timeout(WAIT, b.client.get_record(KEY.to_vec())).await;
+    assert_eq!(value.unwrap().unwrap(), b"descriptor");
+    drop(held_admit_requests);
 }

@@ -7,6 +7,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{connection_limits, gossipsub, identify, kad};
 
 use super::P2pConfig;
+use super::gate::Gated;
 use super::protocol::{
     ADMIT_PROTOCOL, AdmitMessage, CATALOG_PROTOCOL, CatalogRequest, CatalogResponse,
     ControlRequest, ControlResponse, IDENTIFY_VERSION, KAD_PROTOCOL, MAX_ADMIT_MESSAGE_BYTES,
@@ -18,8 +19,10 @@ use super::protocol::{
 pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) admit: cbor::Behaviour<AdmitMessage, AdmitMessage>,
-    pub(crate) gossip: gossipsub::Behaviour,
-    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    /// Gated: silent towards a peer until the event loop opens it on admission.
+    pub(crate) gossip: Gated<gossipsub::Behaviour>,
+    /// Gated like `gossip`, so the store is not served before admission.
+    pub(crate) kad: Gated<kad::Behaviour<MemoryStore>>,
     pub(crate) catalog: cbor::Behaviour<CatalogRequest, CatalogResponse>,
     pub(crate) control: cbor::Behaviour<ControlRequest, ControlResponse>,
     pub(crate) identify: identify::Behaviour,
@@ -89,8 +92,8 @@ impl Behaviour {
                 [(ADMIT_PROTOCOL, ProtocolSupport::Full)],
                 rr.clone(),
             ),
-            gossip,
-            kad,
+            gossip: Gated::new(gossip),
+            kad: Gated::new(kad),
             catalog: cbor::Behaviour::with_codec(
                 cbor::codec::Codec::default()
                     .set_request_size_maximum(MAX_CATALOG_REQUEST_BYTES)

@@ -425,10 +425,10 @@ impl EventLoop {
     fn on_admitted(&mut self, info: AdmittedPeer) {
         let peer = info.peer_id;
         tracing::info!(%peer, institution = %info.institution, "peer admitted");
-        self.swarm
-            .behaviour_mut()
-            .gossip
-            .remove_blacklisted_peer(&peer);
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.gossip.remove_blacklisted_peer(&peer);
+        behaviour.gossip.open(&peer);
+        behaviour.kad.open(&peer);
         for addr in self.addrs.get(&peer).cloned().unwrap_or_default() {
             self.swarm.behaviour_mut().kad.add_address(&peer, addr);
         }
@@ -440,6 +440,8 @@ impl EventLoop {
         tracing::warn!(%peer, %reason, "peer refused admission; disconnecting");
         let behaviour = self.swarm.behaviour_mut();
         behaviour.gossip.blacklist_peer(&peer);
+        behaviour.gossip.shut(&peer);
+        behaviour.kad.shut(&peer);
         behaviour.kad.remove_peer(&peer);
         let _ = self.swarm.disconnect_peer_id(peer);
         self.emit(P2pEvent::PeerRefused { peer, reason });

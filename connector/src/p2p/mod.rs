@@ -9,6 +9,7 @@
 mod admission;
 mod behaviour;
 mod event_loop;
+mod gate;
 pub mod protocol;
 
 use std::convert::Infallible;
