@@ -273,9 +273,7 @@ impl ContractsApi {
 fn may_see_agreement(c: &Caller, r: &AgreementRecord) -> bool {
     match c.role {
         Role::Admin => true,
-        Role::Researcher => {
-            r.role == Side::Consumer && r.signed.agreement.researcher.id == c.id
-        }
+        Role::Researcher => r.role == Side::Consumer && r.signed.agreement.researcher.id == c.id,
     }
 }
 
@@ -391,13 +389,7 @@ impl proto::contract_service_server::ContractService for ContractsApi {
         let changes = self.negotiator.subscribe();
         let first = self.visible(&id, &viewer)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(watch_loop(
-            self.negotiator.clone(),
-            id,
-            changes,
-            first,
-            tx,
-        ));
+        tokio::spawn(watch_loop(self.negotiator.clone(), id, changes, first, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -622,7 +614,11 @@ mod tests {
         r.security_assessment_until = Some("30/06/2027".into());
         let e = records_update(&r).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("security-assessment-until"), "{}", e.message());
+        assert!(
+            e.message().contains("security-assessment-until"),
+            "{}",
+            e.message()
+        );
         r.security_assessment_until = None;
         r.pipia_reference = Some("  ".into());
         assert!(records_update(&r).is_err());

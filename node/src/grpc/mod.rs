@@ -91,9 +91,7 @@ pub async fn serve(
     health
         .set_serving::<DatasetServiceServer<CatalogApi>>()
         .await;
-    health
-        .set_serving::<AuditServiceServer<AuditApi>>()
-        .await;
+    health.set_serving::<AuditServiceServer<AuditApi>>().await;
     health
         .set_serving::<ContractServiceServer<ContractsApi>>()
         .await;
