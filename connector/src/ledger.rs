@@ -81,14 +81,8 @@ mod tests {
         {
             let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
             let l = LedgerStore::open(store).unwrap();
-            assert!(
-                l.record(at, Route::StandardContract, None, 900, 10)
-                    .unwrap()
-            );
-            assert!(
-                !l.record(at, Route::GbaStandardContract, None, 5, 5)
-                    .unwrap()
-            );
+            assert!(l.record(at, Route::StandardContract, None, 900, 10).unwrap());
+            assert!(!l.record(at, Route::GbaStandardContract, None, 5, 5).unwrap());
         }
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
         let l = LedgerStore::open(store).unwrap();

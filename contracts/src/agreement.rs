@@ -148,12 +148,7 @@ impl Agreement {
             1,
             Institution::MAX_NAME,
         )?;
-        line(
-            "researcher.id",
-            &self.researcher.id,
-            1,
-            Self::MAX_RESEARCHER_ID,
-        )?;
+        line("researcher.id", &self.researcher.id, 1, Self::MAX_RESEARCHER_ID)?;
         if self.researcher.id.chars().any(char::is_whitespace) {
             return Err(FieldError::new(
                 "researcher.id",

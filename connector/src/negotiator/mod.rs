@@ -142,10 +142,7 @@ pub enum NegotiatorError {
         state: State,
         action: &'static str,
     },
-    #[error(
-        "negotiation {id} cannot be approved while blockers remain: {}",
-        list(blockers)
-    )]
+    #[error("negotiation {id} cannot be approved while blockers remain: {}", list(blockers))]
     Blocked {
         id: NegotiationId,
         blockers: Vec<Blocker>,

@@ -55,9 +55,7 @@ pub enum Message {
         agreement: Box<SignedAgreement>,
     },
     /// DSP `ContractNegotiationEventMessage` with event type FINALIZED.
-    Finalized {
-        negotiation: NegotiationId,
-    },
+    Finalized { negotiation: NegotiationId },
     /// DSP `ContractNegotiationTerminationMessage`.
     Termination {
         negotiation: NegotiationId,
@@ -75,9 +73,7 @@ pub enum Message {
         state: State,
     },
     /// Not acceptable; nothing changed on the receiving side.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
 }
 
 /// Why bytes from a peer are not a negotiation message.
@@ -155,7 +151,10 @@ impl Message {
                 if r.credential.len() > MAX_CREDENTIAL {
                     return Err(WireError::Invalid {
                         field: "credential",
-                        reason: format!("{} bytes, more than {MAX_CREDENTIAL}", r.credential.len()),
+                        reason: format!(
+                            "{} bytes, more than {MAX_CREDENTIAL}",
+                            r.credential.len()
+                        ),
                     });
                 }
                 Ok(())
@@ -225,16 +224,7 @@ mod tests {
             reasons: vec!["x".into(); MAX_REASONS + 1],
         };
         let err = Message::decode(&m.encode().unwrap()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                WireError::Invalid {
-                    field: "reasons",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, WireError::Invalid { field: "reasons", .. }), "{err}");
         let m = Message::Refused {
             reason: "é".repeat(MAX_TEXT),
         };

@@ -173,11 +173,7 @@ mod tests {
             permission(Action::Use, vec![until(a)]),
             permission(Action::Distribute, vec![]),
         ]);
-        assert_eq!(
-            p.use_window_end(),
-            Some(a),
-            "each permission ends at its earliest bound"
-        );
+        assert_eq!(p.use_window_end(), Some(a), "each permission ends at its earliest bound");
         let open = policy(vec![
             permission(Action::Use, vec![until(a)]),
             permission(Action::Use, vec![]),
