@@ -5,6 +5,7 @@
 //! retry loop and the gRPC server run until SIGINT or SIGTERM, and shut down
 //! in the reverse order.
 
+mod bootstrap;
 pub(crate) mod events;
 
 use std::num::NonZeroU64;
@@ -250,7 +251,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         let bound = client.listen_on(addr).await?;
         tracing::info!("listening on {bound}");
     }
-    for addr in bootstrap {
+    for addr in &bootstrap {
         match client.dial(addr.clone()).await {
             Ok(peer) => tracing::info!(%peer, "dialed bootstrap peer {addr}"),
             Err(e) => tracing::warn!("cannot reach bootstrap peer {addr}: {e}"),
@@ -271,6 +272,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
     let negotiator_task = tokio::spawn(negotiator.run());
+    let redial_task = tokio::spawn(bootstrap::keep_connected(client.clone(), bootstrap));
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc_task = grpc::serve(ctx.clone(), admin_hash, async {
@@ -287,6 +289,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!("gRPC server: {e}"),
         Err(e) => tracing::error!("gRPC server task: {e}"),
     }
+    redial_task.abort();
     if let Err(e) = client.shutdown().await {
         tracing::warn!("p2p shutdown: {e}");
     }
