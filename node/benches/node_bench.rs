@@ -7,13 +7,20 @@
 //!   under 40 MiB);
 //! - publish to searchable: ten nodes bootstrapped to the first, a dataset
 //!   published on the first, until a `Search` on every other node finds it
-//!   (target: p50 under 300 ms).
+//!   (target: p50 under 300 ms);
+//! - negotiation: a Hong Kong node requests a Shenzhen node's dataset under
+//!   an auto-approved offer; the `Request` RPC returns once the exchange has
+//!   run to FINALIZED on both sides, every transition flushed (target: p50
+//!   under 15 ms); then many requests at once for a fixed time (target: at
+//!   least 300 negotiations per second).
 //!
 //! Nodes are driven through their gRPC API directly, so no client process
 //! start-up is measured. Every node is killed when the run ends, a panic
 //! included, and the temporary directories are removed.
 //!
-//! Run: `cargo bench -p bayspace-node --bench node_bench`
+//! Run: `cargo bench -p bayspace-node --bench node_bench [-- SECTION…]`
+//! where a section is `start`, `propagation` or `negotiation` (all three
+//! when none is named).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -27,9 +34,10 @@ use std::time::{Duration, Instant};
 use bayspace_connector::config::{ADMIN_TOKEN_FILE, CONFIG_FILE, NodeConfig};
 use common::{Node, Space};
 use proto::catalog_service_client::CatalogServiceClient;
+use proto::contract_service_client::ContractServiceClient;
 use proto::dataset_service_client::DatasetServiceClient;
 use proto::node_service_client::NodeServiceClient;
-use proto::{PublishRequest, SearchRequest, StatusRequest};
+use proto::{ContractRequest, PublishRequest, SearchRequest, StatusRequest};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -300,9 +308,132 @@ async fn propagation(space: &Space) {
     );
 }
 
+/// Negotiations measured one at a time, after the warm-up ones.
+const NEGOTIATIONS: usize = 200;
+const WARM_UP: usize = 20;
+/// Requests in flight at once in the sustained run, and its length.
+const CONCURRENT: usize = 32;
+const SUSTAINED: Duration = Duration::from_secs(10);
+
+async fn negotiate(consumer: &Auth, dataset: &str) -> Duration {
+    let since = Instant::now();
+    let n = ContractServiceClient::new(consumer.clone())
+        .request(ContractRequest {
+            dataset_id: dataset.to_owned(),
+            purpose: "academic-research".into(),
+            offer_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let took = since.elapsed();
+    assert_eq!(n.state, "FINALIZED", "the exchange did not complete: {n:?}");
+    took
+}
+
+async fn negotiation(space: &Space) {
+    let (dir_p, peer_p, _) = space.member_in("bench-sz", "mainland:shenzhen", None);
+    let provider = Node::start(&dir_p);
+    let (dir_c, _, _) = space.member_in("bench-hk", "hk", Some(&provider.tcp_addr()));
+    let consumer = Node::start(&dir_c);
+    let p = Api::of(&dir_p).connect().await;
+    let c = Api::of(&dir_c).connect().await;
+    let start = Instant::now();
+    while !status(&c)
+        .await
+        .is_some_and(|s| s.admitted_peers.iter().any(|a| a.peer_id == peer_p))
+    {
+        assert!(start.elapsed() < TIMEOUT, "not admitted:\n{}", consumer.log());
+        tokio::time::sleep(POLL).await;
+    }
+    let file = space.tmp.path().join("negotiation.csv");
+    std::fs::write(&file, "id,value\n1,2\n").unwrap();
+    let dataset = DatasetServiceClient::new(p.clone())
+        .publish(PublishRequest {
+            path: file.to_str().unwrap().to_owned(),
+            title: "Negotiation benchmark".into(),
+            level: "general".into(),
+            purposes: vec!["academic-research".into()],
+            recipient_regions: vec!["hk".into()],
+            approval: "auto".into(),
+            ..PublishRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let start = Instant::now();
+    loop {
+        let found = CatalogServiceClient::new(c.clone())
+            .search(SearchRequest {
+                text: "negotiation benchmark".into(),
+                ..SearchRequest::default()
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().datasets.iter().any(|d| d.id == dataset));
+        if found {
+            break;
+        }
+        assert!(start.elapsed() < TIMEOUT, "the dataset never reached the consumer");
+        tokio::time::sleep(POLL).await;
+    }
+    for _ in 0..WARM_UP {
+        negotiate(&c, &dataset).await;
+    }
+    let mut times = Vec::new();
+    for _ in 0..NEGOTIATIONS {
+        times.push(negotiate(&c, &dataset).await);
+    }
+    summary(
+        "negotiation, auto approval, request to FINALIZED on both sides",
+        times,
+    );
+
+    let since = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let (c, dataset) = (c.clone(), dataset.clone());
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while since.elapsed() < SUSTAINED {
+                    negotiate(&c, &dataset).await;
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    let secs = since.elapsed().as_secs_f64();
+    println!(
+        "sustained negotiations, {CONCURRENT} in flight: {total} in {secs:.1} s = {:.0} per second",
+        total as f64 / secs
+    );
+    println!(
+        "RSS after the negotiation run: provider {:.1} MiB, consumer {:.1} MiB",
+        rss_kib(&provider) as f64 / 1024.0,
+        rss_kib(&consumer) as f64 / 1024.0
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let sections: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |s: &str| sections.is_empty() || sections.iter().any(|x| x == s);
     let space = Space::new();
-    start_and_idle(&space).await;
-    propagation(&space).await;
+    if wants("start") {
+        start_and_idle(&space).await;
+    }
+    if wants("propagation") {
+        propagation(&space).await;
+    }
+    if wants("negotiation") {
+        negotiation(&space).await;
+    }
 }
