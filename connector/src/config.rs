@@ -5,11 +5,14 @@
 //! error, not a silently ignored line. Relative paths are relative to the
 //! directory that holds `config.toml`.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bayspace_contracts::region::Region;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::Date;
+use time::macros::format_description;
 
 use crate::identity::files::{self, FileError};
 
@@ -39,6 +42,41 @@ pub struct NodeConfig {
     /// BLAKE3 of the administrator token's text, hex; the token itself is
     /// never stored by the node.
     pub admin_token_blake3: String,
+    /// Public holidays the filing deadline skips (working days are Monday
+    /// to Friday). The official calendars come out year by year, so the
+    /// operator keeps this list; left out, only weekends are skipped.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeSet::is_empty",
+        serialize_with = "holidays_out",
+        deserialize_with = "holidays_in"
+    )]
+    pub filing_holidays: BTreeSet<Date>,
+}
+
+const DATE: &[time::format_description::BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]");
+
+/// `YYYY-MM-DD` strings, each parsed strictly so the error names the value.
+fn holidays_in<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<Date>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            Date::parse(s.trim(), DATE).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "filing-holidays: `{s}` is not a date like 2026-10-01: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn holidays_out<S: Serializer>(days: &BTreeSet<Date>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(days.iter().map(|d| format_date(*d)))
+}
+
+fn format_date(d: Date) -> String {
+    d.format(DATE).unwrap_or_else(|_| d.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +103,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             data_dir: DEFAULT_DATA_DIR.into(),
             admin_token_blake3: admin_token.blake3_hex(),
+            filing_holidays: BTreeSet::new(),
         }
     }
 
@@ -124,6 +163,11 @@ data-dir = {data_dir}
 # BLAKE3 hash (hex) of the administrator token in admin.token. The node keeps
 # only this hash; to rotate the token, write a new one and its hash here.
 admin-token-blake3 = {hash}
+
+# Public holidays (YYYY-MM-DD) the deadline of a contract filing skips; it
+# counts working days, Monday to Friday. Add each year's official GBA
+# holidays, e.g. [\"2026-10-01\", \"2026-10-02\"].
+filing-holidays = {holidays}
 ",
             institution = s(&self.institution),
             region = s(&self.region.to_string()),
@@ -135,6 +179,12 @@ admin-token-blake3 = {hash}
             bootstrap = list(self.bootstrap.iter().map(|b| s(b)).collect()),
             data_dir = p(&self.data_dir),
             hash = s(&self.admin_token_blake3),
+            holidays = list(
+                self.filing_holidays
+                    .iter()
+                    .map(|d| s(&format_date(*d)))
+                    .collect()
+            ),
         )
     }
 }
@@ -173,6 +223,11 @@ mod tests {
             &token,
         );
         c.bootstrap = vec!["/ip6/2001:db8::1/tcp/4710/p2p/12D3KooW".into()];
+        c.filing_holidays = [
+            time::macros::date!(2026 - 10 - 01),
+            time::macros::date!(2026 - 10 - 02),
+        ]
+        .into();
         c
     }
 
@@ -202,6 +257,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("shenzen"), "{e}");
+        let e = NodeConfig::parse(
+            &text.replace("2026-10-02", "2026-10-32"),
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("c.toml") && e.contains("filing-holidays") && e.contains("2026-10-32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn holidays_are_optional() {
+        let text = config().render();
+        let start = text.find("filing-holidays =").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        let without = format!("{}{}", &text[..start], &text[end..]);
+        let c = NodeConfig::parse(&without, Path::new("c.toml")).unwrap();
+        assert!(c.filing_holidays.is_empty());
+        assert!(
+            text.contains("filing-holidays = [\"2026-10-01\", \"2026-10-02\"]"),
+            "{text}"
+        );
     }
 
     #[test]

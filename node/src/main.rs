@@ -52,6 +52,17 @@ enum Command {
     /// Search or export the federated catalog.
     #[command(subcommand)]
     Catalog(cli::catalog::CatalogCommand),
+    /// Request datasets from other members; follow negotiations.
+    Contract(cli::contract::ContractArgs),
+    /// Decide requests for this node's datasets (administrator).
+    Offers(cli::offers::OffersArgs),
+    /// The records on file per dataset that the assessment reads (administrator).
+    Records(cli::records::RecordsArgs),
+    /// Show, list or revoke concluded agreements.
+    Agreement(cli::agreement::AgreementArgs),
+    /// Export a regulator filing package for an agreement (administrator).
+    #[command(subcommand)]
+    Filing(cli::filing::FilingCommand),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +80,11 @@ fn main() -> ExitCode {
         Command::Dataset(cmd) => cli::dataset::run(cmd),
         Command::Catalog(cmd) => cli::catalog::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
+        Command::Contract(args) => cli::contract::run(args),
+        Command::Offers(args) => cli::offers::run(args),
+        Command::Records(args) => cli::records::run(args),
+        Command::Agreement(args) => cli::agreement::run(args),
+        Command::Filing(cmd) => cli::filing::run(cmd),
     };
     match result {
         Ok(code) => code,

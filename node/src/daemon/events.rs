@@ -1,8 +1,9 @@
 //! The node's main loop: the one consumer of the swarm's [`P2pEvent`]s.
 //!
-//! Admission outcomes and revocation lists are handled here; everything the
-//! catalog owns goes through [`on_catalog_event`], the single place where
-//! the catalog service is attached.
+//! Admission outcomes and revocation lists are handled here; negotiation
+//! messages go to the negotiator; everything the catalog owns goes through
+//! [`on_catalog_event`], the single place where the catalog service is
+//! attached.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use bayspace_connector::admission::{AdmissionError, RevocationOutcome};
 use bayspace_connector::audit::{Actor, AuditEvent};
 use bayspace_connector::catalog::{CatalogError, IngestOutcome, sync_from};
 use bayspace_connector::identity::PeerId;
-use bayspace_connector::p2p::{CatalogResponse, GossipId, GossipVerdict, P2pEvent, Topic};
+use bayspace_connector::p2p::{
+    CatalogResponse, ControlResponse, GossipId, GossipVerdict, P2pEvent, Topic,
+};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -23,6 +26,7 @@ pub async fn run(ctx: Arc<NodeContext>, mut events: mpsc::Receiver<P2pEvent>) {
         match event {
             P2pEvent::PeerAdmitted(peer) => {
                 tracing::info!(peer = %peer.peer_id, institution = %peer.institution, "peer admitted");
+                ctx.negotiator.peer_admitted(&peer.peer_id);
                 on_catalog_event(&ctx, P2pEvent::PeerAdmitted(peer)).await;
             }
             P2pEvent::PeerRefused { peer, reason } => {
@@ -36,6 +40,25 @@ pub async fn run(ctx: Arc<NodeContext>, mut events: mpsc::Receiver<P2pEvent>) {
                 id,
                 ..
             } => on_revocation_gossip(&ctx, from, &data, id).await,
+            P2pEvent::InboundControl {
+                peer,
+                request,
+                channel,
+            } => {
+                // Answering may wait on the store and the audit log; the
+                // loop must keep serving meanwhile.
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let reply = ctx.negotiator.on_control(peer, &request.0).await;
+                    if let Err(e) = ctx
+                        .client
+                        .respond_control(channel, ControlResponse(reply))
+                        .await
+                    {
+                        tracing::warn!(%peer, "cannot answer a negotiation message: {e}");
+                    }
+                });
+            }
             other => on_catalog_event(&ctx, other).await,
         }
     }
@@ -96,8 +119,7 @@ pub fn drop_revoked_publishers(ctx: &NodeContext) {
 
 /// The federated catalog on the network: descriptor gossip, catalog page
 /// requests from members, and a catalog sync from every newly admitted
-/// peer. DSP control requests wait for the negotiation protocol: until then
-/// they go unanswered, which the requester sees as a failed request.
+/// peer.
 async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
     match event {
         P2pEvent::PeerAdmitted(peer) => {
@@ -175,10 +197,8 @@ async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
                 tracing::warn!("cannot answer a catalog request: {e}");
             }
         }
-        P2pEvent::InboundControl { peer, .. } => {
-            tracing::warn!(%peer, "control request dropped: this node offers no negotiation yet");
-        }
-        P2pEvent::PeerRefused { .. } => {}
+        // Handled by `run`.
+        P2pEvent::InboundControl { .. } | P2pEvent::PeerRefused { .. } => {}
     }
 }
 

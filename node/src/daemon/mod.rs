@@ -1,8 +1,9 @@
 //! `bayspace run`: the daemon. Start-up loads and checks everything that can
 //! be wrong in a node directory before anything listens, so a
 //! misconfiguration is one clear error, not a node that runs but cannot
-//! join. Then the p2p swarm, the event loop ([`events`]) and the gRPC server
-//! run until SIGINT or SIGTERM, and shut down in the reverse order.
+//! join. Then the p2p swarm, the event loop ([`events`]), the negotiator's
+//! retry loop and the gRPC server run until SIGINT or SIGTERM, and shut down
+//! in the reverse order.
 
 pub(crate) mod events;
 
@@ -19,8 +20,11 @@ use bayspace_connector::config::{CONFIG_FILE, NodeConfig};
 use bayspace_connector::identity::{
     Anchor, Checks, MembershipCredential, NodeKey, PeerId, VerifyError,
 };
+use bayspace_connector::ledger::LedgerStore;
+use bayspace_connector::negotiator::{Deps, Negotiator, Settings};
 use bayspace_connector::p2p::{self, P2pConfig};
 use bayspace_connector::store::{SledStore, Store};
+use bayspace_contracts::descriptor::{Institution, PublicKey};
 use bayspace_ipv6::listen::ListenAddr;
 use libp2p::Multiaddr;
 use time::OffsetDateTime;
@@ -43,6 +47,7 @@ pub struct NodeContext {
     pub started: Instant,
     pub catalog: Arc<Catalog>,
     pub key: Arc<NodeKey>,
+    pub negotiator: Arc<Negotiator>,
 }
 
 /// Everything loaded from the node directory before the node starts.
@@ -196,6 +201,20 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
             credential_hint(&e, &peer_id)
         );
     }
+    // Agreements name the institution as its credential does, and the
+    // catalog as the config does: they must be the same.
+    let body = credential.body();
+    if body.institution != config.institution || body.region != config.region {
+        bail!(
+            "{} names `{}` in {} but the membership credential at {} names `{}` in {}: make `institution` and `region` match the credential",
+            dir.join(CONFIG_FILE).display(),
+            config.institution,
+            config.region,
+            resolve(dir, &config.credential).display(),
+            body.institution,
+            body.region
+        );
+    }
     let audit = Arc::new(AuditLog::open(
         store.clone(),
         key.signing_key().clone(),
@@ -203,12 +222,30 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     )?);
     let researchers = Researchers::open(store.clone())?;
     let catalog = Arc::new(Catalog::open(store.clone())?);
+    let ledger = Arc::new(LedgerStore::open(store.clone())?);
+    let key = Arc::new(key);
 
     let (client, events, swarm_task) = p2p::spawn(
         key.libp2p_keypair(),
         admission.clone(),
         P2pConfig::default(),
     )?;
+    let negotiator = Negotiator::open(Deps {
+        store: store.clone(),
+        audit: audit.clone(),
+        catalog: catalog.clone(),
+        admission: admission.clone(),
+        ledger,
+        key: key.clone(),
+        me: Institution {
+            name: credential.body().institution.clone(),
+            region: credential.body().region,
+            peer_id: peer_id.to_string(),
+            key: PublicKey::from(&key.verifying_key()),
+        },
+        client: client.clone(),
+        settings: Settings::default(),
+    })?;
     for addr in listen {
         let bound = client.listen_on(addr).await?;
         tracing::info!("listening on {bound}");
@@ -228,10 +265,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         researchers,
         started: Instant::now(),
         catalog,
-        key: Arc::new(key),
+        key,
+        negotiator: negotiator.clone(),
         config,
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
+    let negotiator_task = tokio::spawn(negotiator.run());
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc_task = grpc::serve(ctx.clone(), admin_hash, async {
@@ -254,6 +293,10 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let _ = swarm_task.await;
     // The swarm is gone, so the event channel closes and the loop ends.
     let _ = event_task.await;
+    // Every transition is flushed as it happens; what is cut short here is
+    // only a retry, which resumes from the store at the next start.
+    negotiator_task.abort();
+    let _ = negotiator_task.await;
     audit.checkpoint(OffsetDateTime::now_utc())?;
     store.flush()?;
     tracing::info!("stopped");

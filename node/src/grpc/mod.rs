@@ -6,6 +6,7 @@
 mod audit;
 pub mod auth;
 mod catalog;
+mod contracts;
 mod services;
 
 use std::future::Future;
@@ -19,12 +20,18 @@ use tonic::transport::server::{Router, TcpIncoming};
 use audit::AuditApi;
 use bayspace_contracts::descriptor::{Institution, PublicKey};
 use catalog::CatalogApi;
+use contracts::ContractsApi;
 
 use crate::daemon::NodeContext;
+use crate::proto::agreement_service_server::AgreementServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::catalog_service_server::CatalogServiceServer;
+use crate::proto::contract_service_server::ContractServiceServer;
 use crate::proto::dataset_service_server::DatasetServiceServer;
+use crate::proto::filing_service_server::FilingServiceServer;
 use crate::proto::node_service_server::NodeServiceServer;
+use crate::proto::offer_service_server::OfferServiceServer;
+use crate::proto::record_service_server::RecordServiceServer;
 use crate::proto::researcher_service_server::ResearcherServiceServer;
 use crate::proto::revocation_service_server::RevocationServiceServer;
 use auth::Authenticator;
@@ -69,6 +76,7 @@ pub async fn serve(
             auth.clone(),
         ));
     let router = catalog_services(router, &ctx, &auth);
+    let router = contract_services(router, &ctx, &auth);
 
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
     health
@@ -82,6 +90,22 @@ pub async fn serve(
         .await;
     health
         .set_serving::<DatasetServiceServer<CatalogApi>>()
+        .await;
+    health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health
+        .set_serving::<ContractServiceServer<ContractsApi>>()
+        .await;
+    health
+        .set_serving::<OfferServiceServer<ContractsApi>>()
+        .await;
+    health
+        .set_serving::<RecordServiceServer<ContractsApi>>()
+        .await;
+    health
+        .set_serving::<AgreementServiceServer<ContractsApi>>()
+        .await;
+    health
+        .set_serving::<FilingServiceServer<ContractsApi>>()
         .await;
     tracing::info!("grpc serving on {addr}");
     Ok(tokio::spawn(
@@ -115,4 +139,32 @@ fn catalog_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator
             AuditApi(ctx.audit.clone()),
             auth.clone(),
         ))
+}
+
+/// The negotiation services; each is wrapped with `auth` and checks the
+/// caller's role itself.
+fn contract_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator) -> Router {
+    let api = ContractsApi {
+        negotiator: ctx.negotiator.clone(),
+        researchers: ctx.researchers.clone(),
+        holidays: Arc::new(ctx.config.filing_holidays.clone()),
+    };
+    router
+        .add_service(ContractServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(OfferServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(RecordServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(AgreementServiceServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(FilingServiceServer::with_interceptor(api, auth.clone()))
 }
