@@ -308,7 +308,12 @@ async fn watch_loop(
     while let Some(seen) = &last
         && !seen.state.is_terminal()
     {
-        let next = match changes.recv().await {
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            // The watcher left while nothing changed.
+            () = tx.closed() => return,
+        };
+        let next = match change {
             Ok(r) if r.id == id => r,
             Ok(_) => continue,
             // Changes were missed: the store has the latest.
