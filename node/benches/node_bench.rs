@@ -311,13 +311,18 @@ async fn propagation(space: &Space) {
 /// Negotiations measured one at a time, after the warm-up ones.
 const NEGOTIATIONS: usize = 200;
 const WARM_UP: usize = 20;
-/// Requests in flight at once in the sustained run, and its length.
-const CONCURRENT: usize = 32;
+/// Requests in flight at once in the sustained run (the p2p layer's
+/// per-peer bound on requests in flight), and its length.
+const CONCURRENT: usize = 16;
 const SUSTAINED: Duration = Duration::from_secs(10);
 
+/// One negotiation, to FINALIZED. The request RPC usually returns it
+/// finalized; when the first delivery had to wait (too many requests in
+/// flight to the peer), the retry finishes it and the time includes that.
 async fn negotiate(consumer: &Auth, dataset: &str) -> Duration {
     let since = Instant::now();
-    let n = ContractServiceClient::new(consumer.clone())
+    let mut contracts = ContractServiceClient::new(consumer.clone());
+    let mut n = contracts
         .request(ContractRequest {
             dataset_id: dataset.to_owned(),
             purpose: "academic-research".into(),
@@ -326,9 +331,17 @@ async fn negotiate(consumer: &Auth, dataset: &str) -> Duration {
         .await
         .unwrap()
         .into_inner();
-    let took = since.elapsed();
-    assert_eq!(n.state, "FINALIZED", "the exchange did not complete: {n:?}");
-    took
+    while n.state != "FINALIZED" {
+        assert_ne!(n.state, "TERMINATED", "refused: {:?}", n.reasons);
+        assert!(since.elapsed() < TIMEOUT, "not finalized: {n:?}");
+        tokio::time::sleep(POLL).await;
+        n = contracts
+            .show(proto::ShowNegotiationRequest { id: n.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+    }
+    since.elapsed()
 }
 
 async fn negotiation(space: &Space) {
@@ -343,7 +356,11 @@ async fn negotiation(space: &Space) {
         .await
         .is_some_and(|s| s.admitted_peers.iter().any(|a| a.peer_id == peer_p))
     {
-        assert!(start.elapsed() < TIMEOUT, "not admitted:\n{}", consumer.log());
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "not admitted:\n{}",
+            consumer.log()
+        );
         tokio::time::sleep(POLL).await;
     }
     let file = space.tmp.path().join("negotiation.csv");
@@ -374,7 +391,10 @@ async fn negotiation(space: &Space) {
         if found {
             break;
         }
-        assert!(start.elapsed() < TIMEOUT, "the dataset never reached the consumer");
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the dataset never reached the consumer"
+        );
         tokio::time::sleep(POLL).await;
     }
     for _ in 0..WARM_UP {

@@ -559,7 +559,6 @@ fn auto_approval_rejection_and_policy_refusals_reach_the_researcher() {
 }
 
 #[test]
-#[ignore = "the daemon dials its bootstrap peers only at start: nothing reconnects HKU to a restarted Shenzhen"]
 fn a_provider_killed_while_a_request_waits_resumes_and_finalizes() {
     let p = Pair::start(true);
     let dataset = p.publish(

@@ -119,6 +119,24 @@ impl AuditLog {
         details: Value,
         now: OffsetDateTime,
     ) -> Result<AuditEntry, AuditError> {
+        let entry = self.append_unflushed(actor, event, subjects, details, now)?;
+        self.store.flush()?;
+        Ok(entry)
+    }
+
+    /// Append an entry without waiting for the disk: for a caller that
+    /// writes its state change to the same store next and flushes once for
+    /// both. The store's log keeps writes in order, so a crash may keep the
+    /// entry without the state change, never the change without the entry;
+    /// the caller must flush before it acts.
+    pub fn append_unflushed(
+        &self,
+        actor: Actor,
+        event: AuditEvent,
+        subjects: Vec<String>,
+        details: Value,
+        now: OffsetDateTime,
+    ) -> Result<AuditEntry, AuditError> {
         let mut head = self.head.lock().map_err(|_| AuditError::Poisoned)?;
         let (seq, prev) = match head.last {
             Some((seq, digest)) => (seq + 1, digest),
@@ -158,7 +176,6 @@ impl AuditLog {
             checkpoints,
             checkpointed: signed,
         };
-        self.store.flush()?;
         Ok(entry)
     }
 

@@ -191,7 +191,7 @@ impl Negotiator {
         record.push(State::Requested, now, &actor.to_string());
         let key = {
             let _w = self.lock()?;
-            self.audit.append(
+            self.audit.append_unflushed(
                 actor,
                 AuditEvent::ContractRequested,
                 vec![id.to_string(), d.id.to_string()],
@@ -352,7 +352,7 @@ impl Negotiator {
             let mut records = self.records.get(&dataset.to_string())?.unwrap_or_default();
             update.apply(&mut records);
             records.updated_at = Some(now);
-            self.audit.append(
+            self.audit.append_unflushed(
                 Actor::Admin,
                 AuditEvent::Assessment,
                 vec![dataset.to_string()],
@@ -416,7 +416,7 @@ impl Negotiator {
             }
             let now = timestamp::whole_seconds(OffsetDateTime::now_utc());
             let ag = &a.signed.agreement;
-            self.audit.append(
+            self.audit.append_unflushed(
                 Actor::Admin,
                 AuditEvent::AgreementRevoked,
                 vec![
@@ -695,7 +695,7 @@ impl Negotiator {
         };
         let peer_actor = Actor::Peer(peer.to_string());
         r.push(State::Requested, now, &peer_actor.to_string());
-        self.audit.append(
+        self.audit.append_unflushed(
             peer_actor,
             AuditEvent::ContractRequested,
             vec![r.id.to_string(), r.dataset.to_string()],
@@ -866,7 +866,7 @@ impl Negotiator {
         a: &Assessment,
         now: OffsetDateTime,
     ) -> Result<(), NegotiatorError> {
-        self.audit.append(
+        self.audit.append_unflushed(
             Actor::Node,
             AuditEvent::Assessment,
             vec![r.id.to_string(), r.dataset.to_string()],
@@ -1001,7 +1001,7 @@ impl Negotiator {
         let signed = SignedAgreement::sign_as_provider(agreement, self.key.signing_key())
             .map_err(|e| NegotiatorError::Sign(e.to_string()))?;
         let agreement_id = signed.agreement.id.clone();
-        self.audit.append(
+        self.audit.append_unflushed(
             actor.clone(),
             AuditEvent::Approval,
             vec![
@@ -1058,7 +1058,7 @@ impl Negotiator {
             .take(wire::MAX_REASONS)
             .map(|s| wire::bounded(s))
             .collect();
-        self.audit.append(
+        self.audit.append_unflushed(
             actor.clone(),
             AuditEvent::Rejection,
             vec![r.id.to_string(), r.dataset.to_string()],
@@ -1098,7 +1098,7 @@ impl Negotiator {
             }
             Ok(countersigned) => {
                 let ag = &countersigned.agreement;
-                self.audit.append(
+                self.audit.append_unflushed(
                     Actor::Node,
                     AuditEvent::Agreement,
                     vec![r.id.to_string(), ag.id.to_string(), ag.dataset.to_string()],
@@ -1227,7 +1227,7 @@ impl Negotiator {
             }
             Ok(()) => {
                 let ag = &signed.agreement;
-                self.audit.append(
+                self.audit.append_unflushed(
                     Actor::Peer(peer.to_string()),
                     AuditEvent::Agreement,
                     vec![r.id.to_string(), ag.id.to_string(), ag.dataset.to_string()],
@@ -1279,7 +1279,7 @@ impl Negotiator {
         if let Some(refused) = self.check_transition(&r, r.role.counterpart(), &event) {
             return Ok(refused);
         }
-        self.audit.append(
+        self.audit.append_unflushed(
             Actor::Peer(peer.to_string()),
             AuditEvent::Rejection,
             vec![r.id.to_string(), r.dataset.to_string()],
@@ -1343,7 +1343,7 @@ impl Negotiator {
         }
         let mut w = WriteSet::new();
         if a.revoked.is_none() {
-            self.audit.append(
+            self.audit.append_unflushed(
                 Actor::Peer(peer.to_string()),
                 AuditEvent::AgreementRevoked,
                 vec![agreement.to_string(), r.id.to_string()],

@@ -4,7 +4,7 @@
 //!
 //! The pure state machine is `bayspace_contracts::negotiation`; this module
 //! drives it with messages ([`wire`]), persistence and retries:
-//! - every state change is written, with its audit entry first, and flushed
+//! - every state change is written after its audit entry, and both are flushed
 //!   before the message announcing it leaves the node or the message that
 //!   caused it is answered;
 //! - a message that must reach the peer waits in the outbox until the peer
