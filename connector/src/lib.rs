@@ -8,6 +8,7 @@ pub mod admission;
 pub mod audit;
 pub mod catalog;
 pub mod config;
+pub mod crypto;
 pub mod identity;
 pub mod ledger;
 pub mod negotiator;
