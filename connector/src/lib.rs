@@ -14,3 +14,4 @@ pub mod ledger;
 pub mod negotiator;
 pub mod p2p;
 pub mod store;
+pub mod transfers;

@@ -52,6 +52,8 @@ enum Command {
     /// Search or export the federated catalog.
     #[command(subcommand)]
     Catalog(cli::catalog::CatalogCommand),
+    /// Fetch the data of an agreement (encrypted, verified, resumable).
+    Transfer(cli::transfer::TransferArgs),
     /// Request datasets from other members; follow negotiations.
     Contract(cli::contract::ContractArgs),
     /// Decide requests for this node's datasets (administrator).
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Dataset(cmd) => cli::dataset::run(cmd),
         Command::Catalog(cmd) => cli::catalog::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
+        Command::Transfer(args) => cli::transfer::run(args),
         Command::Contract(args) => cli::contract::run(args),
         Command::Offers(args) => cli::offers::run(args),
         Command::Records(args) => cli::records::run(args),

@@ -75,7 +75,12 @@ impl Pair {
     fn publish(&self, title: &str, extra: &[&str]) -> String {
         let data = self.space.tmp.path().join("cohort.csv");
         std::fs::write(&data, "id,age\n1,34\n2,51\n").unwrap();
-        let (d, f) = (s(&self.sz.dir), s(&data));
+        self.publish_file(&data, title, extra)
+    }
+
+    /// Publishes `data` on Shenzhen and waits until HKU's catalog has it.
+    fn publish_file(&self, data: &Path, title: &str, extra: &[&str]) -> String {
+        let (d, f) = (s(&self.sz.dir), s(data));
         let mut args = vec![
             "dataset",
             "publish",
@@ -651,4 +656,163 @@ fn a_consumer_killed_before_the_agreement_gets_it_after_restart() {
     };
     let (prov, cons) = p.wait_both(&id, "FINALIZED");
     assert_eq!(prov["agreement_id"], cons["agreement_id"]);
+}
+
+// ----- release (the data of an agreement) -----
+
+/// 3.5 segments of bytes that do not repeat.
+fn dataset_bytes() -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 * (1 << 20) + (1 << 19));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while out.len() < out.capacity() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+fn audit_events(node: &Node, out: &Path) -> String {
+    admin_ok(node, &["audit", "export", "--out", &s(out)]);
+    std::fs::read_to_string(out).unwrap()
+}
+
+#[test]
+fn an_agreed_dataset_is_released_encrypted_verified_and_accounted() {
+    let p = Pair::start(false);
+    let bytes = dataset_bytes();
+    let file = p.space.tmp.path().join("scans.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let dataset = p.publish_file(
+        &file,
+        "Retinal scans",
+        &[
+            "--personal",
+            "0",
+            "--recipient-region",
+            "hk",
+            "--approval",
+            "auto",
+        ],
+    );
+    let (id, _) = p.request(&dataset, "academic-research");
+    let (consumer, _) = p.wait_both(&id, "FINALIZED");
+    let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
+
+    let out = p.space.tmp.path().join("fetched.bin");
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&out), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["bytes"], bytes.len() as u64);
+    assert_eq!(summary["agreement"], agreement.as_str());
+    assert_eq!(
+        summary["blake3"].as_str().unwrap(),
+        blake3::hash(&bytes).to_hex().as_str()
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), bytes, "identical content");
+    assert!(!p.space.tmp.path().join("fetched.bin.part").exists());
+
+    let provider_log = audit_events(&p.sz, &p.space.tmp.path().join("sz-audit.jsonl"));
+    assert!(provider_log.contains("\"key-released\""), "{provider_log}");
+    assert!(provider_log.contains("\"transfer-completed\""));
+    let consumer_log = audit_events(&p.hk, &p.space.tmp.path().join("hk-audit.jsonl"));
+    assert!(consumer_log.contains("\"transfer-completed\""));
+    let shown: Value = serde_json::from_str(&admin_ok(
+        &p.sz,
+        &["agreement", "show", &agreement, "--format", "json"],
+    ))
+    .unwrap();
+    assert_eq!(shown["uses"], 1, "the release counts against the agreement");
+
+    // A researcher who is not the one agreed is refused by the home node.
+    let (hk_dir, sz_dir) = (s(&p.hk.dir), s(&p.sz.dir));
+    let other = ok(&["researcher", "add", "Lee Siu Ming", "--dir", &hk_dir]);
+    let other_token = other
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap()
+        .to_owned();
+    let o = Command::new(BIN)
+        .args(["transfer", "fetch", &agreement, "--out", &s(&out)])
+        .args(["--node", &grpc_url(&p.hk.dir)])
+        .env("BAYSPACE_TOKEN", &other_token)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("PermissionDenied"), "{}", text(&o));
+
+    // Revoked: the consumer learns it and refuses; nothing is fetched.
+    admin_ok(
+        &p.sz,
+        &[
+            "agreement",
+            "revoke",
+            &agreement,
+            "--reason",
+            "consent withdrawn",
+        ],
+    );
+    poll(&p.hk, "the revocation on HKU", || {
+        let v: Value = serde_json::from_str(&admin_ok(
+            &p.hk,
+            &["agreement", "show", &agreement, "--format", "json"],
+        ))
+        .unwrap();
+        !v["revoked"].is_null()
+    });
+    let again = p.space.tmp.path().join("again.bin");
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&again)]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("revoked"), "{}", text(&o));
+    assert!(!again.exists());
+    let _ = sz_dir;
+}
+
+#[test]
+fn a_blocker_at_release_time_releases_no_key_and_is_audited() {
+    let p = Pair::start(false);
+    let dataset = p.publish(
+        "Clinic visits",
+        &[
+            "--personal",
+            "150000",
+            "--recipient-region",
+            "hk",
+            "--approval",
+            "manual",
+        ],
+    );
+    let (id, _) = p.request(&dataset, "academic-research");
+    p.wait_pending(&id);
+    admin_ok(
+        &p.sz,
+        &[
+            "records",
+            "set",
+            &dataset,
+            "--pipia",
+            "--pipia-ref",
+            "PIPIA-9",
+            "--consent",
+        ],
+    );
+    admin_ok(&p.sz, &["offers", "approve", &id]);
+    let (consumer, _) = p.wait_both(&id, "FINALIZED");
+    let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
+    // The PIPIA is withdrawn after the agreement: the release is judged now.
+    admin_ok(&p.sz, &["records", "set", &dataset, "--no-pipia"]);
+
+    let out = p.space.tmp.path().join("visits.csv");
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&out)]);
+    assert!(!o.status.success());
+    let said = text(&o);
+    assert!(
+        said.contains("blocks the release") && said.contains("pipia"),
+        "{said}"
+    );
+    assert!(!out.exists());
+    let log = audit_events(&p.sz, &p.space.tmp.path().join("sz-audit.jsonl"));
+    assert!(log.contains("\"transfer-refused\""), "{log}");
+    assert!(!log.contains("\"key-released\""), "no key left the node");
 }

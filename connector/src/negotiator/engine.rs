@@ -828,7 +828,7 @@ impl Negotiator {
         Ok(out)
     }
 
-    fn assess_for(
+    pub(crate) fn assess_for(
         &self,
         d: &DatasetDescriptor,
         recipient: Region,

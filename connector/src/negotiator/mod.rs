@@ -315,3 +315,73 @@ fn scan_all<V: serde::de::DeserializeOwned + serde::Serialize>(
         out.extend(page.into_iter().map(|(_, v)| v));
     }
 }
+
+/// What the release path needs from the negotiator: the agreement, the
+/// negotiation behind it, and the accounting of a completed release.
+impl Negotiator {
+    /// The agreement and, when this node keeps it, its negotiation.
+    pub fn release_context(
+        &self,
+        id: &AgreementId,
+    ) -> Result<Option<(AgreementRecord, Option<NegotiationRecord>)>, NegotiatorError> {
+        let Some(a) = self.agreement(id)? else {
+            return Ok(None);
+        };
+        let n = self.get(&a.signed.agreement.negotiation)?;
+        Ok(Some((a, n)))
+    }
+
+    /// Account for a completed release, durably and audited first: one
+    /// more use of the agreement and, on the provider, the individuals in
+    /// the ledger. Returns the updated agreement.
+    pub fn count_release(
+        &self,
+        id: &AgreementId,
+        actor: crate::audit::Actor,
+        details: serde_json::Value,
+        ledger: Option<(bayspace_contracts::compliance::Assessment, u64, u64)>,
+        now: time::OffsetDateTime,
+    ) -> Result<AgreementRecord, NegotiatorError> {
+        let _w = self.lock()?;
+        let mut a = self
+            .agreements
+            .get(&id.to_string())?
+            .ok_or_else(|| NegotiatorError::UnknownAgreement(id.clone()))?;
+        a.uses = a.uses.saturating_add(1);
+        self.audit.append_unflushed(
+            actor,
+            crate::audit::AuditEvent::TransferCompleted,
+            vec![id.to_string(), a.signed.agreement.dataset.to_string()],
+            details,
+            now,
+        )?;
+        self.agreements.insert(&id.to_string(), &a)?;
+        if let Some((assessment, personal, sensitive)) = ledger {
+            // The ledger flushes; that flush covers the entry and the use.
+            self.ledger.record(
+                now,
+                assessment.route,
+                assessment.exemption,
+                personal,
+                sensitive,
+            )?;
+        }
+        self.store.flush()?;
+        Ok(a)
+    }
+
+    /// The assessment of a release of `d` to `recipient` now, with today's
+    /// records and ledger.
+    pub fn assess_release(
+        &self,
+        d: &bayspace_contracts::descriptor::DatasetDescriptor,
+        recipient: bayspace_contracts::region::Region,
+        now: time::OffsetDateTime,
+    ) -> Result<bayspace_contracts::compliance::Assessment, NegotiatorError> {
+        self.assess_for(d, recipient, now)
+    }
+
+    pub fn audit_log(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+}

@@ -116,6 +116,12 @@ impl PeerTable {
         self.admitted.contains_key(peer)
     }
 
+    /// The remote address of the connection a peer was admitted on, while
+    /// it is admitted.
+    pub(crate) fn admitted_from(&self, peer: &PeerId) -> Option<Multiaddr> {
+        self.admitted.get(peer).map(|a| a.remote.clone())
+    }
+
     pub(crate) fn admitted(&self) -> Vec<AdmittedPeer> {
         self.admitted.values().map(|a| a.info.clone()).collect()
     }

@@ -45,6 +45,10 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<P2pStats>,
     },
+    AdmittedFrom {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<Multiaddr>>,
+    },
     Publish {
         topic: Topic,
         data: Vec<u8>,
@@ -262,6 +266,9 @@ impl EventLoop {
             }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::AdmittedFrom { peer, reply } => {
+                let _ = reply.send(self.peers.admitted_from(&peer));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(P2pStats {

@@ -257,6 +257,14 @@ impl Client {
         self.call(|reply| Command::ListenAddrs { reply }).await
     }
 
+    /// Where an admitted peer connects from; `None` when it is not admitted
+    /// now. The release path checks the address against the member's
+    /// prefixes again at the moment of release.
+    pub async fn admitted_from(&self, peer: PeerId) -> Result<Option<Multiaddr>, P2pError> {
+        self.call(|reply| Command::AdmittedFrom { peer, reply })
+            .await
+    }
+
     pub async fn admitted_peers(&self) -> Result<Vec<AdmittedPeer>, P2pError> {
         Ok(self.stats().await?.admitted)
     }

@@ -18,3 +18,4 @@ pub mod researcher;
 pub mod revocations;
 pub mod run;
 pub mod status;
+pub mod transfer;

@@ -25,6 +25,7 @@ use bayspace_connector::ledger::LedgerStore;
 use bayspace_connector::negotiator::{Deps, Negotiator, Settings};
 use bayspace_connector::p2p::{self, P2pConfig};
 use bayspace_connector::store::{SledStore, Store};
+use bayspace_connector::transfers::Transfers;
 use bayspace_contracts::descriptor::{Institution, PublicKey};
 use bayspace_ipv6::listen::ListenAddr;
 use libp2p::Multiaddr;
@@ -49,6 +50,7 @@ pub struct NodeContext {
     pub catalog: Arc<Catalog>,
     pub key: Arc<NodeKey>,
     pub negotiator: Arc<Negotiator>,
+    pub transfers: Arc<Transfers>,
 }
 
 /// Everything loaded from the node directory before the node starts.
@@ -247,6 +249,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         client: client.clone(),
         settings: Settings::default(),
     })?;
+    let transfers = Transfers::new(
+        negotiator.clone(),
+        catalog.clone(),
+        admission.clone(),
+        client.clone(),
+    );
     for addr in listen {
         let bound = client.listen_on(addr).await?;
         tracing::info!("listening on {bound}");
@@ -268,10 +276,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         catalog,
         key,
         negotiator: negotiator.clone(),
+        transfers: transfers.clone(),
         config,
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
     let negotiator_task = tokio::spawn(negotiator.run());
+    let transfer_task = tokio::spawn(transfers.serve());
     let redial_task = tokio::spawn(bootstrap::keep_connected(client.clone(), bootstrap));
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
@@ -299,6 +309,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     // Every transition is flushed as it happens; what is cut short here is
     // only a retry, which resumes from the store at the next start.
     negotiator_task.abort();
+    transfer_task.abort();
     let _ = negotiator_task.await;
     audit.checkpoint(OffsetDateTime::now_utc())?;
     store.flush()?;

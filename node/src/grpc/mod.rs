@@ -8,6 +8,7 @@ pub mod auth;
 mod catalog;
 mod contracts;
 mod services;
+mod transfers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,8 +35,10 @@ use crate::proto::offer_service_server::OfferServiceServer;
 use crate::proto::record_service_server::RecordServiceServer;
 use crate::proto::researcher_service_server::ResearcherServiceServer;
 use crate::proto::revocation_service_server::RevocationServiceServer;
+use crate::proto::transfer_service_server::TransferServiceServer;
 use auth::Authenticator;
 use services::{NodeApi, ResearcherApi, RevocationApi};
+use transfers::TransfersApi;
 
 /// Binds the configured address and serves until `shutdown` completes.
 /// Binding happens before this returns, so an address in use is a start-up
@@ -74,6 +77,10 @@ pub async fn serve(
         .add_service(RevocationServiceServer::with_interceptor(
             RevocationApi(ctx.clone()),
             auth.clone(),
+        ))
+        .add_service(TransferServiceServer::with_interceptor(
+            TransfersApi(ctx.transfers.clone()),
+            auth.clone(),
         ));
     let router = catalog_services(router, &ctx, &auth);
     let router = contract_services(router, &ctx, &auth);
@@ -106,6 +113,9 @@ pub async fn serve(
         .await;
     health
         .set_serving::<FilingServiceServer<ContractsApi>>()
+        .await;
+    health
+        .set_serving::<TransferServiceServer<TransfersApi>>()
         .await;
     tracing::info!("grpc serving on {addr}");
     Ok(tokio::spawn(
