@@ -32,6 +32,18 @@ pub struct ClientArgs {
 }
 
 /// Adds the bearer token to every call.
+impl ClientArgs {
+    /// For callers inside the binary (the demo) that already know the
+    /// node and the token.
+    pub fn to(node: String, token: String) -> Self {
+        ClientArgs {
+            node: Some(node),
+            token: Some(token),
+            dir: None,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
 

@@ -52,6 +52,9 @@ enum Command {
     /// Search or export the federated catalog.
     #[command(subcommand)]
     Catalog(cli::catalog::CatalogCommand),
+    /// Three institutions on [::1]: a request, an approval, an encrypted
+    /// release, a refusal. Cleans up after itself.
+    Demo(cli::demo::DemoArgs),
     /// Fetch the data of an agreement (encrypted, verified, resumable).
     Transfer(cli::transfer::TransferArgs),
     /// Request datasets from other members; follow negotiations.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Catalog(cmd) => cli::catalog::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Transfer(args) => cli::transfer::run(args),
+        Command::Demo(args) => cli::demo::run(args),
         Command::Contract(args) => cli::contract::run(args),
         Command::Offers(args) => cli::offers::run(args),
         Command::Records(args) => cli::records::run(args),

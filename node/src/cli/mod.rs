@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod contract;
 pub mod credential;
 pub mod dataset;
+pub mod demo;
 pub mod filing;
 pub mod init;
 pub mod ipv6;
