@@ -816,3 +816,130 @@ fn a_blocker_at_release_time_releases_no_key_and_is_audited() {
     assert!(log.contains("\"transfer-refused\""), "{log}");
     assert!(!log.contains("\"key-released\""), "no key left the node");
 }
+
+/// Starts `transfer fetch` as the researcher, in the background.
+fn spawn_fetch(p: &Pair, agreement: &str, out: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["transfer", "fetch", agreement, "--out", &s(out), "--json"])
+        .args(["--node", &grpc_url(&p.hk.dir)])
+        .env("BAYSPACE_TOKEN", &p.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until at least `segments` whole segments are in `<out>.part`.
+fn wait_part(node: &Node, out: &Path, segments: u64) {
+    let part = PathBuf::from(format!("{}.part", out.display()));
+    poll(node, "a partly fetched file", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() >= segments << 20)
+    });
+}
+
+#[test]
+fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
+    let p = Pair::start(true);
+    let mut bytes = dataset_bytes();
+    bytes.extend(dataset_bytes().iter().rev());
+    bytes.extend(dataset_bytes());
+    let file = p.space.tmp.path().join("imaging.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let dataset = p.publish_file(
+        &file,
+        "Imaging",
+        &[
+            "--personal",
+            "0",
+            "--recipient-region",
+            "hk",
+            "--approval",
+            "auto",
+        ],
+    );
+    let (id, _) = p.request(&dataset, "academic-research");
+    let (consumer, _) = p.wait_both(&id, "FINALIZED");
+    let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
+    let out = p.space.tmp.path().join("imaging-fetched.bin");
+    let Pair {
+        space,
+        sz,
+        sz_peer,
+        hk,
+        hk_peer,
+        token,
+    } = p;
+
+    // The provider dies mid-transfer.
+    let mut p = Pair {
+        space,
+        sz,
+        sz_peer,
+        hk,
+        hk_peer,
+        token,
+    };
+    let fetch = spawn_fetch(&p, &agreement, &out);
+    wait_part(&p.hk, &out, 1);
+    let Pair {
+        space,
+        sz,
+        sz_peer,
+        hk,
+        hk_peer,
+        token,
+    } = p;
+    let sz_dir = kill9(sz);
+    let first = fetch.wait_with_output().unwrap();
+    assert!(!first.status.success(), "the fetch fails with its provider");
+    assert!(!out.exists(), "no partial file at the target path");
+    let sz = Node::start(&sz_dir);
+    wait_admitted(&hk, &sz_peer);
+    p = Pair {
+        space,
+        sz,
+        sz_peer,
+        hk,
+        hk_peer,
+        token,
+    };
+
+    // Now the consumer dies mid-transfer (the resumed one).
+    let fetch = spawn_fetch(&p, &agreement, &out);
+    wait_part(&p.hk, &out, 2);
+    let Pair {
+        space,
+        sz,
+        sz_peer,
+        hk,
+        hk_peer,
+        token,
+    } = p;
+    let hk_dir = kill9(hk);
+    let second = fetch.wait_with_output().unwrap();
+    assert!(!second.status.success());
+    assert!(!out.exists());
+    let hk = Node::start(&hk_dir);
+    wait_admitted(&hk, &sz_peer);
+    let p = Pair {
+        space,
+        sz,
+        sz_peer,
+        hk,
+        hk_peer,
+        token,
+    };
+
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&out), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        summary["resumed_bytes"].as_u64().unwrap() >= 2 << 20,
+        "it resumed from the verified segments: {summary}"
+    );
+    assert_eq!(
+        summary["blake3"].as_str().unwrap(),
+        blake3::hash(&bytes).to_hex().as_str()
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), bytes, "identical content");
+}
