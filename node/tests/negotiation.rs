@@ -742,6 +742,39 @@ fn an_agreed_dataset_is_released_encrypted_verified_and_accounted() {
     assert!(!o.status.success());
     assert!(text(&o).contains("PermissionDenied"), "{}", text(&o));
 
+    // Onward: HKU cannot offer what it received to recipients outside the
+    // GBA; inside the GBA it may.
+    let republish = |regions: &[&str]| {
+        let mut args = vec![
+            "dataset",
+            "publish",
+            out.to_str().unwrap(),
+            "--title",
+            "Scans (copy)",
+            "--level",
+            "general",
+            "--personal",
+            "0",
+            "--sensitive",
+            "0",
+            "--purpose",
+            "academic-research",
+        ];
+        for r in regions {
+            args.extend(["--recipient-region", r]);
+        }
+        admin(&p.hk, &args)
+    };
+    let o = republish(&["hk", "foreign:us"]);
+    assert!(!o.status.success());
+    let said = text(&o);
+    assert!(
+        said.contains(&agreement) && said.contains("no-onward-transfer-outside-gba"),
+        "{said}"
+    );
+    let o = republish(&["gba"]);
+    assert!(o.status.success(), "{}", text(&o));
+
     // Revoked: the consumer learns it and refuses; nothing is fetched.
     admin_ok(
         &p.sz,

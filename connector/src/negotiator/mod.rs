@@ -385,3 +385,67 @@ impl Negotiator {
         &self.audit
     }
 }
+
+pub const RECEIVED_TREE: TreeName = TreeName::new("received-data");
+
+/// Data this node received under an agreement, by content hash: what
+/// decides whether it may be offered onward.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceivedData {
+    pub agreement: AgreementId,
+    pub dataset: DatasetId,
+    /// The agreement forbids onward transfer outside the GBA (its
+    /// obligation or its policy).
+    pub no_onward_outside_gba: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+}
+
+impl Negotiator {
+    fn received_tree(&self) -> Result<TypedTree<String, ReceivedData>, NegotiatorError> {
+        Ok(TypedTree::open(&*self.store, RECEIVED_TREE)?)
+    }
+
+    /// Remember that data with this BLAKE3 hash came under `agreement`.
+    pub fn note_received(
+        &self,
+        hash: &bayspace_contracts::descriptor::Digest,
+        agreement: &bayspace_contracts::agreement::Agreement,
+        now: time::OffsetDateTime,
+    ) -> Result<(), NegotiatorError> {
+        let onward = agreement
+            .obligations
+            .contains(&bayspace_contracts::compliance::Obligation::NoOnwardTransferOutsideGba)
+            || agreement.constraints.forbids_onward_outside_gba();
+        self.received_tree()?.insert(
+            &hash.to_string(),
+            &ReceivedData {
+                agreement: agreement.id.clone(),
+                dataset: agreement.dataset.clone(),
+                no_onward_outside_gba: onward,
+                at: now,
+            },
+        )?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Whether any data was received under an agreement (so publications
+    /// need the onward-transfer check at all).
+    pub fn has_received(&self) -> Result<bool, NegotiatorError> {
+        Ok(!self.received_tree()?.is_empty())
+    }
+
+    /// The agreement that forbids offering data with this hash to
+    /// recipients outside the GBA, if any.
+    pub fn onward_restriction(
+        &self,
+        hash: &bayspace_contracts::descriptor::Digest,
+    ) -> Result<Option<ReceivedData>, NegotiatorError> {
+        Ok(self
+            .received_tree()?
+            .get(&hash.to_string())?
+            .filter(|r| r.no_onward_outside_gba))
+    }
+}

@@ -639,6 +639,8 @@ impl Transfers {
                 });
             }
         }
+        self.negotiator
+            .note_received(&start.content_hash, ag, OffsetDateTime::now_utc())?;
         self.negotiator.count_release(
             agreement,
             Actor::Node,

@@ -28,9 +28,52 @@ pub struct CatalogApi {
     pub institution: Institution,
     pub audit: Arc<AuditLog>,
     pub grpc_endpoint: String,
+    pub negotiator: Arc<bayspace_connector::negotiator::Negotiator>,
 }
 
 impl CatalogApi {
+    /// Data received under an agreement that forbids onward transfer
+    /// outside the GBA cannot be offered to recipients outside it. The
+    /// file is hashed only when this node has received data at all.
+    async fn check_onward(&self, new: &NewDataset) -> Result<(), Status> {
+        let internal = |e: &dyn std::fmt::Display| Status::internal(e.to_string());
+        if !self.negotiator.has_received().map_err(|e| internal(&e))? {
+            return Ok(());
+        }
+        let policy = bayspace_contracts::policy::Policy::offer(new.purposes.clone())
+            .recipients(new.recipient_regions.clone())
+            .build()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !policy.allows_recipients_outside_gba() {
+            return Ok(());
+        }
+        let path = new.path.clone();
+        let hash = tokio::task::spawn_blocking(move || -> std::io::Result<blake3::Hash> {
+            let mut h = blake3::Hasher::new();
+            h.update_reader(std::fs::File::open(&path)?)?;
+            Ok(h.finalize())
+        })
+        .await
+        .map_err(|e| internal(&e))?
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", new.path.display())))?;
+        let digest = bayspace_contracts::descriptor::Digest(*hash.as_bytes());
+        match self
+            .negotiator
+            .onward_restriction(&digest)
+            .map_err(|e| internal(&e))?
+        {
+            None => Ok(()),
+            Some(r) => Err(Status::failed_precondition(format!(
+                "{} is the data of dataset {} received under agreement {}, whose rule \
+                 no-onward-transfer-outside-gba forbids offering it to recipients outside the \
+                 Greater Bay Area; restrict --recipient-region to GBA regions (e.g. `gba`)",
+                new.path.display(),
+                r.dataset,
+                r.agreement
+            ))),
+        }
+    }
+
     /// Gossip the descriptor to the members and put it in the DHT. Neither
     /// is fatal: with no peers yet there is nobody to tell, and joiners sync
     /// the catalog from us when they are admitted.
@@ -265,6 +308,7 @@ impl proto::dataset_service_server::DatasetService for CatalogApi {
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let caller = require_admin(&req)?.clone();
         let new = new_dataset(req.into_inner())?;
+        self.check_onward(&new).await?;
         let (api, random) = (self.clone(), random16()?);
         // Hashing a large file blocks: keep it off the async workers.
         let signed = tokio::task::spawn_blocking(move || {

@@ -138,6 +138,7 @@ fn catalog_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator
         },
         audit: ctx.audit.clone(),
         grpc_endpoint: format!("http://{}", ctx.config.grpc),
+        negotiator: ctx.negotiator.clone(),
     };
     router
         .add_service(CatalogServiceServer::with_interceptor(
