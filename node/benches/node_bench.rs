@@ -18,9 +18,18 @@
 //! start-up is measured. Every node is killed when the run ends, a panic
 //! included, and the temporary directories are removed.
 //!
+//! - transfer: a 1 GiB random file released by Shenzhen to Hong Kong
+//!   (`TransferService.Fetch`, encrypted segments over libp2p on `[::1]`),
+//!   the peak RSS of both nodes, and in the same run the same file copied
+//!   with OpenSSH `scp -c chacha20-poly1305@openssh.com` to a throwaway
+//!   `sshd` on `[::1]` (its own host and client keys, a free port, stopped
+//!   afterwards); both throughputs and their ratio (target: at least 3×).
+//!   Needs `sshd` and `scp` (Debian: `apt-get install openssh-server`).
+//!
 //! Run: `cargo bench -p bayspace-node --bench node_bench [-- SECTION…]`
-//! where a section is `start`, `propagation` or `negotiation` (all three
-//! when none is named).
+//! where a section is `start`, `propagation`, `negotiation` or `transfer`
+//! (the first three when none is named; `transfer` writes 2 GiB to the
+//! temporary directory).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -28,7 +37,7 @@ mod common;
 #[path = "../src/proto.rs"]
 mod proto;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bayspace_connector::config::{ADMIN_TOKEN_FILE, CONFIG_FILE, NodeConfig};
@@ -37,7 +46,8 @@ use proto::catalog_service_client::CatalogServiceClient;
 use proto::contract_service_client::ContractServiceClient;
 use proto::dataset_service_client::DatasetServiceClient;
 use proto::node_service_client::NodeServiceClient;
-use proto::{ContractRequest, PublishRequest, SearchRequest, StatusRequest};
+use proto::transfer_service_client::TransferServiceClient;
+use proto::{ContractRequest, FetchRequest, PublishRequest, SearchRequest, StatusRequest};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -126,10 +136,19 @@ async fn time_to_serving(api: &Api, dir: &Path) -> (Duration, Node) {
 }
 
 fn rss_kib(node: &Node) -> u64 {
+    proc_status_kib(node, "VmRSS:")
+}
+
+/// The peak resident set since the process started.
+fn peak_rss_kib(node: &Node) -> u64 {
+    proc_status_kib(node, "VmHWM:")
+}
+
+fn proc_status_kib(node: &Node, field: &str) -> u64 {
     let pid = node.child.as_ref().unwrap().id();
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().strip_suffix("kB"))
         .unwrap()
         .trim()
@@ -439,6 +458,248 @@ async fn negotiation(space: &Space) {
     );
 }
 
+const TRANSFER_BYTES: u64 = 1 << 30;
+
+/// A file of `len` pseudo-random bytes (incompressible, not all zero).
+fn random_file(path: &Path, len: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
+
+fn mib_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / f64::from(1 << 20)
+}
+
+/// Copies `file` with scp to a throwaway sshd on `[::1]`; the time of the
+/// copy alone.
+fn scp_time(dir: &Path, file: &Path) -> Duration {
+    use std::process::{Command, Stdio};
+    let run = |cmd: &mut Command| {
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let (host_key, client_key) = (dir.join("host_ed25519"), dir.join("client_ed25519"));
+    for k in [&host_key, &client_key] {
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(k));
+    }
+    std::fs::copy(dir.join("client_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+    let port = common::free_port();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress ::1\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PermitRootLogin yes\nStrictModes no\nPasswordAuthentication no\n\
+             UsePAM no\nPidFile {}\nSubsystem sftp {}\n",
+            host_key.display(),
+            dir.join("authorized_keys").display(),
+            dir.join("sshd.pid").display(),
+            sftp_server().display()
+        ),
+    )
+    .unwrap();
+    // sshd wants its privilege-separation directory.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let sshd = which("sshd");
+    let mut server = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("::1", port)).is_err() {
+        assert!(started.elapsed() < TIMEOUT, "sshd did not start");
+        std::thread::sleep(POLL);
+    }
+    let dest = dir.join("copy.bin");
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let since = Instant::now();
+    run(Command::new("scp")
+        .args([
+            "-q",
+            "-c",
+            "chacha20-poly1305@openssh.com",
+            "-P",
+            &port.to_string(),
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-i",
+        ])
+        .arg(&client_key)
+        .arg(file)
+        .arg(format!("{user}@[::1]:{}", dest.display())));
+    let took = since.elapsed();
+    let _ = server.kill();
+    let _ = server.wait();
+    if let Ok(pid) = std::fs::read_to_string(dir.join("sshd.pid")) {
+        let _ = Command::new("kill")
+            .arg(pid.trim())
+            .stderr(Stdio::null())
+            .status();
+    }
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().len(),
+        std::fs::metadata(file).unwrap().len()
+    );
+    std::fs::remove_file(&dest).unwrap();
+    took
+}
+
+/// scp speaks SFTP to the server by default.
+fn sftp_server() -> PathBuf {
+    [
+        "/usr/lib/openssh/sftp-server",
+        "/usr/libexec/openssh/sftp-server",
+        "/usr/lib/ssh/sftp-server",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("sftp-server not found: install openssh-server")
+}
+
+/// `sshd` lives in sbin, which may not be on PATH.
+fn which(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found: install openssh-server");
+}
+
+async fn transfer(space: &Space) {
+    let (dir_p, peer_p, _) = space.member_in("bench-tx-sz", "mainland:shenzhen", None);
+    let provider = Node::start(&dir_p);
+    let (dir_c, _, _) = space.member_in("bench-tx-hk", "hk", Some(&provider.tcp_addr()));
+    let consumer = Node::start(&dir_c);
+    let p = Api::of(&dir_p).connect().await;
+    let c = Api::of(&dir_c).connect().await;
+    let start = Instant::now();
+    while !status(&c)
+        .await
+        .is_some_and(|s| s.admitted_peers.iter().any(|a| a.peer_id == peer_p))
+    {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "not admitted:\n{}",
+            consumer.log()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let file = space.tmp.path().join("one-gib.bin");
+    random_file(&file, TRANSFER_BYTES);
+    let dataset = DatasetServiceClient::new(p.clone())
+        .publish(PublishRequest {
+            path: file.to_str().unwrap().to_owned(),
+            title: "Transfer benchmark".into(),
+            level: "general".into(),
+            purposes: vec!["academic-research".into()],
+            recipient_regions: vec!["hk".into()],
+            approval: "auto".into(),
+            ..PublishRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let start = Instant::now();
+    loop {
+        let found = CatalogServiceClient::new(c.clone())
+            .search(SearchRequest {
+                text: "transfer benchmark".into(),
+                ..SearchRequest::default()
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().datasets.iter().any(|d| d.id == dataset));
+        if found {
+            break;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the dataset never reached the consumer"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let mut contracts = ContractServiceClient::new(c.clone());
+    let n = contracts
+        .request(ContractRequest {
+            dataset_id: dataset,
+            purpose: "academic-research".into(),
+            offer_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.state, "FINALIZED", "{n:?}");
+    let out = space.tmp.path().join("fetched.bin");
+    let since = Instant::now();
+    let mut stream = TransferServiceClient::new(c.clone())
+        .fetch(FetchRequest {
+            agreement_id: n.agreement_id.clone(),
+            out: out.to_str().unwrap().to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut done = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        if m.done {
+            done = Some(m);
+        }
+    }
+    let took = since.elapsed();
+    let done = done.expect("the fetch ended without a result");
+    assert_eq!(done.bytes_done, TRANSFER_BYTES);
+    std::fs::remove_file(&out).unwrap();
+    let bayspace = mib_per_s(TRANSFER_BYTES, took);
+    println!(
+        "bayspace fetch of 1 GiB over [::1]: {:.2} s = {bayspace:.0} MiB/s",
+        took.as_secs_f64()
+    );
+    println!(
+        "peak RSS during the run: provider {:.1} MiB, consumer {:.1} MiB",
+        peak_rss_kib(&provider) as f64 / 1024.0,
+        peak_rss_kib(&consumer) as f64 / 1024.0
+    );
+    let scp = scp_time(&space.tmp.path().join("sshd"), &file);
+    let scp_rate = mib_per_s(TRANSFER_BYTES, scp);
+    println!(
+        "scp -c chacha20-poly1305@openssh.com of 1 GiB over [::1]: {:.2} s = {scp_rate:.0} MiB/s",
+        scp.as_secs_f64()
+    );
+    println!("ratio bayspace / scp: {:.2}", bayspace / scp_rate);
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let sections: Vec<String> = std::env::args()
@@ -455,5 +716,8 @@ async fn main() {
     }
     if wants("negotiation") {
         negotiation(&space).await;
+    }
+    if sections.iter().any(|x| x == "transfer") {
+        transfer(&space).await;
     }
 }
