@@ -363,10 +363,20 @@ async fn negotiate(consumer: &Auth, dataset: &str) -> Duration {
     since.elapsed()
 }
 
-async fn negotiation(space: &Space) {
-    let (dir_p, peer_p, _) = space.member_in("bench-sz", "mainland:shenzhen", None);
+/// A Shenzhen provider and a Hong Kong consumer bootstrapped to it, both
+/// admitted; `file` published by the provider under an auto offer for
+/// academic research in Hong Kong, and already in the consumer's catalog.
+struct Pair {
+    provider: Node,
+    consumer: Node,
+    c: Auth,
+    dataset: String,
+}
+
+async fn pair_with_dataset(space: &Space, prefix: &str, file: &Path, title: &str) -> Pair {
+    let (dir_p, peer_p, _) = space.member_in(&format!("{prefix}sz"), "mainland:shenzhen", None);
     let provider = Node::start(&dir_p);
-    let (dir_c, _, _) = space.member_in("bench-hk", "hk", Some(&provider.tcp_addr()));
+    let (dir_c, _, _) = space.member_in(&format!("{prefix}hk"), "hk", Some(&provider.tcp_addr()));
     let consumer = Node::start(&dir_c);
     let p = Api::of(&dir_p).connect().await;
     let c = Api::of(&dir_c).connect().await;
@@ -382,12 +392,10 @@ async fn negotiation(space: &Space) {
         );
         tokio::time::sleep(POLL).await;
     }
-    let file = space.tmp.path().join("negotiation.csv");
-    std::fs::write(&file, "id,value\n1,2\n").unwrap();
-    let dataset = DatasetServiceClient::new(p.clone())
+    let dataset = DatasetServiceClient::new(p)
         .publish(PublishRequest {
             path: file.to_str().unwrap().to_owned(),
-            title: "Negotiation benchmark".into(),
+            title: title.into(),
             level: "general".into(),
             purposes: vec!["academic-research".into()],
             recipient_regions: vec!["hk".into()],
@@ -402,7 +410,7 @@ async fn negotiation(space: &Space) {
     loop {
         let found = CatalogServiceClient::new(c.clone())
             .search(SearchRequest {
-                text: "negotiation benchmark".into(),
+                text: title.to_lowercase(),
                 ..SearchRequest::default()
             })
             .await
@@ -416,6 +424,23 @@ async fn negotiation(space: &Space) {
         );
         tokio::time::sleep(POLL).await;
     }
+    Pair {
+        provider,
+        consumer,
+        c,
+        dataset,
+    }
+}
+
+async fn negotiation(space: &Space) {
+    let file = space.tmp.path().join("negotiation.csv");
+    std::fs::write(&file, "id,value\n1,2\n").unwrap();
+    let Pair {
+        provider,
+        consumer,
+        c,
+        dataset,
+    } = pair_with_dataset(space, "bench-", &file, "Negotiation benchmark").await;
     for _ in 0..WARM_UP {
         negotiate(&c, &dataset).await;
     }
@@ -598,58 +623,14 @@ fn which(name: &str) -> PathBuf {
 }
 
 async fn transfer(space: &Space) {
-    let (dir_p, peer_p, _) = space.member_in("bench-tx-sz", "mainland:shenzhen", None);
-    let provider = Node::start(&dir_p);
-    let (dir_c, _, _) = space.member_in("bench-tx-hk", "hk", Some(&provider.tcp_addr()));
-    let consumer = Node::start(&dir_c);
-    let p = Api::of(&dir_p).connect().await;
-    let c = Api::of(&dir_c).connect().await;
-    let start = Instant::now();
-    while !status(&c)
-        .await
-        .is_some_and(|s| s.admitted_peers.iter().any(|a| a.peer_id == peer_p))
-    {
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "not admitted:\n{}",
-            consumer.log()
-        );
-        tokio::time::sleep(POLL).await;
-    }
     let file = space.tmp.path().join("one-gib.bin");
     random_file(&file, TRANSFER_BYTES);
-    let dataset = DatasetServiceClient::new(p.clone())
-        .publish(PublishRequest {
-            path: file.to_str().unwrap().to_owned(),
-            title: "Transfer benchmark".into(),
-            level: "general".into(),
-            purposes: vec!["academic-research".into()],
-            recipient_regions: vec!["hk".into()],
-            approval: "auto".into(),
-            ..PublishRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
-    let start = Instant::now();
-    loop {
-        let found = CatalogServiceClient::new(c.clone())
-            .search(SearchRequest {
-                text: "transfer benchmark".into(),
-                ..SearchRequest::default()
-            })
-            .await
-            .is_ok_and(|r| r.into_inner().datasets.iter().any(|d| d.id == dataset));
-        if found {
-            break;
-        }
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "the dataset never reached the consumer"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    let Pair {
+        provider,
+        consumer,
+        c,
+        dataset,
+    } = pair_with_dataset(space, "bench-tx-", &file, "Transfer benchmark").await;
     let mut contracts = ContractServiceClient::new(c.clone());
     let n = contracts
         .request(ContractRequest {
