@@ -93,6 +93,12 @@ pub enum CryptoError {
         actual: blake3::Hash,
         out: PathBuf,
     },
+    #[error("{path} is {actual} bytes; sealed data of this size is {expected} bytes")]
+    SealedLength {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
     #[error("could not {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -462,28 +468,35 @@ impl Iterator for SealedReader {
     }
 }
 
-/// Where a [`PlainWriter`] keeps the data until it is verified.
+/// Where a [`SegmentWriter`] keeps the data until it is verified.
 pub fn part_path(out: &Path) -> PathBuf {
     let mut name = out.as_os_str().to_owned();
     name.push(".part");
     PathBuf::from(name)
 }
 
-/// Writes verified plaintext segments in order to `<out>.part` and moves the
-/// file to `<out>` only once the whole dataset's hash matches, so a partial
-/// or wrong file never appears at `<out>`.
+/// Writes verified segments in order to `<out>.part` and moves the file to
+/// `<out>` only once the whole dataset's hash matches, so a partial or wrong
+/// file never appears at `<out>`.
+///
+/// The segments land either as plaintext, or re-sealed under a storage
+/// cipher ([`SegmentWriter::resume_sealed`]) for data a node keeps sealed at
+/// rest. Either way the hash covers the plaintext, and every record but the
+/// last has the same length, which is what lets a resume find its place from
+/// the file length alone.
 #[derive(Debug)]
-pub struct PlainWriter {
+pub struct SegmentWriter {
     out: PathBuf,
     part: PathBuf,
     file: File,
     hasher: blake3::Hasher,
     segment_size: usize,
+    seal: Option<SegmentCipher>,
     next: u32,
     ended: bool,
 }
 
-impl PlainWriter {
+impl SegmentWriter {
     /// Starts afresh, discarding any earlier `<out>.part`.
     pub fn create(out: &Path) -> Result<Self> {
         Self::create_sized(out, SEGMENT_SIZE)
@@ -497,13 +510,33 @@ impl PlainWriter {
         Self::resume_sized(out, SEGMENT_SIZE)
     }
 
+    /// Like [`resume`](Self::resume), but each segment is stored sealed
+    /// under `cipher`. The kept records are opened again to re-hash them,
+    /// so a record damaged at rest is dropped with everything after it and
+    /// fetched again.
+    ///
+    /// A resumed record is re-sealed under the same key and nonce only with
+    /// the plaintext the provider's signed version holds, which is the same
+    /// plaintext as before; data that differs fails the final hash check.
+    pub fn resume_sealed(out: &Path, cipher: SegmentCipher) -> Result<(Self, u32)> {
+        Self::resume_with(out, cipher.segment_size, Some(cipher))
+    }
+
     pub(crate) fn create_sized(out: &Path, segment_size: usize) -> Result<Self> {
         let part = part_path(out);
         let file = File::create(&part).map_err(io_err("create", &part))?;
-        Ok(Self::from_parts(out, part, file, segment_size))
+        Ok(Self::from_parts(out, part, file, segment_size, None))
     }
 
     pub(crate) fn resume_sized(out: &Path, segment_size: usize) -> Result<(Self, u32)> {
+        Self::resume_with(out, segment_size, None)
+    }
+
+    fn resume_with(
+        out: &Path,
+        segment_size: usize,
+        seal: Option<SegmentCipher>,
+    ) -> Result<(Self, u32)> {
         let part = part_path(out);
         let file = OpenOptions::new()
             .read(true)
@@ -513,35 +546,86 @@ impl PlainWriter {
             .open(&part)
             .map_err(io_err("open", &part))?;
         let len = file.metadata().map_err(io_err("stat", &part))?.len();
-        let whole = len / segment_size as u64;
-        let next = u32::try_from(whole).map_err(|_| CryptoError::TooLarge { size: len })?;
-        let keep = whole * segment_size as u64;
-        file.set_len(keep).map_err(io_err("truncate", &part))?;
-        let mut writer = Self::from_parts(out, part, file, segment_size);
-        writer.next = next;
+        let mut writer = Self::from_parts(out, part, file, segment_size, seal);
+        let record = writer.record_size() as u64;
+        let whole = u32::try_from(len / record).map_err(|_| CryptoError::TooLarge { size: len })?;
         writer
             .file
             .seek(SeekFrom::Start(0))
             .map_err(io_err("seek in", &writer.part))?;
-        io::copy(&mut (&writer.file).take(keep), &mut writer.hasher)
-            .map_err(io_err("re-read", &writer.part))?;
+        writer.rehash(whole)?;
+        let keep = u64::from(writer.next) * record;
+        writer
+            .file
+            .set_len(keep)
+            .map_err(io_err("truncate", &writer.part))?;
         writer
             .file
             .seek(SeekFrom::Start(keep))
             .map_err(io_err("seek in", &writer.part))?;
+        let next = writer.next;
         Ok((writer, next))
     }
 
-    fn from_parts(out: &Path, part: PathBuf, file: File, segment_size: usize) -> Self {
+    /// Feeds the first `whole` records back into the hash, setting `next`
+    /// to the first record to fetch again.
+    fn rehash(&mut self, whole: u32) -> Result<()> {
+        let Some(cipher) = &self.seal else {
+            let keep = u64::from(whole) * self.segment_size as u64;
+            io::copy(&mut (&self.file).take(keep), &mut self.hasher)
+                .map_err(io_err("re-read", &self.part))?;
+            self.next = whole;
+            return Ok(());
+        };
+        let mut buf = vec![0u8; self.segment_size + TAG_SIZE];
+        for index in 0..whole {
+            buf.resize(self.segment_size + TAG_SIZE, 0);
+            self.file
+                .read_exact(&mut buf)
+                .map_err(io_err("re-read", &self.part))?;
+            let sealed = buf.clone();
+            // A full record is the last one only for a dataset whose size
+            // is a multiple of the segment size.
+            let last = if cipher.open_in_place(index, false, &mut buf).is_ok() {
+                false
+            } else {
+                buf = sealed;
+                if cipher.open_in_place(index, true, &mut buf).is_err() {
+                    return Ok(());
+                }
+                true
+            };
+            self.hasher.update(&buf);
+            self.next = index + 1;
+            if last {
+                self.ended = true;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn from_parts(
+        out: &Path,
+        part: PathBuf,
+        file: File,
+        segment_size: usize,
+        seal: Option<SegmentCipher>,
+    ) -> Self {
         Self {
             out: out.to_path_buf(),
             part,
             file,
             hasher: blake3::Hasher::new(),
             segment_size,
+            seal,
             next: 0,
             ended: false,
         }
+    }
+
+    fn record_size(&self) -> usize {
+        self.segment_size + if self.seal.is_some() { TAG_SIZE } else { 0 }
     }
 
     /// The index the next segment must have.
@@ -553,9 +637,8 @@ impl PlainWriter {
         &self.part
     }
 
-    /// Appends one verified segment. Every segment but the last must be
-    /// full, which is what lets [`PlainWriter::resume`] find its place from
-    /// the file length alone.
+    /// Appends one verified plaintext segment. Every segment but the last
+    /// must be full.
     pub fn write_segment(&mut self, index: u32, last: bool, plaintext: &[u8]) -> Result<()> {
         if self.ended {
             return Err(CryptoError::AfterLast { index });
@@ -581,9 +664,16 @@ impl PlainWriter {
                 expected: self.segment_size,
             });
         }
-        self.file
-            .write_all(plaintext)
-            .map_err(io_err("write", &self.part))?;
+        match &self.seal {
+            None => self.file.write_all(plaintext),
+            Some(cipher) => {
+                let mut buf = Vec::with_capacity(len + TAG_SIZE);
+                buf.extend_from_slice(plaintext);
+                cipher.seal_in_place(index, last, &mut buf)?;
+                self.file.write_all(&buf)
+            }
+        }
+        .map_err(io_err("write", &self.part))?;
         self.hasher.update(plaintext);
         self.next = self.next.wrapping_add(1);
         self.ended = last;
@@ -607,15 +697,62 @@ impl PlainWriter {
         self.file.sync_all().map_err(io_err("sync", &self.part))?;
         drop(self.file);
         fs::rename(&self.part, &self.out).map_err(io_err("rename into place", &self.out))?;
-        let dir = match self.out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("sync directory", dir))?;
+        sync_parent(&self.out)?;
         Ok(self.out)
     }
+}
+
+/// Makes a rename or removal in `path`'s directory durable.
+pub fn sync_parent(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync directory", dir))
+}
+
+/// Decrypts a file written by a sealed [`SegmentWriter`] into `out`,
+/// verifying every record and the plaintext hash, with the same guarantee
+/// that nothing appears at `out` unless all of it verified.
+pub fn unseal_file(
+    sealed: &Path,
+    cipher: &SegmentCipher,
+    size: u64,
+    expected: &blake3::Hash,
+    out: &Path,
+) -> Result<PathBuf> {
+    let segment_size = cipher.segment_size;
+    let count = count_with(size, segment_size)?;
+    let mut file = File::open(sealed).map_err(io_err("open", sealed))?;
+    let actual = file.metadata().map_err(io_err("stat", sealed))?.len();
+    let expected_len = size + u64::from(count) * TAG_SIZE as u64;
+    if actual != expected_len {
+        return Err(CryptoError::SealedLength {
+            path: sealed.to_path_buf(),
+            expected: expected_len,
+            actual,
+        });
+    }
+    let mut writer = SegmentWriter::create_sized(out, segment_size)?;
+    let mut buf = Vec::with_capacity(segment_size + TAG_SIZE);
+    for index in 0..count {
+        let (_, len) = range_with(index, size, segment_size)?;
+        buf.resize(len + TAG_SIZE, 0);
+        file.read_exact(&mut buf).map_err(io_err("read", sealed))?;
+        let last = index + 1 == count;
+        if let Err(e) = cipher
+            .open_in_place(index, last, &mut buf)
+            .and_then(|()| writer.write_segment(index, last, &buf))
+        {
+            let part = writer.part.clone();
+            drop(writer);
+            fs::remove_file(&part).map_err(io_err("remove", &part))?;
+            return Err(e);
+        }
+    }
+    writer.finish(expected)
 }
 
 #[cfg(test)]
@@ -635,7 +772,7 @@ mod tests {
         v
     }
 
-    /// Seals `data` from a file and writes it back through a `PlainWriter`,
+    /// Seals `data` from a file and writes it back through a `SegmentWriter`,
     /// as the two ends of a transfer would.
     fn round_trip(data: &[u8], segment_size: usize) {
         let dir = tempfile::tempdir().unwrap();
@@ -648,7 +785,7 @@ mod tests {
         let reader = SealedReader::open(&src, sender, 0).unwrap();
         let count = reader.segment_count();
         assert_eq!(count, count_with(data.len() as u64, segment_size).unwrap());
-        let mut writer = PlainWriter::create_sized(&out, segment_size).unwrap();
+        let mut writer = SegmentWriter::create_sized(&out, segment_size).unwrap();
         let mut seen = 0;
         for seg in reader {
             let seg = seg.unwrap();
@@ -680,6 +817,145 @@ mod tests {
         for size in [0, 1, s - 1, s, s + 1, 3 * s + 5] {
             round_trip(&random_bytes(size), s);
         }
+    }
+
+    /// Writes `data` through a sealed writer, as a node keeping received
+    /// data sealed does, stopping after `stop_after` segments if given.
+    fn write_sealed(
+        data: &[u8],
+        k: &DataKey,
+        out: &Path,
+        stop_after: Option<u32>,
+    ) -> Option<PathBuf> {
+        let cipher = SegmentCipher::with_segment_size(k, "agr-1", 3, SMALL);
+        let (mut w, next) = SegmentWriter::resume_sealed(out, cipher).unwrap();
+        let count = count_with(data.len() as u64, SMALL).unwrap();
+        for i in next..count {
+            if stop_after == Some(i) {
+                return None;
+            }
+            let (off, len) = range_with(i, data.len() as u64, SMALL).unwrap();
+            let off = off as usize;
+            w.write_segment(i, i + 1 == count, &data[off..off + len])
+                .unwrap();
+        }
+        Some(w.finish(&blake3::hash(data)).unwrap())
+    }
+
+    fn unseal(
+        data_len: usize,
+        k: &DataKey,
+        sealed: &Path,
+        hash: &blake3::Hash,
+        out: &Path,
+    ) -> Result<PathBuf> {
+        let cipher = SegmentCipher::with_segment_size(k, "agr-1", 3, SMALL);
+        unseal_file(sealed, &cipher, data_len as u64, hash, out)
+    }
+
+    #[test]
+    fn sealed_storage_round_trips_every_size_and_holds_no_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [0, 1, SMALL - 1, SMALL, SMALL + 1, 3 * SMALL, 3 * SMALL + 5] {
+            let data = random_bytes(size);
+            let k = key();
+            let sealed = dir.path().join(format!("{size}.sealed"));
+            write_sealed(&data, &k, &sealed, None).unwrap();
+            let count = count_with(size as u64, SMALL).unwrap() as usize;
+            let stored = fs::read(&sealed).unwrap();
+            assert_eq!(stored.len(), size + count * TAG_SIZE);
+            if size >= 16 {
+                assert!(!stored.windows(16).any(|w| w == &data[..16]));
+            }
+            let out = dir.path().join(format!("{size}.out"));
+            unseal(size, &k, &sealed, &blake3::hash(&data), &out).unwrap();
+            assert_eq!(fs::read(&out).unwrap(), data);
+            // Another key (a shredded and re-issued one, say) opens nothing.
+            let other = dir.path().join(format!("{size}.other"));
+            let e = unseal(size, &key(), &sealed, &blake3::hash(&data), &other).unwrap_err();
+            assert!(matches!(e, CryptoError::Segment { index: 0 }), "{e}");
+            assert!(!other.exists() && !part_path(&other).exists());
+        }
+    }
+
+    #[test]
+    fn sealed_storage_resumes_after_a_torn_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes(5 * SMALL + 7);
+        let k = key();
+        let sealed = dir.path().join("d.sealed");
+        assert!(write_sealed(&data, &k, &sealed, Some(3)).is_none());
+        // A crash in the middle of record 3.
+        let part = part_path(&sealed);
+        let mut f = OpenOptions::new().append(true).open(&part).unwrap();
+        f.write_all(&[7u8; 20]).unwrap();
+        drop(f);
+        let cipher = SegmentCipher::with_segment_size(&k, "agr-1", 3, SMALL);
+        let (_, next) = SegmentWriter::resume_sealed(&sealed, cipher).unwrap();
+        assert_eq!(next, 3);
+        write_sealed(&data, &k, &sealed, None).unwrap();
+        let out = dir.path().join("d.out");
+        unseal(data.len(), &k, &sealed, &blake3::hash(&data), &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), data);
+    }
+
+    #[test]
+    fn sealed_storage_resume_drops_a_record_damaged_at_rest_and_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes(4 * SMALL);
+        let k = key();
+        let sealed = dir.path().join("d.sealed");
+        assert!(write_sealed(&data, &k, &sealed, Some(3)).is_none());
+        let part = part_path(&sealed);
+        let mut bytes = fs::read(&part).unwrap();
+        bytes[(SMALL + TAG_SIZE) + 5] ^= 1;
+        fs::write(&part, &bytes).unwrap();
+        let cipher = SegmentCipher::with_segment_size(&k, "agr-1", 3, SMALL);
+        let (_, next) = SegmentWriter::resume_sealed(&sealed, cipher).unwrap();
+        assert_eq!(next, 1, "record 1 is damaged, so it is fetched again");
+        write_sealed(&data, &k, &sealed, None).unwrap();
+        let out = dir.path().join("d.out");
+        unseal(data.len(), &k, &sealed, &blake3::hash(&data), &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), data);
+    }
+
+    #[test]
+    fn sealed_storage_resume_recognises_a_full_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes(2 * SMALL);
+        let k = key();
+        let sealed = dir.path().join("d.sealed");
+        // Every record written, then a crash before the rename.
+        let cipher = SegmentCipher::with_segment_size(&k, "agr-1", 3, SMALL);
+        let (mut w, _) = SegmentWriter::resume_sealed(&sealed, cipher).unwrap();
+        w.write_segment(0, false, &data[..SMALL]).unwrap();
+        w.write_segment(1, true, &data[SMALL..]).unwrap();
+        drop(w);
+        let cipher = SegmentCipher::with_segment_size(&k, "agr-1", 3, SMALL);
+        let (w, next) = SegmentWriter::resume_sealed(&sealed, cipher).unwrap();
+        assert_eq!(next, 2);
+        w.finish(&blake3::hash(&data)).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_bit_at_rest_in_sealed_data_names_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes(3 * SMALL + 1);
+        let k = key();
+        let sealed = dir.path().join("d.sealed");
+        write_sealed(&data, &k, &sealed, None).unwrap();
+        let mut bytes = fs::read(&sealed).unwrap();
+        bytes[2 * (SMALL + TAG_SIZE) + 9] ^= 0x40;
+        fs::write(&sealed, &bytes).unwrap();
+        let out = dir.path().join("d.out");
+        let e = unseal(data.len(), &k, &sealed, &blake3::hash(&data), &out).unwrap_err();
+        assert!(matches!(e, CryptoError::Segment { index: 2 }), "{e}");
+        assert!(e.to_string().contains("segment 2"), "{e}");
+        assert!(!out.exists() && !part_path(&out).exists());
+        // Truncation is caught before any decryption.
+        fs::write(&sealed, &bytes[..bytes.len() - 1]).unwrap();
+        let e = unseal(data.len(), &k, &sealed, &blake3::hash(&data), &out).unwrap_err();
+        assert!(matches!(e, CryptoError::SealedLength { .. }), "{e}");
     }
 
     fn seal_all(cipher: &SegmentCipher, data: &[u8]) -> Vec<SealedSegment> {
@@ -839,7 +1115,7 @@ mod tests {
         let k1 = key();
         let c1 = SegmentCipher::with_segment_size(&k1, "agr-1", 1, SMALL);
         let r1 = SegmentCipher::with_segment_size(&k1, "agr-1", 1, SMALL);
-        let mut writer = PlainWriter::create_sized(&out, SMALL).unwrap();
+        let mut writer = SegmentWriter::create_sized(&out, SMALL).unwrap();
         for seg in SealedReader::open(&src, c1, 0).unwrap().take(5) {
             let seg = seg.unwrap();
             let plain = r1.open(seg.index, seg.last, &seg.ciphertext).unwrap();
@@ -856,7 +1132,7 @@ mod tests {
         assert!(!out.exists());
 
         // Second attempt under a fresh key, as the transfer code must do.
-        let (mut writer, next) = PlainWriter::resume_sized(&out, SMALL).unwrap();
+        let (mut writer, next) = SegmentWriter::resume_sized(&out, SMALL).unwrap();
         assert_eq!(next, 5);
         assert_eq!(writer.next_index(), 5);
         assert_eq!(
@@ -879,7 +1155,7 @@ mod tests {
     fn resume_without_a_part_file_starts_at_zero() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.bin");
-        let (mut writer, next) = PlainWriter::resume_sized(&out, SMALL).unwrap();
+        let (mut writer, next) = SegmentWriter::resume_sized(&out, SMALL).unwrap();
         assert_eq!(next, 0);
         writer.write_segment(0, true, b"abc").unwrap();
         writer.finish(&blake3::hash(b"abc")).unwrap();
@@ -891,14 +1167,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.bin");
         let data = random_bytes(2 * SMALL);
-        let mut writer = PlainWriter::create_sized(&out, SMALL).unwrap();
+        let mut writer = SegmentWriter::create_sized(&out, SMALL).unwrap();
         writer.write_segment(0, false, &data[..SMALL]).unwrap();
         drop(writer);
         // The .part file is altered at rest between attempts.
         let mut on_disk = fs::read(part_path(&out)).unwrap();
         on_disk[3] ^= 0x10;
         fs::write(part_path(&out), &on_disk).unwrap();
-        let (mut writer, next) = PlainWriter::resume_sized(&out, SMALL).unwrap();
+        let (mut writer, next) = SegmentWriter::resume_sized(&out, SMALL).unwrap();
         assert_eq!(next, 1);
         writer.write_segment(1, true, &data[SMALL..]).unwrap();
         let err = writer.finish(&blake3::hash(&data)).unwrap_err();
@@ -910,7 +1186,7 @@ mod tests {
     fn finish_with_the_wrong_hash_leaves_nothing_at_out() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.bin");
-        let mut writer = PlainWriter::create_sized(&out, SMALL).unwrap();
+        let mut writer = SegmentWriter::create_sized(&out, SMALL).unwrap();
         writer.write_segment(0, true, b"hello").unwrap();
         let wrong = blake3::hash(b"hellO");
         let err = writer.finish(&wrong).unwrap_err();
@@ -935,7 +1211,7 @@ mod tests {
     fn writer_refuses_out_of_order_short_and_trailing_segments() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.bin");
-        let mut w = PlainWriter::create_sized(&out, SMALL).unwrap();
+        let mut w = SegmentWriter::create_sized(&out, SMALL).unwrap();
         assert!(matches!(
             w.write_segment(1, false, &[0; SMALL]),
             Err(CryptoError::OutOfOrder {

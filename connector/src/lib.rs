@@ -15,3 +15,4 @@ pub mod negotiator;
 pub mod p2p;
 pub mod store;
 pub mod transfers;
+pub mod vault;

@@ -167,6 +167,10 @@ pub enum AuditEvent {
     KeyReleased,
     TransferCompleted,
     TransferRefused,
+    /// Data kept sealed on this node was decrypted for a researcher.
+    DataOpened,
+    /// The key of data kept sealed was destroyed (crypto-shredding).
+    DataShredded,
 }
 
 /// One audited event, chained to the one before it.

@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use crate::admission::MembershipAdmission;
 use crate::audit::{Actor, AuditEvent};
 use crate::catalog::Catalog;
-use crate::crypto::{self, DataKey, PlainWriter, SealedReader, SegmentCipher};
+use crate::crypto::{self, DataKey, SealedReader, SegmentCipher, SegmentWriter};
 use crate::identity::{ResearcherChecks, ResearcherCredential, key_of_peer_id};
 use crate::negotiator::{AgreementRecord, Negotiator, NegotiatorError};
 use crate::p2p::{self, protocol::DATA_PROTOCOL};
@@ -523,7 +523,7 @@ impl Transfers {
                 peer: ag.provider.peer_id.clone(),
                 reason: "not a PeerId".into(),
             })?;
-        let (mut writer, from_segment) = PlainWriter::resume(out)?;
+        let (mut writer, from_segment) = SegmentWriter::resume(out)?;
         // Every segment before the last is full, so this is what `.part` holds.
         let resumed_bytes = u64::from(from_segment) * crypto::SEGMENT_SIZE as u64;
         let mut done = resumed_bytes;

@@ -26,11 +26,25 @@ impl Policy {
             })
     }
 
-    /// The last (UTC) day the data may be kept: the earliest retention date
-    /// the policy states anywhere, because a duty to delete binds the holder
-    /// whatever else the policy allows. `None` when no retention is stated.
+    /// The last day the data may be kept, as a calendar day in the GBA
+    /// (UTC+8): the earliest retention date the policy states anywhere,
+    /// because a duty to delete binds the holder whatever else the policy
+    /// allows. `None` when no retention is stated.
     pub fn retention_end(&self) -> Option<Date> {
         self.retention_dates().min()
+    }
+
+    /// The moment the data must be gone: the first instant after
+    /// [`retention_end`](Self::retention_end), midnight at UTC+8, which is
+    /// also when [`evaluate`](super::evaluate) starts refusing use. `None`
+    /// when no retention is stated, or for a date at the end of the calendar.
+    pub fn retention_deadline(&self) -> Option<OffsetDateTime> {
+        let next_day = self.retention_end()?.next_day()?;
+        Some(
+            next_day
+                .midnight()
+                .assume_offset(crate::region::GBA_UTC_OFFSET),
+        )
     }
 
     /// The latest moment any [`Action::Use`] permission can still allow a
@@ -133,7 +147,7 @@ fn admits_outside_gba(p: &Permission) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use time::macros::date;
+    use time::macros::{date, datetime};
 
     use super::*;
     use crate::policy::{Duty, DutyAction, Prohibition};
@@ -208,6 +222,38 @@ mod tests {
         });
         assert_eq!(p.retention_end(), Some(date!(2027 - 01 - 31)));
         assert_eq!(Policy::default().retention_end(), None);
+    }
+
+    #[test]
+    fn retention_deadline_is_midnight_after_the_last_day_in_the_gba() {
+        use crate::policy::{RequestContext, evaluate};
+        let p = policy(vec![Permission {
+            action: Action::Use,
+            constraints: vec![Constraint::Retention {
+                delete_by: date!(2027 - 01 - 31),
+            }],
+            duties: vec![],
+        }]);
+        let deadline = p.retention_deadline().unwrap();
+        assert_eq!(deadline, datetime!(2027-01-31 16:00 UTC));
+        assert_eq!(Policy::default().retention_deadline(), None);
+        // The deadline is exactly where evaluation starts refusing use.
+        let at = |now| {
+            evaluate(
+                &p,
+                &RequestContext {
+                    action: Action::Use,
+                    purpose: "academic-research".parse().unwrap(),
+                    recipient_region: "hk".parse().unwrap(),
+                    now,
+                    uses_so_far: 0,
+                    onward_recipient: None,
+                },
+            )
+            .allowed
+        };
+        assert!(at(deadline - time::Duration::SECOND));
+        assert!(!at(deadline));
     }
 
     #[test]

@@ -1,0 +1,574 @@
+//! Received data kept sealed at rest (`bayspace transfer fetch
+//! --keep-sealed`), opened on demand (`bayspace data open`), and
+//! crypto-shredded when the agreement's retention ends.
+//!
+//! Each sealed copy has its own data key. The key is stored wrapped under
+//! the node's storage key ([`crypto::storage_key_from_seed`]) in a small file
+//! of its own, next to the sealed data, and never in the database: sled is
+//! log-structured and would keep old copies of a deleted value on disk,
+//! whereas a key file can be overwritten in place, synced and unlinked.
+//! Destroying that file is the crypto-shredding: the sealed data stays
+//! unreadable even if a copy of it survives somewhere.
+//!
+//! Every shredding is audited before the key is destroyed, and the record of
+//! a shredded copy stays, so opening it later says when and why it went.
+//! The retention watcher ([`Vault::run`]) also shreds, at startup, whatever
+//! came due while the node was down.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bayspace_contracts::agreement::{Agreement, AgreementId};
+use bayspace_contracts::descriptor::{DatasetId, Digest};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use zeroize::Zeroizing;
+
+use crate::audit::{Actor, AuditError, AuditEvent, AuditLog};
+use crate::crypto::{
+    self, CryptoError, DataKey, KEY_SIZE, SegmentCipher, SegmentWriter, WrappedKey,
+};
+use crate::store::{Store, StoreError, TreeName, TypedTree};
+
+pub const SEALED_TREE: TreeName = TreeName::new("sealed-data");
+
+/// Longest the retention watcher sleeps between checks, so that a change of
+/// the system clock, or a deadline it was not told about, is noticed soon.
+const MAX_NAP: Duration = Duration::from_secs(60);
+
+/// Where a sealed copy is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SealedState {
+    /// Segments are arriving; an interrupted fetch resumes from here.
+    Receiving,
+    /// Complete and verified; it can be opened.
+    Sealed,
+    /// The key is destroyed.
+    Shredded,
+}
+
+impl std::fmt::Display for SealedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SealedState::Receiving => "receiving",
+            SealedState::Sealed => "sealed",
+            SealedState::Shredded => "shredded",
+        })
+    }
+}
+
+/// One sealed copy of the data of an agreement this node holds as consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedRecord {
+    pub agreement: AgreementId,
+    pub dataset: DatasetId,
+    pub dataset_version: u64,
+    /// The researcher the agreement names; only they (or an administrator)
+    /// may open it.
+    pub researcher: String,
+    pub state: SealedState,
+    /// Plaintext size and BLAKE3, known once the copy is complete.
+    pub size: Option<u64>,
+    pub content_hash: Option<Digest>,
+    /// When the key must be gone: the agreement's retention end.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub retention_deadline: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub shredded_at: Option<OffsetDateTime>,
+    pub shred_reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(
+        "no data of agreement {0} is kept sealed on this node; fetch it with `bayspace transfer fetch {0} --keep-sealed`"
+    )]
+    NotFound(AgreementId),
+    #[error(
+        "the sealed copy of agreement {0} is incomplete; run `bayspace transfer fetch {0} --keep-sealed` again to resume it"
+    )]
+    Incomplete(AgreementId),
+    #[error(
+        "the data of agreement {agreement} was crypto-shredded at {at} ({reason}); its key is destroyed and it can no longer be opened"
+    )]
+    Shredded {
+        agreement: AgreementId,
+        at: OffsetDateTime,
+        reason: String,
+    },
+    #[error(
+        "the data of agreement {0} is already kept sealed on this node; open it with `bayspace data open {0} --out PATH`"
+    )]
+    AlreadySealed(AgreementId),
+    #[error(
+        "agreement {agreement} requires its data deleted by {deadline}; it cannot be kept sealed any more"
+    )]
+    RetentionPassed {
+        agreement: AgreementId,
+        deadline: OffsetDateTime,
+    },
+    #[error("agreement {id} is for researcher {expected}, not {caller}")]
+    WrongResearcher {
+        id: AgreementId,
+        expected: String,
+        caller: String,
+    },
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("audit log: {0} (nothing was done)")]
+    Audit(#[from] AuditError),
+    #[error("the sealed store is unusable after an earlier panic")]
+    Poisoned,
+}
+
+type Result<T, E = VaultError> = std::result::Result<T, E>;
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> VaultError {
+    let path = path.to_path_buf();
+    move |source| VaultError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A sealed copy being received: segments go to `writer`, and
+/// [`Vault::complete`] makes it openable.
+#[derive(Debug)]
+pub struct SealedSink {
+    pub writer: SegmentWriter,
+    /// The first segment still needed.
+    pub next: u32,
+    agreement: AgreementId,
+    started_at: OffsetDateTime,
+}
+
+/// The sealed data of one node.
+pub struct Vault {
+    dir: PathBuf,
+    storage_key: Zeroizing<[u8; KEY_SIZE]>,
+    store: Arc<dyn Store>,
+    records: TypedTree<String, SealedRecord>,
+    audit: Arc<AuditLog>,
+    /// Serialises changes of state, so a shredding and a completing fetch
+    /// never interleave.
+    lock: Mutex<()>,
+    /// Wakes the retention watcher when a copy with a deadline begins.
+    changed: Notify,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Opens the sealed store in `dir` (created, mode 0700, if missing).
+    pub fn open(
+        dir: PathBuf,
+        storage_key: [u8; KEY_SIZE],
+        store: Arc<dyn Store>,
+        audit: Arc<AuditLog>,
+    ) -> Result<Arc<Vault>> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err("create", &dir))?;
+        let records = TypedTree::open(&*store, SEALED_TREE)?;
+        Ok(Arc::new(Vault {
+            dir,
+            storage_key: Zeroizing::new(storage_key),
+            store,
+            records,
+            audit,
+            lock: Mutex::new(()),
+            changed: Notify::new(),
+        }))
+    }
+
+    fn guard(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.lock.lock().map_err(|_| VaultError::Poisoned)
+    }
+
+    /// File names come from a hash of the id, so no id can reach outside
+    /// the directory whatever characters it holds.
+    fn base(&self, agreement: &AgreementId) -> PathBuf {
+        let h = blake3::hash(agreement.as_str().as_bytes()).to_hex();
+        self.dir.join(&h.as_str()[..32])
+    }
+
+    /// Where the sealed data of `agreement` is (or would be) kept.
+    pub fn sealed_path(&self, agreement: &AgreementId) -> PathBuf {
+        self.base(agreement).with_extension("sealed")
+    }
+
+    fn key_path(&self, agreement: &AgreementId) -> PathBuf {
+        self.base(agreement).with_extension("key")
+    }
+
+    pub fn get(&self, agreement: &AgreementId) -> Result<Option<SealedRecord>> {
+        Ok(self.records.get(&agreement.to_string())?)
+    }
+
+    /// Every sealed copy, or those of one researcher.
+    pub fn list(&self, researcher: Option<&str>) -> Result<Vec<SealedRecord>> {
+        Ok(self
+            .records
+            .scan(&[], None, usize::MAX)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| researcher.is_none_or(|who| r.researcher == who))
+            .collect())
+    }
+
+    /// Starts, or resumes, keeping the data of `ag` sealed. A copy that
+    /// is already complete is refused; a shredded one is replaced by a new
+    /// copy under a new key.
+    pub fn begin(&self, ag: &Agreement, now: OffsetDateTime) -> Result<SealedSink> {
+        let _g = self.guard()?;
+        let id = ag.id.clone();
+        let sealed = self.sealed_path(&id);
+        let cipher = |key: &DataKey| SegmentCipher::new(key, id.as_str(), ag.dataset_version);
+        let existing = self.get(&id)?;
+        match &existing {
+            Some(r) if r.state == SealedState::Sealed => return Err(VaultError::AlreadySealed(id)),
+            Some(r) if r.state == SealedState::Receiving => {
+                if let Some(key) = self.read_key(&id)? {
+                    let (writer, next) = SegmentWriter::resume_sealed(&sealed, cipher(&key))?;
+                    return Ok(SealedSink {
+                        writer,
+                        next,
+                        agreement: id,
+                        started_at: r.started_at,
+                    });
+                }
+            }
+            _ => {}
+        }
+        let deadline = ag.constraints.retention_deadline();
+        if let Some(deadline) = deadline
+            && now >= deadline
+        {
+            return Err(VaultError::RetentionPassed {
+                agreement: id,
+                deadline,
+            });
+        }
+        let key = DataKey::generate()?;
+        self.write_key(
+            &id,
+            &WrappedKey::wrap(&key, &self.storage_key, id.as_str())?,
+        )?;
+        let part = crypto::part_path(&sealed);
+        if part.exists() {
+            fs::remove_file(&part).map_err(io_err("remove", &part))?;
+        }
+        self.records.insert(
+            &id.to_string(),
+            &SealedRecord {
+                agreement: id.clone(),
+                dataset: ag.dataset.clone(),
+                dataset_version: ag.dataset_version,
+                researcher: ag.researcher.id.clone(),
+                state: SealedState::Receiving,
+                size: None,
+                content_hash: None,
+                retention_deadline: deadline,
+                started_at: now,
+                shredded_at: None,
+                shred_reason: None,
+            },
+        )?;
+        self.store.flush()?;
+        self.changed.notify_one();
+        let (writer, next) = SegmentWriter::resume_sealed(&sealed, cipher(&key))?;
+        Ok(SealedSink {
+            writer,
+            next,
+            agreement: id,
+            started_at: now,
+        })
+    }
+
+    /// Verifies the whole copy against `expected` and makes it openable.
+    /// A copy shredded while it was arriving is discarded instead.
+    pub fn complete(&self, sink: SealedSink, expected: &Digest, size: u64) -> Result<SealedRecord> {
+        let _g = self.guard()?;
+        let id = sink.agreement.clone();
+        let mut record = self
+            .get(&id)?
+            .ok_or_else(|| VaultError::NotFound(id.clone()))?;
+        if record.state != SealedState::Receiving || record.started_at != sink.started_at {
+            let part = sink.writer.part_path().to_path_buf();
+            drop(sink);
+            remove_if_present(&part)?;
+            return Err(match (record.shredded_at, record.shred_reason) {
+                (Some(at), Some(reason)) => VaultError::Shredded {
+                    agreement: id,
+                    at,
+                    reason,
+                },
+                _ => VaultError::AlreadySealed(id),
+            });
+        }
+        sink.writer.finish(&blake3::Hash::from_bytes(expected.0))?;
+        record.state = SealedState::Sealed;
+        record.size = Some(size);
+        record.content_hash = Some(*expected);
+        self.records.insert(&id.to_string(), &record)?;
+        self.store.flush()?;
+        Ok(record)
+    }
+
+    /// Decrypts the sealed copy of `agreement` into `out` for `researcher`
+    /// (`None`: an administrator). Audited before anything is decrypted.
+    pub fn open_to(
+        &self,
+        agreement: &AgreementId,
+        researcher: Option<&str>,
+        out: &Path,
+        now: OffsetDateTime,
+    ) -> Result<SealedRecord> {
+        let record = self
+            .get(agreement)?
+            .ok_or_else(|| VaultError::NotFound(agreement.clone()))?;
+        if let Some(caller) = researcher
+            && caller != record.researcher
+        {
+            return Err(VaultError::WrongResearcher {
+                id: agreement.clone(),
+                expected: record.researcher,
+                caller: caller.to_owned(),
+            });
+        }
+        let (size, hash) = match (&record.state, record.size, record.content_hash) {
+            (SealedState::Sealed, Some(size), Some(hash)) => (size, hash),
+            (SealedState::Shredded, _, _) => {
+                return Err(VaultError::Shredded {
+                    agreement: agreement.clone(),
+                    at: record.shredded_at.unwrap_or(now),
+                    reason: record.shred_reason.unwrap_or_default(),
+                });
+            }
+            _ => return Err(VaultError::Incomplete(agreement.clone())),
+        };
+        let key = self
+            .read_key(agreement)?
+            .ok_or_else(|| VaultError::KeyFile {
+                path: self.key_path(agreement),
+                reason: "missing, though the copy is not recorded as shredded".into(),
+            })?;
+        self.audit.append(
+            researcher.map_or(Actor::Admin, |r| Actor::Researcher(r.to_owned())),
+            AuditEvent::DataOpened,
+            vec![agreement.to_string(), record.dataset.to_string()],
+            json!({ "out": out.display().to_string(), "bytes": size }),
+            now,
+        )?;
+        let cipher = SegmentCipher::new(&key, agreement.as_str(), record.dataset_version);
+        crypto::unseal_file(
+            &self.sealed_path(agreement),
+            &cipher,
+            size,
+            &blake3::Hash::from_bytes(hash.0),
+            out,
+        )?;
+        Ok(record)
+    }
+
+    /// Crypto-shreds the copy of `agreement`: audit first, then destroy the
+    /// key, record it, and remove the sealed bytes.
+    pub fn shred(
+        &self,
+        agreement: &AgreementId,
+        actor: Actor,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<SealedRecord> {
+        let _g = self.guard()?;
+        let mut record = self
+            .get(agreement)?
+            .ok_or_else(|| VaultError::NotFound(agreement.clone()))?;
+        if let (SealedState::Shredded, Some(at)) = (record.state, record.shredded_at) {
+            return Err(VaultError::Shredded {
+                agreement: agreement.clone(),
+                at,
+                reason: record.shred_reason.unwrap_or_default(),
+            });
+        }
+        self.audit.append(
+            actor,
+            AuditEvent::DataShredded,
+            vec![agreement.to_string(), record.dataset.to_string()],
+            json!({
+                "reason": reason,
+                "state": record.state.to_string(),
+                "retention_deadline": record.retention_deadline.map(|d| d.unix_timestamp()),
+            }),
+            now,
+        )?;
+        self.destroy_key(agreement)?;
+        record.state = SealedState::Shredded;
+        record.shredded_at = Some(now);
+        record.shred_reason = Some(reason.to_owned());
+        self.records.insert(&agreement.to_string(), &record)?;
+        self.store.flush()?;
+        // The key is gone, so what follows only frees space.
+        let sealed = self.sealed_path(agreement);
+        for path in [crypto::part_path(&sealed), sealed] {
+            if let Err(e) = remove_if_present(&path) {
+                tracing::warn!(agreement = %agreement, "shredded, but the ciphertext stays: {e}");
+            }
+        }
+        tracing::info!(agreement = %agreement, reason, "sealed data crypto-shredded");
+        Ok(record)
+    }
+
+    /// Shreds every copy whose retention deadline is at or before `now`.
+    pub fn shred_due(&self, now: OffsetDateTime) -> Result<Vec<SealedRecord>> {
+        let due: Vec<AgreementId> = self
+            .list(None)?
+            .into_iter()
+            .filter(|r| r.state != SealedState::Shredded)
+            .filter(|r| r.retention_deadline.is_some_and(|d| d <= now))
+            .map(|r| r.agreement)
+            .collect();
+        due.iter()
+            .map(|id| self.shred(id, Actor::Node, "retention end of the agreement", now))
+            .collect()
+    }
+
+    /// The earliest deadline still ahead of a copy that is not shredded.
+    pub fn next_deadline(&self) -> Result<Option<OffsetDateTime>> {
+        Ok(self
+            .list(None)?
+            .into_iter()
+            .filter(|r| r.state != SealedState::Shredded)
+            .filter_map(|r| r.retention_deadline)
+            .min())
+    }
+
+    /// Shreds copies as their retention ends, including any that came due
+    /// while the node was down. Spawn once.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let this = self.clone();
+            let now = OffsetDateTime::now_utc();
+            let nap = match tokio::task::spawn_blocking(move || {
+                this.shred_due(now)?;
+                this.next_deadline()
+            })
+            .await
+            {
+                Ok(Ok(next)) => next
+                    .map(|d| (d - OffsetDateTime::now_utc()).max(time::Duration::ZERO))
+                    .and_then(|d| Duration::try_from(d).ok())
+                    .map_or(MAX_NAP, |d| d.min(MAX_NAP)),
+                Ok(Err(e)) => {
+                    tracing::error!("retention watcher: {e}; retrying");
+                    MAX_NAP
+                }
+                Err(e) => {
+                    tracing::error!("retention watcher task: {e}; retrying");
+                    MAX_NAP
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(nap) => {}
+                () = self.changed.notified() => {}
+            }
+        }
+    }
+
+    fn write_key(&self, agreement: &AgreementId, wrapped: &WrappedKey) -> Result<()> {
+        let path = self.key_path(agreement);
+        let tmp = path.with_extension("key.tmp");
+        let bytes = serde_json::to_vec(wrapped).map_err(|e| VaultError::KeyFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        f.write_all(&bytes).map_err(io_err("write", &tmp))?;
+        f.sync_all().map_err(io_err("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
+        crypto::sync_parent(&path)?;
+        Ok(())
+    }
+
+    fn read_key(&self, agreement: &AgreementId) -> Result<Option<DataKey>> {
+        let path = self.key_path(agreement);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let wrapped: WrappedKey =
+            serde_json::from_slice(&bytes).map_err(|e| VaultError::KeyFile {
+                path: path.clone(),
+                reason: format!("not a wrapped key: {e}"),
+            })?;
+        Ok(Some(wrapped.unwrap(&self.storage_key, agreement.as_str())?))
+    }
+
+    /// Overwrites the key file in place before unlinking it, so the wrapped
+    /// key does not linger in the freed blocks of a file system that
+    /// updates in place.
+    fn destroy_key(&self, agreement: &AgreementId) -> Result<()> {
+        let path = self.key_path(agreement);
+        let mut f = match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        let len = f.metadata().map_err(io_err("stat", &path))?.len();
+        let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        f.write_all(&zeros).map_err(io_err("overwrite", &path))?;
+        f.sync_all().map_err(io_err("sync", &path))?;
+        drop(f);
+        fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        crypto::sync_parent(&path)?;
+        Ok(())
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

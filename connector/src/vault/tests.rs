@@ -1,0 +1,294 @@
+use std::num::NonZeroU64;
+
+use bayspace_contracts::agreement::{NegotiationId, Researcher};
+use bayspace_contracts::compliance::Route;
+use bayspace_contracts::descriptor::{Institution, OfferId, PublicKey};
+use bayspace_contracts::policy::Policy;
+use time::macros::{date, datetime};
+
+use super::*;
+use crate::audit::{AuditEntry, AuditRecord};
+use crate::identity::NodeKey;
+use crate::store::SledStore;
+
+const NOW: OffsetDateTime = datetime!(2026-11-23 10:00 UTC);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    vault: Arc<Vault>,
+    audit: Arc<AuditLog>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&root.join("db")).unwrap());
+    let key = NodeKey::generate().unwrap();
+    let audit = Arc::new(
+        AuditLog::open(
+            store.clone(),
+            key.signing_key().clone(),
+            NonZeroU64::new(64).unwrap(),
+        )
+        .unwrap(),
+    );
+    let storage = crypto::storage_key_from_seed(&key.signing_key().to_bytes());
+    let vault = Vault::open(root.join("sealed"), storage, store, audit.clone()).unwrap();
+    Fixture {
+        _dir: dir,
+        root,
+        vault,
+        audit,
+    }
+}
+
+fn institution(name: &str, region: &str) -> Institution {
+    let key = NodeKey::generate().unwrap();
+    Institution {
+        name: name.into(),
+        region: region.parse().unwrap(),
+        peer_id: key.peer_id().to_string(),
+        key: PublicKey::from(&key.verifying_key()),
+    }
+}
+
+fn agreement(delete_by: Option<time::Date>) -> Agreement {
+    let mut policy = Policy::offer(vec!["academic-research".parse().unwrap()]);
+    if let Some(d) = delete_by {
+        policy = policy.delete_by(d);
+    }
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random).unwrap();
+    let provider = institution("Shenzhen University", "mainland:shenzhen");
+    Agreement {
+        id: AgreementId::from_random(random),
+        negotiation: NegotiationId::from_random(random),
+        dataset: DatasetId::derive(&provider.key, "cohort"),
+        dataset_version: 2,
+        offer: OfferId::from_random(random),
+        provider,
+        consumer: institution("The University of Hong Kong", "hk"),
+        researcher: Researcher {
+            id: "r-chan".into(),
+            name: "Dr Chan".into(),
+            orcid: None,
+        },
+        purpose: "academic-research".parse().unwrap(),
+        constraints: policy.build().unwrap(),
+        not_before: NOW,
+        not_after: NOW + time::Duration::days(30),
+        route: Route::Exempt,
+        variant: None,
+        obligations: vec![],
+        created: NOW,
+    }
+}
+
+/// Receives `data` into a sealed copy, as a keep-sealed fetch does.
+fn receive(v: &Vault, ag: &Agreement, data: &[u8]) -> Result<SealedRecord> {
+    let mut sink = v.begin(ag, NOW)?;
+    let count = crypto::segment_count(data.len() as u64).unwrap();
+    for i in sink.next..count {
+        let (off, len) = crypto::segment_range(i, data.len() as u64).unwrap();
+        let off = off as usize;
+        sink.writer
+            .write_segment(i, i + 1 == count, &data[off..off + len])
+            .unwrap();
+    }
+    let hash = Digest(*blake3::hash(data).as_bytes());
+    v.complete(sink, &hash, data.len() as u64)
+}
+
+fn data(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    getrandom::fill(&mut v).unwrap();
+    v
+}
+
+fn entries(audit: &AuditLog) -> Vec<AuditEntry> {
+    let mut out = Vec::new();
+    audit.export(&mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| match serde_json::from_str(l).unwrap() {
+            AuditRecord::Entry(e) => Some(e),
+            AuditRecord::Checkpoint(_) => None,
+        })
+        .collect()
+}
+
+fn events(audit: &AuditLog) -> Vec<(AuditEvent, Actor)> {
+    entries(audit)
+        .into_iter()
+        .map(|e| (e.event, e.actor))
+        .collect()
+}
+
+#[test]
+fn kept_sealed_opens_for_its_researcher_only_and_holds_no_plaintext() {
+    let f = fixture();
+    let ag = agreement(None);
+    let bytes = data(crypto::SEGMENT_SIZE + 1234);
+    let rec = receive(&f.vault, &ag, &bytes).unwrap();
+    assert_eq!(rec.state, SealedState::Sealed);
+    assert_eq!(rec.size, Some(bytes.len() as u64));
+    let stored = fs::read(f.vault.sealed_path(&ag.id)).unwrap();
+    assert!(!stored.windows(32).any(|w| w == &bytes[1000..1032]));
+
+    let out = f.root.join("open.bin");
+    let e = f
+        .vault
+        .open_to(&ag.id, Some("r-other"), &out, NOW)
+        .unwrap_err();
+    assert!(matches!(e, VaultError::WrongResearcher { .. }), "{e}");
+    assert!(!out.exists());
+    f.vault.open_to(&ag.id, Some("r-chan"), &out, NOW).unwrap();
+    assert_eq!(fs::read(&out).unwrap(), bytes);
+    assert_eq!(
+        events(&f.audit),
+        vec![(AuditEvent::DataOpened, Actor::Researcher("r-chan".into()))]
+    );
+    let again = receive(&f.vault, &ag, &bytes).unwrap_err();
+    assert!(matches!(again, VaultError::AlreadySealed(_)), "{again}");
+}
+
+#[test]
+fn shredding_at_the_retention_deadline_destroys_the_key_and_is_audited() {
+    let f = fixture();
+    let keep = agreement(Some(date!(2026 - 12 - 31)));
+    let other = agreement(Some(date!(2027 - 06 - 30)));
+    let forever = agreement(None);
+    for ag in [&keep, &other, &forever] {
+        receive(&f.vault, ag, &data(100)).unwrap();
+    }
+    // Midnight after 31 December in the GBA is 16:00 UTC that day.
+    let deadline = datetime!(2026-12-31 16:00 UTC);
+    assert_eq!(f.vault.next_deadline().unwrap(), Some(deadline));
+    assert!(
+        f.vault
+            .shred_due(deadline - time::Duration::SECOND)
+            .unwrap()
+            .is_empty()
+    );
+    let shredded = f.vault.shred_due(deadline).unwrap();
+    assert_eq!(shredded.len(), 1);
+    assert_eq!(shredded[0].agreement, keep.id);
+    assert_eq!(shredded[0].shredded_at, Some(deadline));
+    assert!(!f.vault.key_path(&keep.id).exists());
+    assert!(!f.vault.sealed_path(&keep.id).exists());
+    assert!(f.vault.key_path(&other.id).exists());
+    assert_eq!(
+        f.vault.next_deadline().unwrap(),
+        Some(datetime!(2027-06-30 16:00 UTC))
+    );
+    let entries = entries(&f.audit);
+    let shred = entries
+        .iter()
+        .find(|e| e.event == AuditEvent::DataShredded)
+        .unwrap();
+    assert_eq!(shred.actor, Actor::Node);
+    assert_eq!(shred.subjects[0], keep.id.to_string());
+    assert_eq!(shred.details["reason"], "retention end of the agreement");
+
+    let out = f.root.join("late.bin");
+    let e = f.vault.open_to(&keep.id, None, &out, deadline).unwrap_err();
+    assert!(matches!(e, VaultError::Shredded { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("crypto-shredded") && msg.contains("retention end"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    // Nothing is shredded twice, and a new copy cannot begin after the end.
+    assert!(f.vault.shred_due(deadline).unwrap().is_empty());
+    let e = f.vault.begin(&keep, deadline).unwrap_err();
+    assert!(matches!(e, VaultError::RetentionPassed { .. }), "{e}");
+}
+
+#[test]
+fn even_with_the_ciphertext_restored_a_shredded_copy_does_not_open() {
+    let f = fixture();
+    let ag = agreement(None);
+    let bytes = data(4096);
+    receive(&f.vault, &ag, &bytes).unwrap();
+    let sealed = fs::read(f.vault.sealed_path(&ag.id)).unwrap();
+    f.vault
+        .shred(&ag.id, Actor::Admin, "consent withdrawn", NOW)
+        .unwrap();
+    // A backup of the ciphertext comes back; the key does not.
+    fs::write(f.vault.sealed_path(&ag.id), &sealed).unwrap();
+    let e = f
+        .vault
+        .open_to(&ag.id, None, &f.root.join("x"), NOW)
+        .unwrap_err();
+    assert!(e.to_string().contains("consent withdrawn"), "{e}");
+    assert!(matches!(
+        f.vault.shred(&ag.id, Actor::Admin, "again", NOW),
+        Err(VaultError::Shredded { .. })
+    ));
+    // A shredded copy may be fetched anew, under a new key.
+    let rec = receive(&f.vault, &ag, &bytes).unwrap();
+    assert_eq!(rec.state, SealedState::Sealed);
+    let out = f.root.join("new.bin");
+    f.vault.open_to(&ag.id, None, &out, NOW).unwrap();
+    assert_eq!(fs::read(&out).unwrap(), bytes);
+}
+
+#[test]
+fn an_interrupted_copy_resumes_and_one_shredded_meanwhile_is_discarded() {
+    let f = fixture();
+    let ag = agreement(None);
+    let bytes = data(3 * crypto::SEGMENT_SIZE + 5);
+    let mut sink = f.vault.begin(&ag, NOW).unwrap();
+    sink.writer
+        .write_segment(0, false, &bytes[..crypto::SEGMENT_SIZE])
+        .unwrap();
+    drop(sink);
+    assert_eq!(
+        f.vault.get(&ag.id).unwrap().unwrap().state,
+        SealedState::Receiving
+    );
+    let e = f
+        .vault
+        .open_to(&ag.id, None, &f.root.join("x"), NOW)
+        .unwrap_err();
+    assert!(matches!(e, VaultError::Incomplete(_)), "{e}");
+    let sink = f.vault.begin(&ag, NOW).unwrap();
+    assert_eq!(sink.next, 1, "resumes after the verified segment");
+    drop(sink);
+    receive(&f.vault, &ag, &bytes).unwrap();
+
+    let ag2 = agreement(None);
+    let sink = f.vault.begin(&ag2, NOW).unwrap();
+    f.vault
+        .shred(&ag2.id, Actor::Admin, "revoked", NOW)
+        .unwrap();
+    let part = sink.writer.part_path().to_path_buf();
+    let e = f
+        .vault
+        .complete(sink, &Digest(*blake3::hash(b"").as_bytes()), 0)
+        .unwrap_err();
+    assert!(matches!(e, VaultError::Shredded { .. }), "{e}");
+    assert!(!part.exists() && !f.vault.sealed_path(&ag2.id).exists());
+}
+
+#[test]
+fn a_wrong_storage_key_or_a_moved_key_file_opens_nothing() {
+    let f = fixture();
+    let a = agreement(None);
+    let b = agreement(None);
+    receive(&f.vault, &a, &data(10)).unwrap();
+    receive(&f.vault, &b, &data(10)).unwrap();
+    // a's wrapped key under b's name: the context (agreement id) differs.
+    fs::copy(f.vault.key_path(&a.id), f.vault.key_path(&b.id)).unwrap();
+    let e = f
+        .vault
+        .open_to(&b.id, None, &f.root.join("x"), NOW)
+        .unwrap_err();
+    assert!(
+        matches!(e, VaultError::Crypto(CryptoError::Unwrap { .. })),
+        "{e}"
+    );
+}
