@@ -23,6 +23,7 @@ pub const DEFAULT_NODE_KEY: &str = "node.key";
 pub const DEFAULT_CREDENTIAL: &str = "membership.cred";
 pub const DEFAULT_ANCHOR: &str = "anchor.pub";
 pub const DEFAULT_DATA_DIR: &str = "data";
+pub const DEFAULT_SEALED_DIR: &str = "sealed";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,10 @@ pub struct NodeConfig {
     /// Multiaddrs (with `/p2p/<PeerId>`) of members to dial at start.
     pub bootstrap: Vec<String>,
     pub data_dir: PathBuf,
+    /// Received data kept sealed, and the wrapped keys whose destruction
+    /// shreds it. Configs written before it existed get the default.
+    #[serde(default = "default_sealed_dir")]
+    pub sealed_dir: PathBuf,
     /// BLAKE3 of the administrator token's text, hex; the token itself is
     /// never stored by the node.
     pub admin_token_blake3: String,
@@ -52,6 +57,10 @@ pub struct NodeConfig {
         deserialize_with = "holidays_in"
     )]
     pub filing_holidays: BTreeSet<Date>,
+}
+
+fn default_sealed_dir() -> PathBuf {
+    DEFAULT_SEALED_DIR.into()
 }
 
 const DATE: &[time::format_description::BorrowedFormatItem<'static>] =
@@ -102,6 +111,7 @@ impl NodeConfig {
             anchors: vec![DEFAULT_ANCHOR.into()],
             bootstrap: Vec::new(),
             data_dir: DEFAULT_DATA_DIR.into(),
+            sealed_dir: DEFAULT_SEALED_DIR.into(),
             admin_token_blake3: admin_token.blake3_hex(),
             filing_holidays: BTreeSet::new(),
         }
@@ -160,6 +170,10 @@ bootstrap = {bootstrap}
 # Where the node keeps its store (catalog, agreements, audit log).
 data-dir = {data_dir}
 
+# Where received data kept sealed (`transfer fetch --keep-sealed`) lives,
+# with the wrapped keys whose destruction at a retention end shreds it.
+sealed-dir = {sealed_dir}
+
 # BLAKE3 hash (hex) of the administrator token in admin.token. The node keeps
 # only this hash; to rotate the token, write a new one and its hash here.
 admin-token-blake3 = {hash}
@@ -178,6 +192,7 @@ filing-holidays = {holidays}
             anchors = list(self.anchors.iter().map(|a| p(a)).collect()),
             bootstrap = list(self.bootstrap.iter().map(|b| s(b)).collect()),
             data_dir = p(&self.data_dir),
+            sealed_dir = p(&self.sealed_dir),
             hash = s(&self.admin_token_blake3),
             holidays = list(
                 self.filing_holidays

@@ -648,6 +648,7 @@ async fn transfer(space: &Space) {
         .fetch(FetchRequest {
             agreement_id: n.agreement_id.clone(),
             out: out.to_str().unwrap().to_owned(),
+            keep_sealed: false,
         })
         .await
         .unwrap()

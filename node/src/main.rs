@@ -57,6 +57,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Fetch the data of an agreement (encrypted, verified, resumable).
     Transfer(cli::transfer::TransferArgs),
+    /// Data kept sealed on this node: list, open, shred.
+    Data(cli::data::DataArgs),
     /// Request datasets from other members; follow negotiations.
     Contract(cli::contract::ContractArgs),
     /// Decide requests for this node's datasets (administrator).
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Catalog(cmd) => cli::catalog::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Transfer(args) => cli::transfer::run(args),
+        Command::Data(args) => cli::data::run(args),
         Command::Demo(args) => cli::demo::run(args),
         Command::Contract(args) => cli::contract::run(args),
         Command::Offers(args) => cli::offers::run(args),

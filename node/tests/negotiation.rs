@@ -976,3 +976,138 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), bytes, "identical content");
 }
+
+// ----- data kept sealed -----
+
+#[test]
+fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
+    let p = Pair::start(false);
+    let bytes = dataset_bytes();
+    let file = p.space.tmp.path().join("scans.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let dataset = p.publish_file(
+        &file,
+        "Retinal scans",
+        &[
+            "--personal",
+            "0",
+            "--recipient-region",
+            "hk",
+            "--approval",
+            "auto",
+        ],
+    );
+    let (id, _) = p.request(&dataset, "academic-research");
+    let (consumer, _) = p.wait_both(&id, "FINALIZED");
+    let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
+
+    let both = p.researcher(&[
+        "transfer",
+        "fetch",
+        &agreement,
+        "--keep-sealed",
+        "--out",
+        "x",
+    ]);
+    assert!(!both.status.success());
+    assert!(
+        text(&both).contains("cannot be used with"),
+        "{}",
+        text(&both)
+    );
+
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--keep-sealed", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["sealed"], true);
+    assert_eq!(summary["bytes"], bytes.len() as u64);
+    let sealed = PathBuf::from(summary["path"].as_str().unwrap());
+    assert!(sealed.starts_with(p.hk.dir.join("sealed")), "{sealed:?}");
+    let stored = std::fs::read(&sealed).unwrap();
+    assert_eq!(stored.len(), bytes.len() + 4 * 16, "four sealed segments");
+    assert!(
+        !stored.windows(64).any(|w| w == &bytes[5000..5064]),
+        "no plaintext at rest"
+    );
+
+    let listed: Value =
+        serde_json::from_slice(&p.researcher(&["data", "list", "--json"]).stdout).unwrap();
+    let item = &listed.as_array().unwrap()[0];
+    assert_eq!(item["state"], "sealed");
+    assert_eq!(item["agreement"], agreement.as_str());
+    assert!(item["retention_deadline"].is_null());
+
+    let opened = p.space.tmp.path().join("opened.bin");
+    let o = p.researcher(&["data", "open", &agreement, "--out", &s(&opened), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(&opened).unwrap(), bytes, "identical content");
+
+    let other = ok(&["researcher", "add", "Lee Siu Ming", "--dir", &s(&p.hk.dir)]);
+    let other_token = other
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .unwrap();
+    let not_theirs = p.space.tmp.path().join("not-theirs.bin");
+    let o = Command::new(BIN)
+        .args(["data", "open", &agreement, "--out", &s(&not_theirs)])
+        .args(["--node", &grpc_url(&p.hk.dir)])
+        .env("BAYSPACE_TOKEN", other_token)
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("PermissionDenied"), "{}", text(&o));
+    assert!(!not_theirs.exists());
+
+    // One flipped bit at rest is found and named; nothing is written.
+    let mut tampered = stored.clone();
+    tampered[2 * ((1 << 20) + 16) + 77] ^= 0x08;
+    std::fs::write(&sealed, &tampered).unwrap();
+    let spoiled = p.space.tmp.path().join("spoiled.bin");
+    let o = p.researcher(&["data", "open", &agreement, "--out", &s(&spoiled)]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("segment 2"), "{}", text(&o));
+    assert!(!spoiled.exists() && !p.space.tmp.path().join("spoiled.bin.part").exists());
+    std::fs::write(&sealed, &stored).unwrap();
+
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--keep-sealed"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("already kept sealed"), "{}", text(&o));
+
+    // Shredding: audited, the key is gone, and it stays gone after a restart.
+    let o = p.researcher(&["data", "shred", &agreement]);
+    assert!(
+        text(&o).contains("PermissionDenied"),
+        "researchers cannot shred"
+    );
+    admin_ok(
+        &p.hk,
+        &["data", "shred", &agreement, "--reason", "consent withdrawn"],
+    );
+    let keys: Vec<_> = std::fs::read_dir(p.hk.dir.join("sealed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        keys.is_empty(),
+        "neither key nor ciphertext is left: {keys:?}"
+    );
+    let log = audit_events(&p.hk, &p.space.tmp.path().join("hk-audit.jsonl"));
+    let opened_at = log.find("\"data-opened\"").unwrap();
+    let shredded_at = log.find("\"data-shredded\"").unwrap();
+    assert!(opened_at < shredded_at, "{log}");
+
+    let Pair { space, sz, hk, .. } = p;
+    let hk_dir = hk.dir.clone();
+    hk.terminate();
+    let hk = Node::start(&hk_dir);
+    hk.wait_for("the restarted HKU node", |_| true);
+    let late = space.tmp.path().join("late.bin");
+    let o = admin(&hk, &["data", "open", &agreement, "--out", &s(&late)]);
+    assert!(!o.status.success());
+    let said = text(&o);
+    assert!(
+        said.contains("crypto-shredded") && said.contains("consent withdrawn"),
+        "{said}"
+    );
+    assert!(!late.exists());
+    drop(sz);
+}

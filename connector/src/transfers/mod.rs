@@ -12,8 +12,9 @@
 
 pub mod wire;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bayspace_contracts::agreement::AgreementId;
@@ -34,6 +35,7 @@ use crate::crypto::{self, DataKey, SealedReader, SegmentCipher, SegmentWriter};
 use crate::identity::{ResearcherChecks, ResearcherCredential, key_of_peer_id};
 use crate::negotiator::{AgreementRecord, Negotiator, NegotiatorError};
 use crate::p2p::{self, protocol::DATA_PROTOCOL};
+use crate::vault::{SealedSink, Vault, VaultError};
 use wire::{Frame, FrameError, TransferRequest, TransferStart, read_frame, write_frame};
 
 /// Transfers served at once; more wait for a slot.
@@ -63,8 +65,16 @@ pub enum TransferError {
     Unreachable { peer: String, reason: String },
     #[error(transparent)]
     Frame(#[from] FrameError),
+    #[error("agreement {0} is being fetched already; wait for that fetch to end")]
+    InProgress(AgreementId),
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
+    #[error("sealed storage: {0}")]
+    Vault(#[from] VaultError),
+    #[error("a transfer task failed: {0}")]
+    Task(String),
+    #[error("the transfer service is unusable after an earlier panic")]
+    Poisoned,
     #[error(transparent)]
     Negotiator(#[from] NegotiatorError),
     #[error("catalog: {0}")]
@@ -84,7 +94,9 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FetchReport {
     pub agreement: AgreementId,
+    /// The plaintext file, or the sealed copy in the node's store.
     pub path: PathBuf,
+    pub sealed: bool,
     pub bytes: u64,
     /// Bytes taken over from an earlier, interrupted fetch.
     pub resumed_bytes: u64,
@@ -98,7 +110,49 @@ pub struct Transfers {
     catalog: Arc<Catalog>,
     admission: Arc<MembershipAdmission>,
     client: p2p::Client,
+    vault: Arc<Vault>,
     slots: Semaphore,
+    /// Agreements being fetched now: a second fetch of one would write the
+    /// same partial file.
+    fetching: Mutex<HashSet<AgreementId>>,
+}
+
+/// Where fetched data goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    /// Decrypted into this file on the node's host.
+    File(&'a Path),
+    /// Kept sealed in the node's store ([`Vault`]), opened on demand.
+    Sealed,
+}
+
+/// Removes an agreement from [`Transfers::fetching`] however the fetch ends.
+struct FetchSlot<'a> {
+    set: &'a Mutex<HashSet<AgreementId>>,
+    id: AgreementId,
+}
+
+impl Drop for FetchSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.id);
+        }
+    }
+}
+
+/// The two ways segments are stored as they arrive.
+enum Sink {
+    Plain(SegmentWriter),
+    Sealed(SealedSink),
+}
+
+impl Sink {
+    fn writer(&mut self) -> &mut SegmentWriter {
+        match self {
+            Sink::Plain(w) => w,
+            Sink::Sealed(s) => &mut s.writer,
+        }
+    }
 }
 
 /// What the checks established about a release that may go ahead.
@@ -118,14 +172,21 @@ impl Transfers {
         catalog: Arc<Catalog>,
         admission: Arc<MembershipAdmission>,
         client: p2p::Client,
+        vault: Arc<Vault>,
     ) -> Arc<Transfers> {
         Arc::new(Transfers {
             negotiator,
             catalog,
             admission,
             client,
+            vault,
             slots: Semaphore::new(MAX_CONCURRENT),
+            fetching: Mutex::new(HashSet::new()),
         })
+    }
+
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
     }
 
     // ----- provider -----
@@ -474,22 +535,34 @@ impl Transfers {
 
     // ----- consumer -----
 
-    /// Fetch the data of an agreement this node holds as consumer into
-    /// `out`, for `researcher` (`None`: an administrator). Resumes from
-    /// `<out>.part` when an earlier fetch was interrupted.
+    /// Fetch the data of an agreement this node holds as consumer to
+    /// `dest`, for `researcher` (`None`: an administrator). Resumes from the
+    /// partial file when an earlier fetch was interrupted.
     pub async fn fetch(
         &self,
         agreement: &AgreementId,
         researcher: Option<&str>,
-        out: &Path,
+        dest: Destination<'_>,
         mut progress: impl FnMut(Progress),
     ) -> Result<FetchReport, TransferError> {
         let started = Instant::now();
+        let _slot = {
+            let mut set = self.fetching.lock().map_err(|_| TransferError::Poisoned)?;
+            if !set.insert(agreement.clone()) {
+                return Err(TransferError::InProgress(agreement.clone()));
+            }
+            FetchSlot {
+                set: &self.fetching,
+                id: agreement.clone(),
+            }
+        };
         let (record, _) = self
             .negotiator
             .release_context(agreement)?
             .ok_or_else(|| TransferError::UnknownAgreement(agreement.clone()))?;
         let ag = &record.signed.agreement;
+        let ag_id = ag.id.clone();
+        let sealed = matches!(dest, Destination::Sealed);
         if record.role != Role::Consumer {
             return Err(TransferError::NotConsumer(agreement.clone()));
         }
@@ -523,7 +596,20 @@ impl Transfers {
                 peer: ag.provider.peer_id.clone(),
                 reason: "not a PeerId".into(),
             })?;
-        let (mut writer, from_segment) = SegmentWriter::resume(out)?;
+        let mut sink = match dest {
+            Destination::File(out) => Sink::Plain(SegmentWriter::resume(out)?.0),
+            Destination::Sealed => {
+                let vault = self.vault.clone();
+                let ag = ag.clone();
+                let now = OffsetDateTime::now_utc();
+                Sink::Sealed(
+                    tokio::task::spawn_blocking(move || vault.begin(&ag, now))
+                        .await
+                        .map_err(|e| TransferError::Task(e.to_string()))??,
+                )
+            }
+        };
+        let from_segment = sink.writer().next_index();
         // Every segment before the last is full, so this is what `.part` holds.
         let resumed_bytes = u64::from(from_segment) * crypto::SEGMENT_SIZE as u64;
         let mut done = resumed_bytes;
@@ -606,7 +692,7 @@ impl Transfers {
                         }));
                     }
                     let plain = cipher.open(index, last, &data)?;
-                    writer.write_segment(index, last, &plain)?;
+                    sink.writer().write_segment(index, last, &plain)?;
                     done += plain.len() as u64;
                     next += 1;
                     progress(Progress { done, total });
@@ -621,7 +707,19 @@ impl Transfers {
             }
         }
         let bytes = done;
-        let path = writer.finish(&blake3::Hash::from_bytes(start.content_hash.0))?;
+        let path = match sink {
+            Sink::Plain(w) => w.finish(&blake3::Hash::from_bytes(start.content_hash.0))?,
+            Sink::Sealed(s) => {
+                let vault = self.vault.clone();
+                let (hash, size) = (start.content_hash, start.size);
+                tokio::task::spawn_blocking(move || {
+                    vault.complete(s, &hash, size)?;
+                    Ok::<_, VaultError>(vault.sealed_path(&ag_id))
+                })
+                .await
+                .map_err(|e| TransferError::Task(e.to_string()))??
+            }
+        };
         write_frame(
             &mut stream,
             &Frame::Completion {
@@ -644,13 +742,20 @@ impl Transfers {
         self.negotiator.count_release(
             agreement,
             Actor::Node,
-            json!({ "role": "consumer", "bytes": bytes, "resumed_bytes": resumed_bytes, "path": path }),
+            json!({
+                "role": "consumer",
+                "bytes": bytes,
+                "resumed_bytes": resumed_bytes,
+                "path": path,
+                "sealed": sealed,
+            }),
             None,
             OffsetDateTime::now_utc(),
         )?;
         Ok(FetchReport {
             agreement: agreement.clone(),
             path,
+            sealed,
             bytes,
             resumed_bytes,
             seconds: started.elapsed().as_secs_f64(),

@@ -444,6 +444,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .fetch(FetchRequest {
             agreement_id: done.agreement_id.clone(),
             out: path(&out)?.to_owned(),
+            keep_sealed: false,
         })
         .await?
         .into_inner();

@@ -8,6 +8,7 @@ pub mod authority;
 pub mod catalog;
 pub mod contract;
 pub mod credential;
+pub mod data;
 pub mod dataset;
 pub mod demo;
 pub mod filing;

@@ -24,13 +24,18 @@ pub struct TransferArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum TransferCommand {
-    /// Fetch the data of an agreement into PATH (on the node's host). An
-    /// interrupted fetch resumes when run again; PATH appears only once the
-    /// whole file has verified.
+    /// Fetch the data of an agreement into PATH (on the node's host), or keep
+    /// it sealed in the node's store. An interrupted fetch resumes when run
+    /// again; PATH appears only once the whole file has verified.
     Fetch {
         agreement_id: String,
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "keep_sealed")]
+        out: Option<PathBuf>,
+        /// Keep the data encrypted in the node's store instead; open it with
+        /// `bayspace data open`. It is crypto-shredded at the agreement's
+        /// retention end.
+        #[arg(long, conflicts_with = "out")]
+        keep_sealed: bool,
         /// Print a final JSON summary: bytes, seconds, blake3, agreement.
         #[arg(long)]
         json: bool,
@@ -44,16 +49,23 @@ pub fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
     let TransferCommand::Fetch {
         agreement_id,
         out,
+        keep_sealed,
         json,
     } = args.command;
-    let out = std::path::absolute(&out)
-        .with_context(|| format!("cannot resolve --out {}", out.display()))?;
+    let out = match out {
+        Some(out) => std::path::absolute(&out)
+            .with_context(|| format!("cannot resolve --out {}", out.display()))?
+            .display()
+            .to_string(),
+        None => String::new(),
+    };
     client::block_on(async {
         let mut c = TransferServiceClient::new(client::connect(&args.client).await?);
         let mut stream = c
             .fetch(FetchRequest {
                 agreement_id,
-                out: out.display().to_string(),
+                out,
+                keep_sealed,
             })
             .await
             .map_err(client::refused)?
@@ -84,7 +96,14 @@ pub fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
                             "resumed_bytes": p.resumed_bytes,
                             "seconds": p.seconds,
                             "blake3": p.blake3,
+                            "sealed": p.sealed,
                         })
+                    );
+                } else if p.sealed {
+                    println!(
+                        "fetched {} bytes in {:.2} s, kept sealed in the node's store (blake3 {}); \
+                         open it with `bayspace data open {} --out PATH`",
+                        p.bytes_done, p.seconds, p.blake3, p.agreement_id
                     );
                 } else {
                     println!(

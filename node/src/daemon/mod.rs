@@ -26,6 +26,7 @@ use bayspace_connector::negotiator::{Deps, Negotiator, Settings};
 use bayspace_connector::p2p::{self, P2pConfig};
 use bayspace_connector::store::{SledStore, Store};
 use bayspace_connector::transfers::Transfers;
+use bayspace_connector::vault::Vault;
 use bayspace_contracts::descriptor::{Institution, PublicKey};
 use bayspace_ipv6::listen::ListenAddr;
 use libp2p::Multiaddr;
@@ -249,11 +250,22 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         client: client.clone(),
         settings: Settings::default(),
     })?;
+    let storage_key = {
+        let seed = zeroize::Zeroizing::new(key.signing_key().to_bytes());
+        bayspace_connector::crypto::storage_key_from_seed(&seed)
+    };
+    let vault = Vault::open(
+        resolve(dir, &config.sealed_dir),
+        storage_key,
+        store.clone(),
+        audit.clone(),
+    )?;
     let transfers = Transfers::new(
         negotiator.clone(),
         catalog.clone(),
         admission.clone(),
         client.clone(),
+        vault.clone(),
     );
     for addr in listen {
         let bound = client.listen_on(addr).await?;
@@ -282,6 +294,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
     let negotiator_task = tokio::spawn(negotiator.run());
     let transfer_task = tokio::spawn(transfers.serve());
+    let retention_task = tokio::spawn(vault.run());
     let redial_task = tokio::spawn(bootstrap::keep_connected(client.clone(), bootstrap));
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
@@ -310,6 +323,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     // only a retry, which resumes from the store at the next start.
     negotiator_task.abort();
     transfer_task.abort();
+    retention_task.abort();
     let _ = negotiator_task.await;
     audit.checkpoint(OffsetDateTime::now_utc())?;
     store.flush()?;

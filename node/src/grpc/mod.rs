@@ -28,6 +28,7 @@ use crate::proto::agreement_service_server::AgreementServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::catalog_service_server::CatalogServiceServer;
 use crate::proto::contract_service_server::ContractServiceServer;
+use crate::proto::data_service_server::DataServiceServer;
 use crate::proto::dataset_service_server::DatasetServiceServer;
 use crate::proto::filing_service_server::FilingServiceServer;
 use crate::proto::node_service_server::NodeServiceServer;
@@ -81,6 +82,10 @@ pub async fn serve(
         .add_service(TransferServiceServer::with_interceptor(
             TransfersApi(ctx.transfers.clone()),
             auth.clone(),
+        ))
+        .add_service(DataServiceServer::with_interceptor(
+            TransfersApi(ctx.transfers.clone()),
+            auth.clone(),
         ));
     let router = catalog_services(router, &ctx, &auth);
     let router = contract_services(router, &ctx, &auth);
@@ -116,6 +121,9 @@ pub async fn serve(
         .await;
     health
         .set_serving::<TransferServiceServer<TransfersApi>>()
+        .await;
+    health
+        .set_serving::<DataServiceServer<TransfersApi>>()
         .await;
     tracing::info!("grpc serving on {addr}");
     Ok(tokio::spawn(
