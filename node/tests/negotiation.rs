@@ -870,9 +870,32 @@ fn wait_part(node: &Node, out: &Path, segments: u64) {
     });
 }
 
+/// SIGKILL in place; [`restart`] brings the same node back.
+fn kill9_in_place(node: &mut Node) {
+    let mut child = node.child.take().unwrap();
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+}
+
+fn restart(node: &mut Node) {
+    let dir = node.dir.clone();
+    *node = Node::start(&dir);
+}
+
+/// The `details` of the last `event` entry in the node's audit log.
+fn last_audit_details(node: &Node, event: &str, out: &Path) -> Value {
+    audit_events(node, out)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == event)
+        .last()
+        .map(|v| v["details"].clone())
+        .unwrap_or(Value::Null)
+}
+
 #[test]
 fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
-    let p = Pair::start(true);
+    let mut p = Pair::start(true);
     let mut bytes = dataset_bytes();
     bytes.extend(dataset_bytes().iter().rev());
     bytes.extend(dataset_bytes());
@@ -894,87 +917,56 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
     let (consumer, _) = p.wait_both(&id, "FINALIZED");
     let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
     let out = p.space.tmp.path().join("imaging-fetched.bin");
-    let Pair {
-        space,
-        sz,
-        sz_peer,
-        hk,
-        hk_peer,
-        token,
-    } = p;
 
-    // The provider dies mid-transfer.
-    let mut p = Pair {
-        space,
-        sz,
-        sz_peer,
-        hk,
-        hk_peer,
-        token,
-    };
-    let fetch = spawn_fetch(&p, &agreement, &out);
+    // The provider dies mid-transfer and comes back: the running command
+    // carries on by itself from the verified segments.
+    let mut fetch = spawn_fetch(&p, &agreement, &out);
     wait_part(&p.hk, &out, 1);
-    let Pair {
-        space,
-        sz,
-        sz_peer,
-        hk,
-        hk_peer,
-        token,
-    } = p;
-    let sz_dir = kill9(sz);
-    let first = fetch.wait_with_output().unwrap();
-    assert!(!first.status.success(), "the fetch fails with its provider");
-    assert!(!out.exists(), "no partial file at the target path");
-    let sz = Node::start(&sz_dir);
-    wait_admitted(&hk, &sz_peer);
-    p = Pair {
-        space,
-        sz,
-        sz_peer,
-        hk,
-        hk_peer,
-        token,
-    };
-
-    // Now the consumer dies mid-transfer (the resumed one).
-    let fetch = spawn_fetch(&p, &agreement, &out);
-    wait_part(&p.hk, &out, 2);
-    let Pair {
-        space,
-        sz,
-        sz_peer,
-        hk,
-        hk_peer,
-        token,
-    } = p;
-    let hk_dir = kill9(hk);
-    let second = fetch.wait_with_output().unwrap();
-    assert!(!second.status.success());
-    assert!(!out.exists());
-    let hk = Node::start(&hk_dir);
-    wait_admitted(&hk, &sz_peer);
-    let p = Pair {
-        space,
-        sz,
-        sz_peer,
-        hk,
-        hk_peer,
-        token,
-    };
-
-    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&out), "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    kill9_in_place(&mut p.sz);
+    std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        summary["resumed_bytes"].as_u64().unwrap() >= 2 << 20,
+        fetch.try_wait().unwrap().is_none(),
+        "the fetch waits for its provider instead of failing"
+    );
+    assert!(!out.exists(), "no partial file at the target path");
+    restart(&mut p.sz);
+    let first = fetch.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    let summary: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert!(
+        summary["resumed_bytes"].as_u64().unwrap() >= 1 << 20,
         "it resumed from the verified segments: {summary}"
     );
-    assert_eq!(
-        summary["blake3"].as_str().unwrap(),
-        blake3::hash(&bytes).to_hex().as_str()
-    );
     assert_eq!(std::fs::read(&out).unwrap(), bytes, "identical content");
+
+    // The consumer's node dies mid-transfer: when it starts again it
+    // resumes the fetch by itself, without the command being run again.
+    std::fs::remove_file(&out).unwrap();
+    let fetch = spawn_fetch(&p, &agreement, &out);
+    wait_part(&p.hk, &out, 2);
+    kill9_in_place(&mut p.hk);
+    let second = fetch.wait_with_output().unwrap();
+    assert!(!second.status.success(), "the command loses its node");
+    assert!(!out.exists());
+    restart(&mut p.hk);
+    poll(&p.hk, "the fetch resumed by the restarted node", || {
+        out.exists()
+    });
+    assert_eq!(std::fs::read(&out).unwrap(), bytes, "identical content");
+    let done = last_audit_details(
+        &p.hk,
+        "transfer-completed",
+        &p.space.tmp.path().join("hk-audit.jsonl"),
+    );
+    assert!(
+        done["resumed_bytes"].as_u64().unwrap() >= 2 << 20,
+        "resumed from the verified segments: {done}"
+    );
+    assert_eq!(
+        done["path"].as_str().unwrap(),
+        out.to_str().unwrap(),
+        "{done}"
+    );
 }
 
 // ----- data kept sealed -----

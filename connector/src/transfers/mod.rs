@@ -10,12 +10,14 @@
 //! renames the file into place; a re-run resumes from the last verified
 //! segment. See `docs/TRANSFER.md`.
 
+mod fetch;
 pub mod wire;
+
+pub use fetch::{FETCHES_TREE, FetchIntent};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bayspace_contracts::agreement::AgreementId;
 use bayspace_contracts::compliance::Route;
@@ -35,6 +37,7 @@ use crate::crypto::{self, DataKey, SealedReader, SegmentCipher, SegmentWriter};
 use crate::identity::{ResearcherChecks, ResearcherCredential, key_of_peer_id};
 use crate::negotiator::{AgreementRecord, Negotiator, NegotiatorError};
 use crate::p2p::{self, protocol::DATA_PROTOCOL};
+use crate::store::Store;
 use crate::vault::{SealedSink, Vault, VaultError};
 use wire::{Frame, FrameError, TransferRequest, TransferStart, read_frame, write_frame};
 
@@ -71,6 +74,8 @@ pub enum TransferError {
     Crypto(#[from] crypto::CryptoError),
     #[error("sealed storage: {0}")]
     Vault(#[from] VaultError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("a transfer task failed: {0}")]
     Task(String),
     #[error("the transfer service is unusable after an earlier panic")]
@@ -111,6 +116,7 @@ pub struct Transfers {
     admission: Arc<MembershipAdmission>,
     client: p2p::Client,
     vault: Arc<Vault>,
+    store: Arc<dyn Store>,
     slots: Semaphore,
     /// Agreements being fetched now: a second fetch of one would write the
     /// same partial file.
@@ -173,6 +179,7 @@ impl Transfers {
         admission: Arc<MembershipAdmission>,
         client: p2p::Client,
         vault: Arc<Vault>,
+        store: Arc<dyn Store>,
     ) -> Arc<Transfers> {
         Arc::new(Transfers {
             negotiator,
@@ -180,6 +187,7 @@ impl Transfers {
             admission,
             client,
             vault,
+            store,
             slots: Semaphore::new(MAX_CONCURRENT),
             fetching: Mutex::new(HashSet::new()),
         })
@@ -530,236 +538,6 @@ impl Transfers {
             sensitive: d.profile.sensitive_individuals,
             assessment,
             agreement,
-        })
-    }
-
-    // ----- consumer -----
-
-    /// Fetch the data of an agreement this node holds as consumer to
-    /// `dest`, for `researcher` (`None`: an administrator). Resumes from the
-    /// partial file when an earlier fetch was interrupted.
-    pub async fn fetch(
-        &self,
-        agreement: &AgreementId,
-        researcher: Option<&str>,
-        dest: Destination<'_>,
-        mut progress: impl FnMut(Progress),
-    ) -> Result<FetchReport, TransferError> {
-        let started = Instant::now();
-        let _slot = {
-            let mut set = self.fetching.lock().map_err(|_| TransferError::Poisoned)?;
-            if !set.insert(agreement.clone()) {
-                return Err(TransferError::InProgress(agreement.clone()));
-            }
-            FetchSlot {
-                set: &self.fetching,
-                id: agreement.clone(),
-            }
-        };
-        let (record, _) = self
-            .negotiator
-            .release_context(agreement)?
-            .ok_or_else(|| TransferError::UnknownAgreement(agreement.clone()))?;
-        let ag = &record.signed.agreement;
-        let ag_id = ag.id.clone();
-        let sealed = matches!(dest, Destination::Sealed);
-        if record.role != Role::Consumer {
-            return Err(TransferError::NotConsumer(agreement.clone()));
-        }
-        if let Some(r) = &record.revoked {
-            return Err(TransferError::Revoked {
-                id: agreement.clone(),
-                reason: r.reason.clone(),
-            });
-        }
-        if let Some(caller) = researcher
-            && caller != ag.researcher.id
-        {
-            return Err(TransferError::WrongResearcher {
-                id: agreement.clone(),
-                expected: ag.researcher.id.clone(),
-                caller: caller.to_owned(),
-            });
-        }
-        // The hash to trust is the one in the publisher's signed descriptor.
-        let expected_hash = match self.catalog.get(&ag.dataset)? {
-            Some(s) if s.descriptor.version == ag.dataset_version => {
-                Some(s.descriptor.content_hash)
-            }
-            _ => None,
-        };
-        let peer: PeerId = ag
-            .provider
-            .peer_id
-            .parse()
-            .map_err(|_| TransferError::Unreachable {
-                peer: ag.provider.peer_id.clone(),
-                reason: "not a PeerId".into(),
-            })?;
-        let mut sink = match dest {
-            Destination::File(out) => Sink::Plain(SegmentWriter::resume(out)?.0),
-            Destination::Sealed => {
-                let vault = self.vault.clone();
-                let ag = ag.clone();
-                let now = OffsetDateTime::now_utc();
-                Sink::Sealed(
-                    tokio::task::spawn_blocking(move || vault.begin(&ag, now))
-                        .await
-                        .map_err(|e| TransferError::Task(e.to_string()))??,
-                )
-            }
-        };
-        let from_segment = sink.writer().next_index();
-        // Every segment before the last is full, so this is what `.part` holds.
-        let resumed_bytes = u64::from(from_segment) * crypto::SEGMENT_SIZE as u64;
-        let mut done = resumed_bytes;
-        let mut control = self.client.stream_control();
-        let mut stream = control
-            .open_stream(peer, DATA_PROTOCOL)
-            .await
-            .map_err(|e| TransferError::Unreachable {
-                peer: peer.to_string(),
-                reason: e.to_string(),
-            })?;
-        write_frame(
-            &mut stream,
-            &Frame::Request(TransferRequest {
-                agreement: agreement.clone(),
-                researcher: ag.researcher.id.clone(),
-                from_segment,
-            }),
-        )
-        .await?;
-        let start = match read_frame(&mut stream).await? {
-            Frame::Start(s) => s,
-            Frame::Termination { reason } => {
-                self.negotiator.audit_log().append(
-                    Actor::Peer(peer.to_string()),
-                    AuditEvent::TransferRefused,
-                    vec![agreement.to_string()],
-                    json!({ "reason": reason }),
-                    OffsetDateTime::now_utc(),
-                )?;
-                return Err(TransferError::Refused(reason));
-            }
-            other => {
-                return Err(TransferError::Unexpected {
-                    expected: "TransferStartMessage".into(),
-                    got: other.kind().into(),
-                });
-            }
-        };
-        if start.dataset_version != ag.dataset_version {
-            return Err(TransferError::BadStart(format!(
-                "version {} instead of {}",
-                start.dataset_version, ag.dataset_version
-            )));
-        }
-        if let Some(h) = expected_hash
-            && h != start.content_hash
-        {
-            return Err(TransferError::BadStart(format!(
-                "content hash {} instead of {h}",
-                start.content_hash
-            )));
-        }
-        if start.from_segment != from_segment {
-            return Err(TransferError::BadStart(format!(
-                "starts at segment {} instead of {from_segment}",
-                start.from_segment
-            )));
-        }
-        let key_bytes: [u8; crypto::KEY_SIZE] = start
-            .key
-            .as_slice()
-            .try_into()
-            .map_err(|_| TransferError::BadStart(format!("a {}-byte key", start.key.len())))?;
-        let key = DataKey::from_bytes(key_bytes);
-        let cipher = SegmentCipher::new(&key, ag.id.as_str(), ag.dataset_version);
-        let total = start.size;
-        progress(Progress {
-            done: resumed_bytes,
-            total,
-        });
-        let mut next = from_segment;
-        while next < start.segments {
-            match read_frame(&mut stream).await? {
-                Frame::Segment { index, last, data } => {
-                    if index != next {
-                        return Err(TransferError::Crypto(crypto::CryptoError::OutOfOrder {
-                            index,
-                            expected: next,
-                        }));
-                    }
-                    let plain = cipher.open(index, last, &data)?;
-                    sink.writer().write_segment(index, last, &plain)?;
-                    done += plain.len() as u64;
-                    next += 1;
-                    progress(Progress { done, total });
-                }
-                Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
-                other => {
-                    return Err(TransferError::Unexpected {
-                        expected: "segment".into(),
-                        got: other.kind().into(),
-                    });
-                }
-            }
-        }
-        let bytes = done;
-        let path = match sink {
-            Sink::Plain(w) => w.finish(&blake3::Hash::from_bytes(start.content_hash.0))?,
-            Sink::Sealed(s) => {
-                let vault = self.vault.clone();
-                let (hash, size) = (start.content_hash, start.size);
-                tokio::task::spawn_blocking(move || {
-                    vault.complete(s, &hash, size)?;
-                    Ok::<_, VaultError>(vault.sealed_path(&ag_id))
-                })
-                .await
-                .map_err(|e| TransferError::Task(e.to_string()))??
-            }
-        };
-        write_frame(
-            &mut stream,
-            &Frame::Completion {
-                hash: start.content_hash,
-            },
-        )
-        .await?;
-        match read_frame(&mut stream).await? {
-            Frame::Done => {}
-            Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
-            other => {
-                return Err(TransferError::Unexpected {
-                    expected: "done".into(),
-                    got: other.kind().into(),
-                });
-            }
-        }
-        self.negotiator
-            .note_received(&start.content_hash, ag, OffsetDateTime::now_utc())?;
-        self.negotiator.count_release(
-            agreement,
-            Actor::Node,
-            json!({
-                "role": "consumer",
-                "bytes": bytes,
-                "resumed_bytes": resumed_bytes,
-                "path": path,
-                "sealed": sealed,
-            }),
-            None,
-            OffsetDateTime::now_utc(),
-        )?;
-        Ok(FetchReport {
-            agreement: agreement.clone(),
-            path,
-            sealed,
-            bytes,
-            resumed_bytes,
-            seconds: started.elapsed().as_secs_f64(),
-            hash: start.content_hash.to_string(),
         })
     }
 }

@@ -266,6 +266,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         admission.clone(),
         client.clone(),
         vault.clone(),
+        store.clone(),
     );
     for addr in listen {
         let bound = client.listen_on(addr).await?;
@@ -293,6 +294,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
     let negotiator_task = tokio::spawn(negotiator.run());
+    let resume_task = tokio::spawn(transfers.clone().resume_interrupted());
     let transfer_task = tokio::spawn(transfers.serve());
     let retention_task = tokio::spawn(vault.run());
     let redial_task = tokio::spawn(bootstrap::keep_connected(client.clone(), bootstrap));
@@ -324,6 +326,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     negotiator_task.abort();
     transfer_task.abort();
     retention_task.abort();
+    resume_task.abort();
     let _ = negotiator_task.await;
     audit.checkpoint(OffsetDateTime::now_utc())?;
     store.flush()?;

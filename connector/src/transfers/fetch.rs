@@ -1,0 +1,456 @@
+//! The consumer's side: fetch the data of an agreement, verify it, and
+//! keep trying while only the link fails.
+//!
+//! A fetch is recorded as an intent in the store before its first attempt
+//! and removed when it ends for good, so a node that stops in the middle of
+//! one resumes it by itself at the next start
+//! ([`Transfers::resume_interrupted`]). Within one run, an attempt cut short
+//! by the network (the provider restarting, a dropped connection) is retried
+//! with back-off from the last verified segment, and the researcher's
+//! progress stream simply continues.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bayspace_contracts::agreement::AgreementId;
+use bayspace_contracts::negotiation::Role;
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::wire::{Frame, FrameError, TransferRequest, read_frame, write_frame};
+use super::{Destination, FetchReport, FetchSlot, Progress, Sink, TransferError, Transfers};
+use crate::audit::{Actor, AuditEvent};
+use crate::crypto::{self, DataKey, SegmentCipher, SegmentWriter};
+use crate::negotiator::AgreementRecord;
+use crate::p2p::protocol::DATA_PROTOCOL;
+use crate::store::{TreeName, TypedTree};
+use crate::vault::{SealedState, VaultError};
+
+pub const FETCHES_TREE: TreeName = TreeName::new("fetches");
+
+/// Attempts of one fetch before it waits for the next start of the node.
+const MAX_ATTEMPTS: u32 = 8;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long an attempt waits for the provider to be admitted (after a
+/// restart of either side) before it counts as unreachable.
+const ADMISSION_WAIT: Duration = Duration::from_secs(10);
+
+/// A fetch that has not ended yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchIntent {
+    pub agreement: AgreementId,
+    /// The plaintext destination; `None` when kept sealed.
+    pub out: Option<PathBuf>,
+    /// Who asked (`None`: an administrator).
+    pub researcher: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+}
+
+impl TransferError {
+    /// Whether the link failed rather than the release: worth another
+    /// attempt from the last verified segment.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TransferError::Unreachable { .. } | TransferError::Frame(FrameError::Io(_))
+        )
+    }
+}
+
+impl Transfers {
+    fn intents(&self) -> Result<TypedTree<String, FetchIntent>, TransferError> {
+        Ok(TypedTree::open(&*self.store, FETCHES_TREE)?)
+    }
+
+    /// Fetches that have not ended, oldest first.
+    pub fn pending_fetches(&self) -> Result<Vec<FetchIntent>, TransferError> {
+        let mut all: Vec<FetchIntent> = self
+            .intents()?
+            .scan(&[], None, usize::MAX)?
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
+        all.sort_by_key(|i| i.since);
+        Ok(all)
+    }
+
+    fn forget_intent(&self, agreement: &AgreementId) -> Result<(), TransferError> {
+        if self.intents()?.remove(&agreement.to_string())? {
+            self.store.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Fetch the data of an agreement this node holds as consumer to
+    /// `dest`, for `researcher` (`None`: an administrator). Resumes from the
+    /// partial file when an earlier fetch was interrupted, and retries by
+    /// itself while only the network fails.
+    pub async fn fetch(
+        &self,
+        agreement: &AgreementId,
+        researcher: Option<&str>,
+        dest: Destination<'_>,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<FetchReport, TransferError> {
+        let started = Instant::now();
+        let _slot = {
+            let mut set = self.fetching.lock().map_err(|_| TransferError::Poisoned)?;
+            if !set.insert(agreement.clone()) {
+                return Err(TransferError::InProgress(agreement.clone()));
+            }
+            FetchSlot {
+                set: &self.fetching,
+                id: agreement.clone(),
+            }
+        };
+        let (record, _) = self
+            .negotiator
+            .release_context(agreement)?
+            .ok_or_else(|| TransferError::UnknownAgreement(agreement.clone()))?;
+        let ag = &record.signed.agreement;
+        if record.role != Role::Consumer {
+            return Err(TransferError::NotConsumer(agreement.clone()));
+        }
+        if let Some(r) = &record.revoked {
+            return Err(TransferError::Revoked {
+                id: agreement.clone(),
+                reason: r.reason.clone(),
+            });
+        }
+        if let Some(caller) = researcher
+            && caller != ag.researcher.id
+        {
+            return Err(TransferError::WrongResearcher {
+                id: agreement.clone(),
+                expected: ag.researcher.id.clone(),
+                caller: caller.to_owned(),
+            });
+        }
+        self.intents()?.insert(
+            &agreement.to_string(),
+            &FetchIntent {
+                agreement: agreement.clone(),
+                out: match dest {
+                    Destination::File(p) => Some(p.to_path_buf()),
+                    Destination::Sealed => None,
+                },
+                researcher: researcher.map(str::to_owned),
+                since: OffsetDateTime::now_utc(),
+            },
+        )?;
+        self.store.flush()?;
+        let mut delay = FIRST_RETRY;
+        let mut attempt = 1;
+        loop {
+            match self.attempt(&record, dest, started, &mut progress).await {
+                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+                    tracing::warn!(
+                        agreement = %agreement,
+                        attempt,
+                        "fetch interrupted ({e}); resuming in {} s",
+                        delay.as_secs()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY);
+                    attempt += 1;
+                }
+                // Still only the link: keep the intent for the next start.
+                Err(e) if e.is_transient() => return Err(e),
+                result => {
+                    self.forget_intent(agreement)?;
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// Resumes, in the background, the fetches a previous run of the node
+    /// did not finish. Spawn once at start.
+    pub async fn resume_interrupted(self: Arc<Self>) {
+        let pending = match self.pending_fetches() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("cannot read the interrupted fetches: {e}");
+                return;
+            }
+        };
+        for intent in pending {
+            if self.already_done(&intent) {
+                if let Err(e) = self.forget_intent(&intent.agreement) {
+                    tracing::warn!(agreement = %intent.agreement, "{e}");
+                }
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let dest = intent
+                    .out
+                    .as_deref()
+                    .map_or(Destination::Sealed, Destination::File);
+                tracing::info!(agreement = %intent.agreement, "resuming an interrupted fetch");
+                match this
+                    .fetch(
+                        &intent.agreement,
+                        intent.researcher.as_deref(),
+                        dest,
+                        |_| {},
+                    )
+                    .await
+                {
+                    Ok(r) => tracing::info!(
+                        agreement = %r.agreement,
+                        path = %r.path.display(),
+                        bytes = r.bytes,
+                        "interrupted fetch completed"
+                    ),
+                    Err(TransferError::InProgress(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(agreement = %intent.agreement, "interrupted fetch ended: {e}")
+                    }
+                }
+            });
+        }
+    }
+
+    /// A fetch that completed just before the node stopped, so that it is
+    /// not repeated (which would count another use).
+    fn already_done(&self, intent: &FetchIntent) -> bool {
+        match &intent.out {
+            Some(out) => out.exists() && !crypto::part_path(out).exists(),
+            None => matches!(
+                self.vault.get(&intent.agreement),
+                Ok(Some(r)) if r.state == SealedState::Sealed
+            ),
+        }
+    }
+
+    /// Waits until the provider is admitted on this side, so an attempt
+    /// right after a restart does not race the admission exchange.
+    async fn wait_admitted(&self, peer: PeerId) -> Result<(), TransferError> {
+        let deadline = Instant::now() + ADMISSION_WAIT;
+        loop {
+            let admitted =
+                self.client
+                    .admitted_from(peer)
+                    .await
+                    .map_err(|e| TransferError::Unreachable {
+                        peer: peer.to_string(),
+                        reason: e.to_string(),
+                    })?;
+            if admitted.is_some() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(TransferError::Unreachable {
+                    peer: peer.to_string(),
+                    reason: format!(
+                        "not connected and admitted within {} s",
+                        ADMISSION_WAIT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// One attempt, from the last verified segment.
+    async fn attempt(
+        &self,
+        record: &AgreementRecord,
+        dest: Destination<'_>,
+        started: Instant,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<FetchReport, TransferError> {
+        let ag = &record.signed.agreement;
+        let agreement = &ag.id;
+        let ag_id = ag.id.clone();
+        let sealed = matches!(dest, Destination::Sealed);
+        // The hash to trust is the one in the publisher's signed descriptor.
+        let expected_hash = match self.catalog.get(&ag.dataset)? {
+            Some(s) if s.descriptor.version == ag.dataset_version => {
+                Some(s.descriptor.content_hash)
+            }
+            _ => None,
+        };
+        let peer: PeerId = ag
+            .provider
+            .peer_id
+            .parse()
+            .map_err(|_| TransferError::Unreachable {
+                peer: ag.provider.peer_id.clone(),
+                reason: "not a PeerId".into(),
+            })?;
+        let mut sink = match dest {
+            Destination::File(out) => Sink::Plain(SegmentWriter::resume(out)?.0),
+            Destination::Sealed => {
+                let vault = self.vault.clone();
+                let ag = ag.clone();
+                let now = OffsetDateTime::now_utc();
+                Sink::Sealed(
+                    tokio::task::spawn_blocking(move || vault.begin(&ag, now))
+                        .await
+                        .map_err(|e| TransferError::Task(e.to_string()))??,
+                )
+            }
+        };
+        let from_segment = sink.writer().next_index();
+        // Every segment before the last is full, so this is what `.part` holds.
+        let resumed_bytes = u64::from(from_segment) * crypto::SEGMENT_SIZE as u64;
+        let mut done = resumed_bytes;
+        self.wait_admitted(peer).await?;
+        let mut control = self.client.stream_control();
+        let mut stream = control
+            .open_stream(peer, DATA_PROTOCOL)
+            .await
+            .map_err(|e| TransferError::Unreachable {
+                peer: peer.to_string(),
+                reason: e.to_string(),
+            })?;
+        write_frame(
+            &mut stream,
+            &Frame::Request(TransferRequest {
+                agreement: agreement.clone(),
+                researcher: ag.researcher.id.clone(),
+                from_segment,
+            }),
+        )
+        .await?;
+        let start = match read_frame(&mut stream).await? {
+            Frame::Start(s) => s,
+            Frame::Termination { reason } => {
+                self.negotiator.audit_log().append(
+                    Actor::Peer(peer.to_string()),
+                    AuditEvent::TransferRefused,
+                    vec![agreement.to_string()],
+                    json!({ "reason": reason }),
+                    OffsetDateTime::now_utc(),
+                )?;
+                return Err(TransferError::Refused(reason));
+            }
+            other => {
+                return Err(TransferError::Unexpected {
+                    expected: "TransferStartMessage".into(),
+                    got: other.kind().into(),
+                });
+            }
+        };
+        if start.dataset_version != ag.dataset_version {
+            return Err(TransferError::BadStart(format!(
+                "version {} instead of {}",
+                start.dataset_version, ag.dataset_version
+            )));
+        }
+        if let Some(h) = expected_hash
+            && h != start.content_hash
+        {
+            return Err(TransferError::BadStart(format!(
+                "content hash {} instead of {h}",
+                start.content_hash
+            )));
+        }
+        if start.from_segment != from_segment {
+            return Err(TransferError::BadStart(format!(
+                "starts at segment {} instead of {from_segment}",
+                start.from_segment
+            )));
+        }
+        let key_bytes: [u8; crypto::KEY_SIZE] = start
+            .key
+            .as_slice()
+            .try_into()
+            .map_err(|_| TransferError::BadStart(format!("a {}-byte key", start.key.len())))?;
+        let key = DataKey::from_bytes(key_bytes);
+        let cipher = SegmentCipher::new(&key, ag.id.as_str(), ag.dataset_version);
+        let total = start.size;
+        progress(Progress {
+            done: resumed_bytes,
+            total,
+        });
+        let mut next = from_segment;
+        while next < start.segments {
+            match read_frame(&mut stream).await? {
+                Frame::Segment { index, last, data } => {
+                    if index != next {
+                        return Err(TransferError::Crypto(crypto::CryptoError::OutOfOrder {
+                            index,
+                            expected: next,
+                        }));
+                    }
+                    let plain = cipher.open(index, last, &data)?;
+                    sink.writer().write_segment(index, last, &plain)?;
+                    done += plain.len() as u64;
+                    next += 1;
+                    progress(Progress { done, total });
+                }
+                Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
+                other => {
+                    return Err(TransferError::Unexpected {
+                        expected: "segment".into(),
+                        got: other.kind().into(),
+                    });
+                }
+            }
+        }
+        let bytes = done;
+        let path = match sink {
+            Sink::Plain(w) => w.finish(&blake3::Hash::from_bytes(start.content_hash.0))?,
+            Sink::Sealed(s) => {
+                let vault = self.vault.clone();
+                let (hash, size) = (start.content_hash, start.size);
+                tokio::task::spawn_blocking(move || {
+                    vault.complete(s, &hash, size)?;
+                    Ok::<_, VaultError>(vault.sealed_path(&ag_id))
+                })
+                .await
+                .map_err(|e| TransferError::Task(e.to_string()))??
+            }
+        };
+        write_frame(
+            &mut stream,
+            &Frame::Completion {
+                hash: start.content_hash,
+            },
+        )
+        .await?;
+        match read_frame(&mut stream).await? {
+            Frame::Done => {}
+            Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
+            other => {
+                return Err(TransferError::Unexpected {
+                    expected: "done".into(),
+                    got: other.kind().into(),
+                });
+            }
+        }
+        self.negotiator
+            .note_received(&start.content_hash, ag, OffsetDateTime::now_utc())?;
+        self.negotiator.count_release(
+            agreement,
+            Actor::Node,
+            json!({
+                "role": "consumer",
+                "bytes": bytes,
+                "resumed_bytes": resumed_bytes,
+                "path": path,
+                "sealed": sealed,
+            }),
+            None,
+            OffsetDateTime::now_utc(),
+        )?;
+        Ok(FetchReport {
+            agreement: agreement.clone(),
+            path,
+            sealed,
+            bytes,
+            resumed_bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            hash: start.content_hash.to_string(),
+        })
+    }
+}
