@@ -888,7 +888,7 @@ fn last_audit_details(node: &Node, event: &str, out: &Path) -> Value {
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["event"] == event)
-        .last()
+        .next_back()
         .map(|v| v["details"].clone())
         .unwrap_or(Value::Null)
 }
