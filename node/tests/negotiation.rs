@@ -887,8 +887,7 @@ fn last_audit_details(node: &Node, event: &str, out: &Path) -> Value {
     audit_events(node, out)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["event"] == event)
-        .next_back()
+        .rfind(|v| v["event"] == event)
         .map(|v| v["details"].clone())
         .unwrap_or(Value::Null)
 }
