@@ -122,10 +122,7 @@ pub enum CatalogError {
     #[error("use-limit `0` would never allow a release; give at least 1")]
     ZeroUseLimit,
     #[error("delete-by `{date}` has already passed (today is {today}, GBA time)")]
-    DeleteByPast {
-        date: time::Date,
-        today: time::Date,
-    },
+    DeleteByPast { date: time::Date, today: time::Date },
     #[error("publisher {field} does not match the node key: it says {named}, the key is {actual}")]
     PublisherMismatch {
         field: &'static str,

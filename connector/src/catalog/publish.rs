@@ -10,8 +10,8 @@ use bayspace_contracts::descriptor::{
     SignedDescriptor,
 };
 use bayspace_contracts::policy::{Policy, Purpose, RegionSet};
-use bayspace_contracts::region::Region;
 use bayspace_contracts::region::GBA_UTC_OFFSET;
+use bayspace_contracts::region::Region;
 use time::{Date, OffsetDateTime};
 
 use super::{Catalog, CatalogError, LocalFile, encode};

@@ -616,9 +616,7 @@ fn offer_terms_reach_the_policy_and_bad_ones_store_nothing() {
         onward_recipient: None,
     };
     assert!(bayspace_contracts::policy::evaluate(policy, &ask(until)).allowed);
-    assert!(
-        !bayspace_contracts::policy::evaluate(policy, &ask(until + Duration::SECOND)).allowed
-    );
+    assert!(!bayspace_contracts::policy::evaluate(policy, &ask(until + Duration::SECOND)).allowed);
 
     let refused = |change: &dyn Fn(&mut NewDataset)| {
         let mut bad = new.clone();
@@ -631,7 +629,11 @@ fn offer_terms_reach_the_policy_and_bad_ones_store_nothing() {
     assert!(e.to_string().contains("valid-until"), "{e}");
     let e = refused(&|d| d.valid_until = Some(NOW - Duration::MINUTE));
     assert!(matches!(e, CatalogError::ValidUntilPast { .. }), "{e}");
-    assert!(e.to_string().contains("valid-until `2026-03-01T08:59:00+08:00`"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("valid-until `2026-03-01T08:59:00+08:00`"),
+        "{e}"
+    );
     let e = refused(&|d| d.use_limit = Some(0));
     assert!(matches!(e, CatalogError::ZeroUseLimit), "{e}");
     // NOW is 1 March in the GBA: 28 February has ended there.

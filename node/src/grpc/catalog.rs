@@ -171,10 +171,7 @@ fn summary(s: &SignedDescriptor) -> proto::DatasetSummary {
         sensitive_individuals: d.profile.sensitive_individuals,
         size: d.size,
         content_hash: d.content_hash.to_string(),
-        published_at: d
-            .issued
-            .format(&Rfc3339)
-            .unwrap_or_default(),
+        published_at: d.issued.format(&Rfc3339).unwrap_or_default(),
         offers: d
             .offers
             .iter()
@@ -239,9 +236,7 @@ fn new_dataset(r: proto::PublishRequest) -> Result<NewDataset, Status> {
     let delete_by = opt(r.delete_by)
         .map(|v| {
             Date::parse(&v, format_description!("[year]-[month]-[day]")).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "delete-by `{v}` is not a date YYYY-MM-DD: {e}"
-                ))
+                Status::invalid_argument(format!("delete-by `{v}` is not a date YYYY-MM-DD: {e}"))
             })
         })
         .transpose()?;
