@@ -1,0 +1,122 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Refusals at the moment of release, between real node processes: the
+//! provider judges the release itself, not just the negotiation before it.
+//! Each refusal reaches the researcher, is audited on the provider as
+//! `transfer-refused` with its code, releases no key and leaves no file.
+//! The other refusals are unit-tested with chosen facts and clocks in
+//! `connector/src/transfers/release.rs`.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::pair::*;
+use common::*;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The provider's audit entries, parsed.
+fn entries(p: &Pair, name: &str) -> Vec<Value> {
+    audit_events(&p.sz, &p.space.tmp.path().join(name))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v.get("event").is_some())
+        .collect()
+}
+
+/// Publishes an auto offer with `terms` and returns the agreement HKU's
+/// researcher gets for it.
+fn agreed(p: &Pair, terms: &[&str]) -> String {
+    let mut extra = vec![
+        "--personal",
+        "0",
+        "--recipient-region",
+        "hk",
+        "--approval",
+        "auto",
+    ];
+    extra.extend(terms);
+    let dataset = p.publish("Air quality", &extra);
+    let (id, _) = p.request(&dataset, "academic-research");
+    let (consumer, _) = p.wait_both(&id, "FINALIZED");
+    consumer["agreement_id"].as_str().unwrap().to_owned()
+}
+
+/// Fetches into `out`, expects a refusal naming `needle`, and returns the
+/// provider's `transfer-refused` entry for it, checking that no key was
+/// released after it was asked for and that nothing is at `out`.
+fn refused(p: &Pair, agreement: &str, out: &Path, code: &str, needle: &str) -> Value {
+    let keys_before = count(&entries(p, "before.jsonl"), "key-released");
+    let o = p.researcher(&["transfer", "fetch", agreement, "--out", &s(out)]);
+    let said = text(&o);
+    assert!(!o.status.success(), "the fetch succeeded: {said}");
+    assert!(said.contains(needle), "the researcher is not told: {said}");
+    assert!(!out.exists(), "a file appeared at {}", out.display());
+
+    let log = entries(p, "after.jsonl");
+    assert_eq!(
+        count(&log, "key-released"),
+        keys_before,
+        "a key left the node"
+    );
+    let entry = log
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "transfer-refused")
+        .unwrap_or_else(|| panic!("no transfer-refused entry: {log:?}"))
+        .clone();
+    assert_eq!(entry["details"]["code"], code, "{entry}");
+    assert_eq!(entry["subjects"][0], agreement, "{entry}");
+    let reason = entry["details"]["reason"].as_str().unwrap();
+    assert!(reason.contains(needle), "{entry}");
+    assert!(said.contains(reason), "the researcher sees {said}");
+    entry
+}
+
+fn count(log: &[Value], event: &str) -> usize {
+    log.iter().filter(|e| e["event"] == event).count()
+}
+
+#[test]
+fn an_expired_agreement_releases_nothing() {
+    let p = Pair::start(false);
+    // Long enough to publish and agree on a loaded machine, short enough
+    // to wait out.
+    let until = OffsetDateTime::now_utc() + time::Duration::seconds(8);
+    let agreement = agreed(&p, &["--valid-until", &until.format(&Rfc3339).unwrap()]);
+    let left = until - OffsetDateTime::now_utc();
+    assert!(left.is_positive(), "agreeing took too long to test expiry");
+    std::thread::sleep(Duration::try_from(left).unwrap() + Duration::from_secs(1));
+
+    let out = p.space.tmp.path().join("expired.csv");
+    refused(&p, &agreement, &out, "expired", "expired at");
+}
+
+#[test]
+fn an_exhausted_use_count_releases_nothing() {
+    let p = Pair::start(false);
+    let agreement = agreed(&p, &["--use-limit", "1"]);
+    let first = p.space.tmp.path().join("first.csv");
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&first)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(first.exists());
+
+    let second = p.space.tmp.path().join("second.csv");
+    let entry = refused(
+        &p,
+        &agreement,
+        &second,
+        "uses-exhausted",
+        "allows 1 release(s); all are used",
+    );
+    let log = entries(&p, "last.jsonl");
+    let released = log
+        .iter()
+        .filter(|e| e["event"] == "key-released")
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(released.len(), 1, "the first fetch only");
+    assert!(released[0] < entry["seq"].as_u64().unwrap());
+}
