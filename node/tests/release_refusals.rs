@@ -29,14 +29,7 @@ fn entries(p: &Pair, name: &str) -> Vec<Value> {
 /// Publishes an auto offer with `terms` and returns the agreement HKU's
 /// researcher gets for it.
 fn agreed(p: &Pair, terms: &[&str]) -> String {
-    let mut extra = vec![
-        "--personal",
-        "0",
-        "--recipient-region",
-        "hk",
-        "--approval",
-        "auto",
-    ];
+    let mut extra = AUTO_TO_HK.to_vec();
     extra.extend(terms);
     let dataset = p.publish("Air quality", &extra);
     let (id, _) = p.request(&dataset, "academic-research");

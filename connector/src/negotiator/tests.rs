@@ -245,6 +245,19 @@ pub(crate) fn request(purpose: &str, dataset: &DatasetId) -> NewRequest {
     }
 }
 
+/// The consumer's researcher asks for `ds` for academic research, and the
+/// exchange runs until it rests.
+pub(crate) async fn ask(p: &Pair, ds: &DatasetId) -> NegotiationRecord {
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", ds))
+        .await
+        .unwrap();
+    pump(&p.consumer, &p.provider);
+    r
+}
+
 /// The single outbox entry of `from`, as (key, message).
 fn outbox_of(from: &Side) -> Vec<(String, Message)> {
     from.n

@@ -379,17 +379,11 @@ mod tests {
     use crate::audit::Actor;
     use crate::identity::NodeKey;
     use crate::negotiator::RecordsUpdate;
-    use crate::negotiator::tests::{Pair, pair, publish, publish_with, pump, request};
+    use crate::negotiator::tests::{Pair, ask, pair, publish, publish_with, pump};
 
     /// The agreement the provider signs for the consumer's request of `ds`.
     async fn agree(p: &Pair, ds: &DatasetId) -> AgreementId {
-        let r = p
-            .consumer
-            .n
-            .request(request("academic-research", ds))
-            .await
-            .unwrap();
-        pump(&p.consumer, &p.provider);
+        let r = ask(p, ds).await;
         p.provider
             .n
             .get(&r.id)
@@ -423,7 +417,7 @@ mod tests {
         }
     }
 
-    fn ask(id: &AgreementId, researcher: &str) -> TransferRequest {
+    fn transfer_request(id: &AgreementId, researcher: &str) -> TransferRequest {
         TransferRequest {
             agreement: id.clone(),
             researcher: researcher.into(),
@@ -439,7 +433,13 @@ mod tests {
     ) -> Result<Release, ReleaseRefusal> {
         let id = facts.agreement.id().clone();
         let anchors = p.provider.admission.anchors();
-        judge(facts, &p.consumer.peer, &ask(&id, "r-1"), anchors, now)
+        judge(
+            facts,
+            &p.consumer.peer,
+            &transfer_request(&id, "r-1"),
+            anchors,
+            now,
+        )
     }
 
     fn refused(r: Result<Release, ReleaseRefusal>) -> ReleaseRefusal {
@@ -497,7 +497,7 @@ mod tests {
         let e = refused(judge(
             facts(&p, &id, now),
             &stranger,
-            &ask(&id, "r-1"),
+            &transfer_request(&id, "r-1"),
             anchors,
             now,
         ));
@@ -510,7 +510,7 @@ mod tests {
         let e = refused(judge(
             facts(&p, &id, now),
             &p.consumer.peer,
-            &ask(&id, "r-2"),
+            &transfer_request(&id, "r-2"),
             anchors,
             now,
         ));
@@ -572,13 +572,7 @@ mod tests {
     async fn a_blocker_found_at_release_time_is_refused() {
         let p = pair();
         let ds = publish(&p, 150_000, ApprovalMode::Manual, &["hk"]);
-        let r = p
-            .consumer
-            .n
-            .request(request("academic-research", &ds))
-            .await
-            .unwrap();
-        pump(&p.consumer, &p.provider);
+        let r = ask(&p, &ds).await;
         let records = |pipia| RecordsUpdate {
             pipia: Some(pipia),
             consent: Some(true),

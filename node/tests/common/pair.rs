@@ -12,6 +12,16 @@ use super::*;
 
 pub const SZ: &str = "Shenzhen University";
 pub const HK: &str = "HKU";
+/// `publish` options for an offer to Hong Kong, approved by the node, of
+/// data without personal information.
+pub const AUTO_TO_HK: [&str; 6] = [
+    "--personal",
+    "0",
+    "--recipient-region",
+    "hk",
+    "--approval",
+    "auto",
+];
 
 /// Shenzhen (provider) and HKU (consumer, bootstrapping to Shenzhen), both
 /// running and admitted to each other, and a researcher token on HKU.
