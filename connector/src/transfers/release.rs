@@ -54,12 +54,12 @@ pub enum ReleaseRefusal {
     WrongPeer {
         id: AgreementId,
         expected: String,
-        peer: PeerId,
+        peer: String,
     },
     #[error("{peer} is not an admitted member now")]
-    NotAdmitted { peer: PeerId },
+    NotAdmitted { peer: String },
     #[error("{peer} connects from {remote}, outside its institution's prefixes")]
-    OutsidePrefixes { peer: PeerId, remote: Multiaddr },
+    OutsidePrefixes { peer: String, remote: Multiaddr },
     #[error("agreement {id} is for researcher {expected}, not {requested}")]
     WrongResearcher {
         id: AgreementId,
@@ -277,11 +277,13 @@ pub(super) fn judge(
         return Err(ReleaseRefusal::WrongPeer {
             id: id(),
             expected: ag.consumer.peer_id.clone(),
-            peer: *peer,
+            peer: peer.to_string(),
         });
     }
     let (Some(remote), Some(membership)) = (remote, membership) else {
-        return Err(ReleaseRefusal::NotAdmitted { peer: *peer });
+        return Err(ReleaseRefusal::NotAdmitted {
+            peer: peer.to_string(),
+        });
     };
     let inside = remote.iter().any(|p| match p {
         Protocol::Ip6(ip) => membership.body().prefixes.iter().any(|n| n.contains(&ip)),
@@ -289,7 +291,7 @@ pub(super) fn judge(
     });
     if !inside {
         return Err(ReleaseRefusal::OutsidePrefixes {
-            peer: *peer,
+            peer: peer.to_string(),
             remote,
         });
     }
@@ -502,7 +504,7 @@ mod tests {
             now,
         ));
         assert!(
-            matches!(&e, ReleaseRefusal::WrongPeer { peer, .. } if *peer == stranger),
+            matches!(&e, ReleaseRefusal::WrongPeer { peer, .. } if *peer == stranger.to_string()),
             "{e}"
         );
         assert_eq!(e.code(), "wrong-peer");
