@@ -3,7 +3,10 @@
 //! provider judges the release itself, not just the negotiation before it.
 //! Each refusal reaches the researcher, is audited on the provider as
 //! `transfer-refused` with its code, releases no key and leaves no file.
-//! The other refusals are unit-tested with chosen facts and clocks in
+//! The wrong peer and the wrong researcher cannot be produced with the CLI
+//! (the home node refuses first), so they are forged: an in-process libp2p
+//! client with a real member's key and credential sends the
+//! TransferRequestMessage itself. The other refusals are unit-tested with chosen facts and clocks in
 //! `connector/src/transfers/release.rs`.
 
 mod common;
@@ -11,6 +14,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use bayspace_connector::p2p::protocol::DATA_PROTOCOL;
+use bayspace_connector::transfers::wire::{Frame, TransferRequest, read_frame, write_frame};
 use common::pair::*;
 use common::*;
 use serde_json::Value;
@@ -112,4 +117,124 @@ fn an_exhausted_use_count_releases_nothing() {
         .collect::<Vec<_>>();
     assert_eq!(released.len(), 1, "the first fetch only");
     assert!(released[0] < entry["seq"].as_u64().unwrap());
+}
+
+// ----- forged requests: a real member's identity, a hand-made request -----
+
+/// A libp2p client in this process with the node key and membership
+/// credential of the member whose node directory is `dir`, connected and
+/// admitted to `provider` at `addr`.
+struct Forger {
+    client: bayspace_connector::p2p::Client,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Forger {
+    async fn connect(space: &Space, dir: &Path, provider: &str, addr: &str) -> Forger {
+        use bayspace_connector::admission::MembershipAdmission;
+        use bayspace_connector::identity::{Anchor, MembershipCredential, NodeKey};
+        use bayspace_connector::store::SledStore;
+
+        let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+        let key_file = config
+            .lines()
+            .find_map(|l| l.strip_prefix("node-key = "))
+            .unwrap()
+            .trim_matches('"');
+        let key = NodeKey::load(&dir.join(key_file)).unwrap();
+        let credential = MembershipCredential::read(&dir.join("membership.cred")).unwrap();
+        let anchor = Anchor::load(&space.authority().join("authority.pub")).unwrap();
+        let admission = MembershipAdmission::open(
+            &credential,
+            vec![anchor.key],
+            std::sync::Arc::new(SledStore::temporary().unwrap()),
+        )
+        .unwrap();
+        let (client, _events, task) = bayspace_connector::p2p::spawn(
+            key.libp2p_keypair(),
+            std::sync::Arc::new(admission),
+            bayspace_connector::p2p::P2pConfig::default(),
+        )
+        .unwrap();
+        client.dial(addr.parse().unwrap()).await.unwrap();
+        let peer = provider.parse().unwrap();
+        let start = std::time::Instant::now();
+        while client.admitted_from(peer).await.unwrap().is_none() {
+            assert!(start.elapsed() < DEADLINE, "{provider} never admitted us");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Forger {
+            client,
+            _task: task,
+        }
+    }
+
+    /// Sends a TransferRequestMessage and returns the provider's answer.
+    async fn ask(&self, provider: &str, agreement: &str, researcher: &str) -> Frame {
+        let mut stream = self
+            .client
+            .stream_control()
+            .open_stream(provider.parse().unwrap(), DATA_PROTOCOL)
+            .await
+            .unwrap();
+        let request = Frame::Request(TransferRequest {
+            agreement: agreement.parse().unwrap(),
+            researcher: researcher.into(),
+            from_segment: 0,
+        });
+        write_frame(&mut stream, &request).await.unwrap();
+        read_frame(&mut stream).await.unwrap()
+    }
+}
+
+/// The reason of a TransferTerminationMessage.
+fn termination(frame: Frame) -> String {
+    match frame {
+        Frame::Termination { reason } => reason,
+        other => panic!("expected a termination, got {}", other.kind()),
+    }
+}
+
+/// The provider's last `transfer-refused` entry, checking that no key was
+/// ever released.
+fn refusal_entry(p: &Pair, name: &str) -> Value {
+    let log = entries(p, name);
+    assert_eq!(count(&log, "key-released"), 0, "a key left the node");
+    log.iter()
+        .rev()
+        .find(|e| e["event"] == "transfer-refused")
+        .unwrap_or_else(|| panic!("no transfer-refused entry: {log:?}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_request_from_the_wrong_peer_or_for_the_wrong_researcher_releases_nothing() {
+    let p = Pair::start(false);
+    let agreement = agreed(&p, &[]);
+    let sz_addr = p.sz.tcp_addr();
+
+    // A third admitted member asks for HKU's agreement.
+    let (macao, _, _) = p.space.member_in("UM", "macao", None);
+    let third = Forger::connect(&p.space, &macao, &p.sz_peer, &sz_addr).await;
+    let reason = termination(third.ask(&p.sz_peer, &agreement, "r-1").await);
+    assert!(
+        reason.contains(&format!("names {} as the consumer", p.hk_peer)),
+        "{reason}"
+    );
+    let entry = refusal_entry(&p, "wrong-peer.jsonl");
+    assert_eq!(entry["details"]["code"], "wrong-peer", "{entry}");
+    assert_eq!(entry["details"]["reason"], reason.as_str());
+
+    // HKU's own identity, its daemon stopped, naming another researcher.
+    let mut p = p;
+    let mut hk = p.hk.child.take().unwrap();
+    hk.kill().unwrap();
+    hk.wait().unwrap();
+    let hk_dir = p.hk.dir.clone();
+    let consumer = Forger::connect(&p.space, &hk_dir, &p.sz_peer, &sz_addr).await;
+    let reason = termination(consumer.ask(&p.sz_peer, &agreement, "someone-else").await);
+    assert!(reason.contains("not someone-else"), "{reason}");
+    let entry = refusal_entry(&p, "wrong-researcher.jsonl");
+    assert_eq!(entry["details"]["code"], "wrong-researcher", "{entry}");
+    assert_eq!(entry["details"]["researcher"], "someone-else");
 }
