@@ -258,6 +258,18 @@ pub(crate) async fn ask(p: &Pair, ds: &DatasetId) -> NegotiationRecord {
     r
 }
 
+/// The agreement `s` holds for negotiation `id`.
+pub(crate) fn agreement_of(
+    s: &Side,
+    id: &bayspace_contracts::agreement::NegotiationId,
+) -> bayspace_contracts::agreement::AgreementId {
+    s.n.get(id)
+        .unwrap()
+        .unwrap()
+        .agreement_id
+        .expect("an agreement was signed")
+}
+
 /// The single outbox entry of `from`, as (key, message).
 fn outbox_of(from: &Side) -> Vec<(String, Message)> {
     from.n
@@ -636,14 +648,7 @@ async fn revocation_reaches_the_consumer() {
         .await
         .unwrap();
     pump(&p.consumer, &p.provider);
-    let id = p
-        .provider
-        .n
-        .get(&r.id)
-        .unwrap()
-        .unwrap()
-        .agreement_id
-        .unwrap();
+    let id = agreement_of(&p.provider, &r.id);
     let err = p.consumer.n.revoke(&id, "no".into()).await.unwrap_err();
     assert!(matches!(err, NegotiatorError::WrongRole { .. }), "{err}");
     p.provider

@@ -381,18 +381,12 @@ mod tests {
     use crate::audit::Actor;
     use crate::identity::NodeKey;
     use crate::negotiator::RecordsUpdate;
-    use crate::negotiator::tests::{Pair, ask, pair, publish, publish_with, pump};
+    use crate::negotiator::tests::{Pair, agreement_of, ask, pair, publish, publish_with, pump};
 
     /// The agreement the provider signs for the consumer's request of `ds`.
     async fn agree(p: &Pair, ds: &DatasetId) -> AgreementId {
         let r = ask(p, ds).await;
-        p.provider
-            .n
-            .get(&r.id)
-            .unwrap()
-            .unwrap()
-            .agreement_id
-            .expect("the provider signed an agreement")
+        agreement_of(&p.provider, &r.id)
     }
 
     /// What the provider's stores say now, with the consumer admitted from
@@ -583,14 +577,7 @@ mod tests {
         p.provider.n.set_records(&ds, records(true)).await.unwrap();
         p.provider.n.approve(&r.id, None).await.unwrap();
         pump(&p.provider, &p.consumer);
-        let id = p
-            .provider
-            .n
-            .get(&r.id)
-            .unwrap()
-            .unwrap()
-            .agreement_id
-            .unwrap();
+        let id = agreement_of(&p.provider, &r.id);
         let now = OffsetDateTime::now_utc();
         judged(&p, facts(&p, &id, now), now).unwrap();
 
