@@ -231,17 +231,7 @@ fn auto_approval_rejection_and_policy_refusals_reach_the_researcher() {
     let p = Pair::start(false);
 
     // 2. Auto approval: no administrator step.
-    let auto = p.publish(
-        "Air quality panel",
-        &[
-            "--personal",
-            "0",
-            "--recipient-region",
-            "hk",
-            "--approval",
-            "auto",
-        ],
-    );
+    let auto = p.publish("Air quality panel", &AUTO_TO_HK);
     let (id, _) = p.request(&auto, "academic-research");
     let (prov, cons) = p.wait_both(&id, "FINALIZED");
     assert_eq!(prov["agreement_id"], cons["agreement_id"]);
@@ -423,18 +413,7 @@ fn an_agreed_dataset_is_released_encrypted_verified_and_accounted() {
     let bytes = dataset_bytes();
     let file = p.space.tmp.path().join("scans.bin");
     std::fs::write(&file, &bytes).unwrap();
-    let dataset = p.publish_file(
-        &file,
-        "Retinal scans",
-        &[
-            "--personal",
-            "0",
-            "--recipient-region",
-            "hk",
-            "--approval",
-            "auto",
-        ],
-    );
+    let dataset = p.publish_file(&file, "Retinal scans", &AUTO_TO_HK);
     let (id, _) = p.request(&dataset, "academic-research");
     let (consumer, _) = p.wait_both(&id, "FINALIZED");
     let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
@@ -617,18 +596,7 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
     bytes.extend(dataset_bytes());
     let file = p.space.tmp.path().join("imaging.bin");
     std::fs::write(&file, &bytes).unwrap();
-    let dataset = p.publish_file(
-        &file,
-        "Imaging",
-        &[
-            "--personal",
-            "0",
-            "--recipient-region",
-            "hk",
-            "--approval",
-            "auto",
-        ],
-    );
+    let dataset = p.publish_file(&file, "Imaging", &AUTO_TO_HK);
     let (id, _) = p.request(&dataset, "academic-research");
     let (consumer, _) = p.wait_both(&id, "FINALIZED");
     let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();

@@ -379,14 +379,19 @@ mod tests {
 
     use super::*;
     use crate::audit::Actor;
+    use crate::catalog::NewDataset;
     use crate::identity::NodeKey;
     use crate::negotiator::RecordsUpdate;
     use crate::negotiator::tests::{Pair, agreement_of, ask, pair, publish, publish_with, pump};
 
-    /// The agreement the provider signs for the consumer's request of `ds`.
-    async fn agree(p: &Pair, ds: &DatasetId) -> AgreementId {
-        let r = ask(p, ds).await;
-        agreement_of(&p.provider, &r.id)
+    /// A pair and the agreement the provider signs when the consumer asks
+    /// for an auto offer published with `terms`.
+    async fn agreed(terms: impl FnOnce(&mut NewDataset)) -> (Pair, AgreementId) {
+        let p = pair();
+        let ds = publish_with(&p, 0, ApprovalMode::Auto, &["hk"], terms);
+        let r = ask(&p, &ds).await;
+        let id = agreement_of(&p.provider, &r.id);
+        (p, id)
     }
 
     /// What the provider's stores say now, with the consumer admitted from
@@ -447,9 +452,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_valid_release_is_allowed_and_expiry_refuses_it() {
-        let p = pair();
-        let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
-        let id = agree(&p, &ds).await;
+        let (p, id) = agreed(|_| {}).await;
         let now = OffsetDateTime::now_utc();
         let release = judged(&p, facts(&p, &id, now), now).unwrap();
         assert_eq!(release.agreement.id(), &id);
@@ -465,11 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_exhausted_use_count_is_refused() {
-        let p = pair();
-        let ds = publish_with(&p, 0, ApprovalMode::Auto, &["hk"], |d| {
-            d.use_limit = Some(1);
-        });
-        let id = agree(&p, &ds).await;
+        let (p, id) = agreed(|d| d.use_limit = Some(1)).await;
         let now = OffsetDateTime::now_utc();
         judged(&p, facts(&p, &id, now), now).unwrap();
         p.provider
@@ -483,9 +482,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_wrong_peer_or_researcher_or_address_is_refused() {
-        let p = pair();
-        let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
-        let id = agree(&p, &ds).await;
+        let (p, id) = agreed(|_| {}).await;
         let now = OffsetDateTime::now_utc();
         let anchors = p.provider.admission.anchors();
 
@@ -540,13 +537,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_policy_that_fails_at_release_time_is_refused() {
-        let p = pair();
-        let now = OffsetDateTime::now_utc();
-        let delete_by = now.to_offset(GBA_UTC_OFFSET).date() + Duration::days(2);
-        let ds = publish_with(&p, 0, ApprovalMode::Auto, &["hk"], |d| {
-            d.delete_by = Some(delete_by);
-        });
-        let id = agree(&p, &ds).await;
+        let today = OffsetDateTime::now_utc().to_offset(GBA_UTC_OFFSET).date();
+        let delete_by = today + Duration::days(2);
+        let (p, id) = agreed(|d| d.delete_by = Some(delete_by)).await;
         // The last moment of the retention day, GBA time, is still inside.
         let last = delete_by
             .with_time(Time::from_hms(23, 59, 59).unwrap())
