@@ -192,7 +192,12 @@ fn bad_publications_are_refused_and_store_nothing() {
     node.wait_for("status", |_| true);
     let d = s(&dir);
     let missing = space.tmp.path().join("nope.csv");
-    let cases: [(Vec<&str>, &str); 4] = [
+    let terms = |extra: &[&'static str]| {
+        let mut v = vec!["--level", "general", "--personal", "1", "--sensitive", "0"];
+        v.extend(extra);
+        v
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--level", "secret", "--personal", "1", "--sensitive", "0"],
             "level",
@@ -218,6 +223,28 @@ fn bad_publications_are_refused_and_store_nothing() {
             vec!["--level", "general", "--personal", "1", "--sensitive", "0"],
             "nope.csv",
         ),
+        (
+            terms(&["--valid-until", "tomorrow"]),
+            "valid-until `tomorrow`",
+        ),
+        (
+            terms(&["--valid-until", "2020-01-01T00:00:00Z"]),
+            "valid-until `2020-01-01T00:00:00Z` is not after now",
+        ),
+        (
+            terms(&["--valid-until", "2099-01-01T00:00:00Z", "--valid-days", "3"]),
+            "--valid-days",
+        ),
+        (
+            terms(&["--delete-by", "2026-13-01"]),
+            "delete-by `2026-13-01`",
+        ),
+        (
+            terms(&["--delete-by", "2020-01-01"]),
+            "delete-by `2020-01-01` has already passed",
+        ),
+        (terms(&["--use-limit", "0"]), "use-limit `0`"),
+        (terms(&["--use-limit", "many"]), "'many' for '--use-limit"),
     ];
     let f = s(&missing);
     for (extra, needle) in cases {

@@ -8,268 +8,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::pair::*;
 use common::*;
 use serde_json::Value;
-
-const SZ: &str = "Shenzhen University";
-const HK: &str = "HKU";
-
-/// Shenzhen (provider) and HKU (consumer, bootstrapping to Shenzhen), both
-/// running and admitted to each other, and a researcher token on HKU.
-struct Pair {
-    space: Space,
-    sz: Node,
-    sz_peer: String,
-    hk: Node,
-    hk_peer: String,
-    token: String,
-}
-
-impl Pair {
-    /// `fixed_sz_port`: Shenzhen listens on a TCP port chosen now, so a
-    /// restarted Shenzhen is found again at the bootstrap address HKU has.
-    fn start(fixed_sz_port: bool) -> Pair {
-        let space = Space::new();
-        let (sz_dir, sz_peer, _) = space.member_in(SZ, "mainland:shenzhen", None);
-        if fixed_sz_port {
-            let config = sz_dir.join("config.toml");
-            let text = std::fs::read_to_string(&config).unwrap();
-            let port = format!("/ip6/::1/tcp/{}", free_port());
-            assert!(text.contains("/ip6/::1/tcp/0"), "{text}");
-            std::fs::write(&config, text.replace("/ip6/::1/tcp/0", &port)).unwrap();
-        }
-        let sz = Node::start(&sz_dir);
-        let sz_addr = sz.tcp_addr();
-        let (hk_dir, hk_peer, _) = space.member_in(HK, "hk", Some(&sz_addr));
-        let hk = Node::start(&hk_dir);
-        wait_admitted(&hk, &sz_peer);
-        wait_admitted(&sz, &hk_peer);
-        let out = ok(&[
-            "researcher",
-            "add",
-            "Chan Tai Man",
-            "--orcid",
-            "0000-0002-1825-0097",
-            "--dir",
-            &s(&hk_dir),
-        ]);
-        let token = out
-            .lines()
-            .find_map(|l| l.strip_prefix("token: "))
-            .unwrap()
-            .to_owned();
-        Pair {
-            space,
-            sz,
-            sz_peer,
-            hk,
-            hk_peer,
-            token,
-        }
-    }
-
-    /// Publishes on Shenzhen and waits until HKU's catalog has it.
-    fn publish(&self, title: &str, extra: &[&str]) -> String {
-        let data = self.space.tmp.path().join("cohort.csv");
-        std::fs::write(&data, "id,age\n1,34\n2,51\n").unwrap();
-        self.publish_file(&data, title, extra)
-    }
-
-    /// Publishes `data` on Shenzhen and waits until HKU's catalog has it.
-    fn publish_file(&self, data: &Path, title: &str, extra: &[&str]) -> String {
-        let (d, f) = (s(&self.sz.dir), s(data));
-        let mut args = vec![
-            "dataset",
-            "publish",
-            &f,
-            "--title",
-            title,
-            "--level",
-            "general",
-            "--sensitive",
-            "0",
-            "--purpose",
-            "academic-research",
-            "--json",
-            "--dir",
-            &d,
-        ];
-        args.extend(extra);
-        let published: Value = serde_json::from_str(&ok(&args)).unwrap();
-        let id = published["id"].as_str().unwrap().to_owned();
-        poll(&self.hk, &format!("{id} in HKU's catalog"), || {
-            let found: Value = serde_json::from_str(&ok(&[
-                "catalog",
-                "search",
-                "--json",
-                "--dir",
-                &s(&self.hk.dir),
-            ]))
-            .unwrap();
-            found.as_array().unwrap().iter().any(|d| d["id"] == *id)
-        });
-        id
-    }
-
-    /// The researcher's request; returns the negotiation id.
-    fn request(&self, dataset: &str, purpose: &str) -> (String, String) {
-        let o = self.researcher(&[
-            "contract",
-            "request",
-            dataset,
-            "--purpose",
-            purpose,
-            "--json",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        (
-            v["id"].as_str().unwrap().to_owned(),
-            v["state"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    /// A command on HKU as the researcher: the node's address from
-    /// `--node`, the token from `BAYSPACE_TOKEN`.
-    fn researcher(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .args(["--node", &grpc_url(&self.hk.dir)])
-            .env("BAYSPACE_TOKEN", &self.token)
-            .output()
-            .unwrap()
-    }
-
-    fn consumer_view(&self, id: &str) -> Option<Value> {
-        let o = self.researcher(&["contract", "show", id, "--json"]);
-        o.status
-            .success()
-            .then(|| serde_json::from_slice(&o.stdout).unwrap())
-    }
-
-    /// Polls both sides until each shows `state`; returns (provider, consumer).
-    fn wait_both(&self, id: &str, state: &str) -> (Value, Value) {
-        let start = Instant::now();
-        loop {
-            let p = admin_view(&self.sz, id).unwrap_or(Value::Null);
-            let c = self.consumer_view(id).unwrap_or(Value::Null);
-            if p["state"] == state && c["state"] == state {
-                return (p, c);
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {id} to be {state} on both sides; provider {p}, consumer {c}\nShenzhen log:\n{}\nHKU log:\n{}",
-                self.sz.log(),
-                self.hk.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Polls the researcher's view until it is TERMINATED; returns its reasons.
-    fn wait_terminated(&self, id: &str) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let c = self.consumer_view(id).unwrap_or(Value::Null);
-            if c["state"] == "TERMINATED" {
-                return c["reasons"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.as_str().unwrap().to_owned())
-                    .collect();
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {id} to be TERMINATED; consumer {c}\nHKU log:\n{}",
-                self.hk.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until the provider lists `id` as pending; returns its entry.
-    fn wait_pending(&self, id: &str) -> Value {
-        let mut entry = Value::Null;
-        poll(&self.sz, &format!("{id} pending on Shenzhen"), || {
-            let list: Value = serde_json::from_str(&ok(&[
-                "offers",
-                "list",
-                "--json",
-                "--dir",
-                &s(&self.sz.dir),
-            ]))
-            .unwrap();
-            match list.as_array().unwrap().iter().find(|n| n["id"] == id) {
-                Some(n) => {
-                    entry = n.clone();
-                    true
-                }
-                None => false,
-            }
-        });
-        entry
-    }
-}
-
-fn wait_admitted(node: &Node, peer: &str) {
-    node.wait_for(&format!("admission of {peer}"), |st| {
-        Node::admitted(st).contains(peer)
-    });
-}
-
-/// The gRPC address from the node's config, as `--node` takes it.
-fn grpc_url(dir: &Path) -> String {
-    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
-    let addr = config
-        .lines()
-        .find_map(|l| l.strip_prefix("grpc = "))
-        .unwrap()
-        .trim_matches('"');
-    format!("http://{addr}")
-}
-
-/// Polls `cond` until it holds, within the shared deadline.
-fn poll(node: &Node, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {what}; log:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `contract show --json` with the node's administrator token.
-fn admin_view(node: &Node, id: &str) -> Option<Value> {
-    let o = bayspace(&["contract", "show", id, "--json", "--dir", &s(&node.dir)]);
-    o.status
-        .success()
-        .then(|| serde_json::from_slice(&o.stdout).unwrap())
-}
-
-fn admin(node: &Node, args: &[&str]) -> Output {
-    let d = s(&node.dir);
-    let mut all = args.to_vec();
-    all.extend(["--dir", &d]);
-    bayspace(&all)
-}
-
-fn admin_ok(node: &Node, args: &[&str]) -> String {
-    let o = admin(node, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}\nlog:\n{}",
-        text(&o),
-        node.log()
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// SIGKILL, not a clean stop: nothing gets flushed on the way out.
 fn kill9(mut node: Node) -> PathBuf {
@@ -487,17 +231,7 @@ fn auto_approval_rejection_and_policy_refusals_reach_the_researcher() {
     let p = Pair::start(false);
 
     // 2. Auto approval: no administrator step.
-    let auto = p.publish(
-        "Air quality panel",
-        &[
-            "--personal",
-            "0",
-            "--recipient-region",
-            "hk",
-            "--approval",
-            "auto",
-        ],
-    );
+    let auto = p.publish("Air quality panel", &AUTO_TO_HK);
     let (id, _) = p.request(&auto, "academic-research");
     let (prov, cons) = p.wait_both(&id, "FINALIZED");
     assert_eq!(prov["agreement_id"], cons["agreement_id"]);
@@ -673,29 +407,13 @@ fn dataset_bytes() -> Vec<u8> {
     out
 }
 
-fn audit_events(node: &Node, out: &Path) -> String {
-    admin_ok(node, &["audit", "export", "--out", &s(out)]);
-    std::fs::read_to_string(out).unwrap()
-}
-
 #[test]
 fn an_agreed_dataset_is_released_encrypted_verified_and_accounted() {
     let p = Pair::start(false);
     let bytes = dataset_bytes();
     let file = p.space.tmp.path().join("scans.bin");
     std::fs::write(&file, &bytes).unwrap();
-    let dataset = p.publish_file(
-        &file,
-        "Retinal scans",
-        &[
-            "--personal",
-            "0",
-            "--recipient-region",
-            "hk",
-            "--approval",
-            "auto",
-        ],
-    );
+    let dataset = p.publish_file(&file, "Retinal scans", &AUTO_TO_HK);
     let (id, _) = p.request(&dataset, "academic-research");
     let (consumer, _) = p.wait_both(&id, "FINALIZED");
     let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
@@ -900,18 +618,7 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
     bytes.extend(dataset_bytes());
     let file = p.space.tmp.path().join("imaging.bin");
     std::fs::write(&file, &bytes).unwrap();
-    let dataset = p.publish_file(
-        &file,
-        "Imaging",
-        &[
-            "--personal",
-            "0",
-            "--recipient-region",
-            "hk",
-            "--approval",
-            "auto",
-        ],
-    );
+    let dataset = p.publish_file(&file, "Imaging", &AUTO_TO_HK);
     let (id, _) = p.request(&dataset, "academic-research");
     let (consumer, _) = p.wait_both(&id, "FINALIZED");
     let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();

@@ -108,6 +108,21 @@ pub enum CatalogError {
     NotAFile { path: PathBuf },
     #[error("the offer policy is invalid: {0}")]
     Policy(#[from] PolicyError),
+    #[error("valid-until and valid-days both end the offer; give only one of them")]
+    ValidityTwice,
+    #[error(
+        "valid-until `{}` is not after now ({}): the offer would never stand",
+        rfc3339(until),
+        rfc3339(now)
+    )]
+    ValidUntilPast {
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    },
+    #[error("use-limit `0` would never allow a release; give at least 1")]
+    ZeroUseLimit,
+    #[error("delete-by `{date}` has already passed (today is {today}, GBA time)")]
+    DeleteByPast { date: time::Date, today: time::Date },
     #[error("publisher {field} does not match the node key: it says {named}, the key is {actual}")]
     PublisherMismatch {
         field: &'static str,
@@ -130,6 +145,11 @@ pub enum CatalogError {
     Encode(#[source] serde_json::Error),
     #[error(transparent)]
     Dsp(#[from] DspError),
+}
+
+fn rfc3339(t: &OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 /// Where a dataset this node published lives on disk. Local only.

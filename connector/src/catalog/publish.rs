@@ -10,8 +10,9 @@ use bayspace_contracts::descriptor::{
     SignedDescriptor,
 };
 use bayspace_contracts::policy::{Policy, Purpose, RegionSet};
+use bayspace_contracts::region::GBA_UTC_OFFSET;
 use bayspace_contracts::region::Region;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use super::{Catalog, CatalogError, LocalFile, encode};
 use crate::identity::NodeKey;
@@ -37,6 +38,13 @@ pub struct NewDataset {
     pub approval: ApprovalMode,
     /// Offer validity from now; open-ended when `None`.
     pub valid_days: Option<u32>,
+    /// The moment the offer ends, instead of `valid_days`.
+    pub valid_until: Option<OffsetDateTime>,
+    /// At most this many releases under one agreement.
+    pub use_limit: Option<u64>,
+    /// The retention end: the data is deleted by the end of this day, GBA
+    /// time, wherever it went.
+    pub delete_by: Option<Date>,
     /// Publish as the next version of this dataset of ours (same id).
     pub replaces: Option<DatasetId>,
 }
@@ -56,9 +64,19 @@ impl Catalog {
         random: [u8; 16],
     ) -> Result<SignedDescriptor, CatalogError> {
         check_publisher(&publisher, key)?;
+        check_terms(&new, now)?;
         let mut policy = Policy::offer(new.purposes).recipients(new.recipient_regions);
         if let Some(days) = new.valid_days {
             policy = policy.valid_for_days(now, days);
+        }
+        if let Some(until) = new.valid_until {
+            policy = policy.valid_until(until);
+        }
+        if let Some(limit) = new.use_limit {
+            policy = policy.use_limit(limit);
+        }
+        if let Some(date) = new.delete_by {
+            policy = policy.delete_by(date);
         }
         let policy = policy.build()?;
         let name = format!(
@@ -182,6 +200,29 @@ fn next_version(previous: &SignedDescriptor) -> Result<u64, CatalogError> {
     d.version
         .checked_add(1)
         .ok_or_else(|| CatalogError::VersionOverflow(d.id.clone()))
+}
+
+/// Offer terms that would make an offer nobody can ever use, refused with
+/// the option named before anything is hashed or stored.
+fn check_terms(new: &NewDataset, now: OffsetDateTime) -> Result<(), CatalogError> {
+    if let Some(until) = new.valid_until {
+        if new.valid_days.is_some() {
+            return Err(CatalogError::ValidityTwice);
+        }
+        if until <= now {
+            return Err(CatalogError::ValidUntilPast { until, now });
+        }
+    }
+    if new.use_limit == Some(0) {
+        return Err(CatalogError::ZeroUseLimit);
+    }
+    let today = now.to_offset(GBA_UTC_OFFSET).date();
+    if let Some(date) = new.delete_by
+        && date < today
+    {
+        return Err(CatalogError::DeleteByPast { date, today });
+    }
+    Ok(())
 }
 
 fn check_publisher(publisher: &Institution, key: &NodeKey) -> Result<(), CatalogError> {

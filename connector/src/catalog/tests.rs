@@ -60,6 +60,9 @@ fn new_dataset(path: &Path, title: &str) -> NewDataset {
         recipient_regions: RegionSet::GbaOnly,
         approval: ApprovalMode::Manual,
         valid_days: Some(365),
+        valid_until: None,
+        use_limit: None,
+        delete_by: None,
         replaces: None,
     }
 }
@@ -583,4 +586,63 @@ mod over_p2p {
         b_client.shutdown().await.unwrap();
         server.abort();
     }
+}
+
+#[test]
+fn offer_terms_reach_the_policy_and_bad_ones_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = data_file(dir.path(), b"terms");
+    let n = node(3, "SZU", "mainland:shenzhen");
+    let c = catalog();
+    let until = NOW + Duration::days(10);
+    let mut new = new_dataset(&file, "Terms");
+    new.valid_days = None;
+    new.valid_until = Some(until);
+    new.use_limit = Some(2);
+    new.delete_by = Some(time::macros::date!(2026 - 12 - 31));
+    let signed = publish(&c, &n, new.clone(), 1);
+    let policy = &signed.descriptor.offers[0].policy;
+    assert_eq!(policy.use_limit(), Some(2));
+    assert_eq!(
+        policy.retention_end(),
+        Some(time::macros::date!(2026 - 12 - 31))
+    );
+    let ask = |now| bayspace_contracts::policy::RequestContext {
+        action: bayspace_contracts::policy::Action::Use,
+        purpose: "academic-research".parse().unwrap(),
+        recipient_region: Region::HongKong,
+        now,
+        uses_so_far: 0,
+        onward_recipient: None,
+    };
+    assert!(bayspace_contracts::policy::evaluate(policy, &ask(until)).allowed);
+    assert!(!bayspace_contracts::policy::evaluate(policy, &ask(until + Duration::SECOND)).allowed);
+
+    let refused = |change: &dyn Fn(&mut NewDataset)| {
+        let mut bad = new.clone();
+        change(&mut bad);
+        c.publish(bad, &n.key, n.institution.clone(), NOW, [7; 16])
+            .unwrap_err()
+    };
+    let e = refused(&|d| d.valid_days = Some(30));
+    assert!(matches!(e, CatalogError::ValidityTwice), "{e}");
+    assert!(e.to_string().contains("valid-until"), "{e}");
+    let e = refused(&|d| d.valid_until = Some(NOW - Duration::MINUTE));
+    assert!(matches!(e, CatalogError::ValidUntilPast { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("valid-until `2026-03-01T08:59:00+08:00`"),
+        "{e}"
+    );
+    let e = refused(&|d| d.use_limit = Some(0));
+    assert!(matches!(e, CatalogError::ZeroUseLimit), "{e}");
+    // NOW is 1 March in the GBA: 28 February has ended there.
+    let e = refused(&|d| d.delete_by = Some(time::macros::date!(2026 - 02 - 28)));
+    assert!(matches!(e, CatalogError::DeleteByPast { .. }), "{e}");
+    assert!(e.to_string().contains("delete-by `2026-02-28`"), "{e}");
+    assert_eq!(c.len(), 1, "nothing refused was stored");
+    // The last day itself is still allowed.
+    let mut today = new.clone();
+    today.delete_by = Some(time::macros::date!(2026 - 03 - 01));
+    publish(&c, &n, today, 2);
 }

@@ -21,7 +21,7 @@ mod outbox;
 pub mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

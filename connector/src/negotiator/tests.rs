@@ -27,20 +27,23 @@ use crate::ledger::LedgerStore;
 use crate::p2p::{self, Admission, P2pConfig};
 use crate::store::SledStore;
 
-struct Side {
-    n: Arc<Negotiator>,
-    peer: PeerId,
-    audit: Arc<AuditLog>,
-    catalog: Arc<Catalog>,
-    key: Arc<NodeKey>,
-    me: Institution,
+pub(crate) struct Side {
+    pub(crate) n: Arc<Negotiator>,
+    pub(crate) peer: PeerId,
+    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) admission: Arc<MembershipAdmission>,
+    pub(crate) key: Arc<NodeKey>,
+    pub(crate) me: Institution,
     _p2p: tokio::task::JoinHandle<()>,
 }
 
-struct Pair {
-    provider: Side,
-    consumer: Side,
-    _dir: tempfile::TempDir,
+/// A provider in Shenzhen (`fd00:5a::/48`) and a consumer in Hong Kong
+/// (`fd00:852::/48`), each admitting the other.
+pub(crate) struct Pair {
+    pub(crate) provider: Side,
+    pub(crate) consumer: Side,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 fn membership(
@@ -115,7 +118,7 @@ fn side(
         store,
         audit: audit.clone(),
         catalog: catalog.clone(),
-        admission,
+        admission: admission.clone(),
         ledger,
         key: key.clone(),
         me: me.clone(),
@@ -128,13 +131,14 @@ fn side(
         peer: key.peer_id(),
         audit,
         catalog,
+        admission,
         key,
         me,
         _p2p: task,
     }
 }
 
-fn pair() -> Pair {
+pub(crate) fn pair() -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let anchor = AuthorityKey::init(dir.path(), None).unwrap();
     let pk = NodeKey::generate().unwrap();
@@ -164,7 +168,23 @@ fn pair() -> Pair {
 }
 
 /// Publish on the provider, copy the descriptor into the consumer's catalog.
-fn publish(p: &Pair, personal: u64, approval: ApprovalMode, regions: &[&str]) -> DatasetId {
+pub(crate) fn publish(
+    p: &Pair,
+    personal: u64,
+    approval: ApprovalMode,
+    regions: &[&str],
+) -> DatasetId {
+    publish_with(p, personal, approval, regions, |_| {})
+}
+
+/// [`publish`], with `terms` changing the dataset first.
+pub(crate) fn publish_with(
+    p: &Pair,
+    personal: u64,
+    approval: ApprovalMode,
+    regions: &[&str],
+    terms: impl FnOnce(&mut NewDataset),
+) -> DatasetId {
     let file = p
         ._dir
         .path()
@@ -172,32 +192,31 @@ fn publish(p: &Pair, personal: u64, approval: ApprovalMode, regions: &[&str]) ->
     std::fs::write(&file, b"id,value\n1,2\n").unwrap();
     let now = OffsetDateTime::now_utc();
     let regions: Vec<String> = regions.iter().map(|s| s.to_string()).collect();
+    let mut new = NewDataset {
+        path: file,
+        title: "Cohort".into(),
+        description: "A cohort".into(),
+        keywords: vec![],
+        region: None,
+        level: DataLevel::General,
+        personal_individuals: personal,
+        sensitive_individuals: 0,
+        categories: vec![],
+        collected_abroad: false,
+        purposes: vec!["academic-research".parse().unwrap()],
+        recipient_regions: RegionSet::from_args(&regions).unwrap(),
+        approval,
+        valid_days: None,
+        valid_until: None,
+        use_limit: None,
+        delete_by: None,
+        replaces: None,
+    };
+    terms(&mut new);
     let signed = p
         .provider
         .catalog
-        .publish(
-            NewDataset {
-                path: file,
-                title: "Cohort".into(),
-                description: "A cohort".into(),
-                keywords: vec![],
-                region: None,
-                level: DataLevel::General,
-                personal_individuals: personal,
-                sensitive_individuals: 0,
-                categories: vec![],
-                collected_abroad: false,
-                purposes: vec!["academic-research".parse().unwrap()],
-                recipient_regions: RegionSet::from_args(&regions).unwrap(),
-                approval,
-                valid_days: None,
-                replaces: None,
-            },
-            &p.provider.key,
-            p.provider.me.clone(),
-            now,
-            rand16(),
-        )
+        .publish(new, &p.provider.key, p.provider.me.clone(), now, rand16())
         .unwrap();
     p.consumer
         .catalog
@@ -212,7 +231,7 @@ fn rand16() -> [u8; 16] {
     b
 }
 
-fn request(purpose: &str, dataset: &DatasetId) -> NewRequest {
+pub(crate) fn request(purpose: &str, dataset: &DatasetId) -> NewRequest {
     NewRequest {
         dataset: dataset.clone(),
         offer: None,
@@ -224,6 +243,31 @@ fn request(purpose: &str, dataset: &DatasetId) -> NewRequest {
         },
         as_admin: false,
     }
+}
+
+/// The consumer's researcher asks for `ds` for academic research, and the
+/// exchange runs until it rests.
+pub(crate) async fn ask(p: &Pair, ds: &DatasetId) -> NegotiationRecord {
+    let r = p
+        .consumer
+        .n
+        .request(request("academic-research", ds))
+        .await
+        .unwrap();
+    pump(&p.consumer, &p.provider);
+    r
+}
+
+/// The agreement `s` holds for negotiation `id`.
+pub(crate) fn agreement_of(
+    s: &Side,
+    id: &bayspace_contracts::agreement::NegotiationId,
+) -> bayspace_contracts::agreement::AgreementId {
+    s.n.get(id)
+        .unwrap()
+        .unwrap()
+        .agreement_id
+        .expect("an agreement was signed")
 }
 
 /// The single outbox entry of `from`, as (key, message).
@@ -238,7 +282,7 @@ fn outbox_of(from: &Side) -> Vec<(String, Message)> {
 
 /// Carry `from`'s outbox entry to `to` and the answer back, until the
 /// exchange rests. Returns how many round trips it took.
-fn pump(from: &Side, to: &Side) -> usize {
+pub(crate) fn pump(from: &Side, to: &Side) -> usize {
     let mut trips = 0;
     let (mut a, mut b) = (from, to);
     loop {
@@ -273,7 +317,7 @@ fn state(s: &Side, id: &bayspace_contracts::agreement::NegotiationId) -> State {
     s.n.get(id).unwrap().unwrap().state
 }
 
-fn events(s: &Side) -> Vec<AuditEvent> {
+pub(crate) fn events(s: &Side) -> Vec<AuditEvent> {
     let mut out = Vec::new();
     s.audit.export(&mut out).unwrap();
     String::from_utf8(out)
@@ -604,14 +648,7 @@ async fn revocation_reaches_the_consumer() {
         .await
         .unwrap();
     pump(&p.consumer, &p.provider);
-    let id = p
-        .provider
-        .n
-        .get(&r.id)
-        .unwrap()
-        .unwrap()
-        .agreement_id
-        .unwrap();
+    let id = agreement_of(&p.provider, &r.id);
     let err = p.consumer.n.revoke(&id, "no".into()).await.unwrap_err();
     assert!(matches!(err, NegotiatorError::WrongRole { .. }), "{err}");
     p.provider

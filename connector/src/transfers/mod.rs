@@ -11,6 +11,7 @@
 //! segment. See `docs/TRANSFER.md`.
 
 mod fetch;
+mod release;
 pub mod wire;
 
 pub use fetch::{FETCHES_TREE, FetchIntent};
@@ -20,12 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bayspace_contracts::agreement::AgreementId;
-use bayspace_contracts::compliance::Route;
-use bayspace_contracts::negotiation::Role;
-use bayspace_contracts::policy::{Action, RequestContext, evaluate};
 use futures::StreamExt;
 use libp2p::PeerId;
-use libp2p::multiaddr::Protocol;
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -34,11 +31,11 @@ use crate::admission::MembershipAdmission;
 use crate::audit::{Actor, AuditEvent};
 use crate::catalog::Catalog;
 use crate::crypto::{self, DataKey, SealedReader, SegmentCipher, SegmentWriter};
-use crate::identity::{ResearcherChecks, ResearcherCredential, key_of_peer_id};
 use crate::negotiator::{AgreementRecord, Negotiator, NegotiatorError};
 use crate::p2p::{self, protocol::DATA_PROTOCOL};
 use crate::store::Store;
 use crate::vault::{SealedSink, Vault, VaultError};
+pub use release::ReleaseRefusal;
 use wire::{Frame, FrameError, TransferRequest, TransferStart, read_frame, write_frame};
 
 /// Transfers served at once; more wait for a slot.
@@ -245,12 +242,17 @@ impl Transfers {
         let audit = self.negotiator.audit_log().clone();
         let release = match self.check_release(&peer, &req, now).await {
             Ok(r) => r,
-            Err(reason) => {
+            Err(refusal) => {
+                let reason = refusal.to_string();
                 audit.append(
                     Actor::Peer(peer.to_string()),
                     AuditEvent::TransferRefused,
                     vec![req.agreement.to_string()],
-                    json!({ "reason": reason, "researcher": req.researcher }),
+                    json!({
+                        "code": refusal.code(),
+                        "reason": reason,
+                        "researcher": req.researcher,
+                    }),
                     now,
                 )?;
                 write_frame(
@@ -366,178 +368,14 @@ impl Transfers {
         Ok(())
     }
 
-    /// Every check of a release, at `now`; the reason of the first failure.
+    /// Every check of a release, at `now`; the first failure refuses.
     async fn check_release(
         &self,
         peer: &PeerId,
         req: &TransferRequest,
         now: OffsetDateTime,
-    ) -> Result<Release, String> {
-        let internal =
-            |e: &dyn std::fmt::Display| format!("the provider cannot check the release now: {e}");
-        let (agreement, negotiation) = self
-            .negotiator
-            .release_context(&req.agreement)
-            .map_err(|e| internal(&e))?
-            .ok_or_else(|| format!("no agreement {} here", req.agreement))?;
-        let ag = &agreement.signed.agreement;
-        // 1. The agreement: ours, both signatures, in force, uses left.
-        if agreement.role != Role::Provider {
-            return Err(format!(
-                "agreement {} was not made by this node as provider",
-                ag.id
-            ));
-        }
-        let consumer_key = key_of_peer_id(peer)
-            .map(|k| bayspace_contracts::descriptor::PublicKey::from(&k))
-            .map_err(|e| format!("{peer}: {e}"))?;
-        agreement
-            .signed
-            .verify(Some(&ag.provider.key), Some(&consumer_key))
-            .map_err(|e| format!("agreement {}: {e}", ag.id))?;
-        if let Some(r) = &agreement.revoked {
-            return Err(format!("agreement {} was revoked: {}", ag.id, r.reason));
-        }
-        if now < ag.not_before {
-            return Err(format!(
-                "agreement {} is not valid before {}",
-                ag.id, ag.not_before
-            ));
-        }
-        if now > ag.not_after {
-            return Err(format!("agreement {} expired at {}", ag.id, ag.not_after));
-        }
-        if let Some(limit) = ag.constraints.use_limit()
-            && agreement.uses >= limit
-        {
-            return Err(format!(
-                "agreement {} allows {limit} release(s); all are used",
-                ag.id
-            ));
-        }
-        // 2. The peer is the assignee and admitted now, 3. from its prefixes.
-        if ag.consumer.peer_id != peer.to_string() {
-            return Err(format!(
-                "agreement {} names {} as the consumer, not {peer}",
-                ag.id, ag.consumer.peer_id
-            ));
-        }
-        let remote = self
-            .client
-            .admitted_from(*peer)
-            .await
-            .map_err(|e| internal(&e))?
-            .ok_or_else(|| format!("{peer} is not an admitted member now"))?;
-        let membership = self
-            .admission
-            .credential_of(peer)
-            .ok_or_else(|| format!("{peer} has no membership credential on record"))?;
-        let ip = remote.iter().find_map(|p| match p {
-            Protocol::Ip6(ip) => Some(ip),
-            _ => None,
-        });
-        let inside =
-            ip.is_some_and(|ip| membership.body().prefixes.iter().any(|n| n.contains(&ip)));
-        if !inside {
-            return Err(format!(
-                "{peer} connects from {remote}, outside its institution's prefixes"
-            ));
-        }
-        // 4. The researcher: the one agreed, with a credential valid now.
-        if req.researcher != ag.researcher.id {
-            return Err(format!(
-                "agreement {} is for researcher {}, not {}",
-                ag.id, ag.researcher.id, req.researcher
-            ));
-        }
-        let credential = negotiation
-            .as_ref()
-            .and_then(|n| n.credential.clone())
-            .ok_or_else(|| format!("no researcher credential on record for agreement {}", ag.id))?;
-        let credential =
-            ResearcherCredential::from_json(&credential, Path::new("<researcher credential>"))
-                .map_err(|e| format!("researcher credential: {e}"))?;
-        let revocations = self.admission.revocations().map_err(|e| internal(&e))?;
-        credential
-            .verify(
-                &membership,
-                self.admission.anchors(),
-                now,
-                &ResearcherChecks {
-                    revocations: revocations.as_ref(),
-                    role: None,
-                },
-            )
-            .map_err(|e| format!("the researcher credential is not valid now: {e}"))?;
-        // 5. The usage policy, now.
-        let decision = evaluate(
-            &ag.constraints,
-            &RequestContext {
-                action: Action::Use,
-                purpose: ag.purpose.clone(),
-                recipient_region: ag.consumer.region,
-                now,
-                uses_so_far: agreement.uses,
-                onward_recipient: None,
-            },
-        );
-        if !decision.allowed {
-            let reasons: Vec<String> = decision.reasons.iter().map(ToString::to_string).collect();
-            return Err(format!(
-                "the usage policy refuses the release now: {}",
-                reasons.join("; ")
-            ));
-        }
-        // The data: the agreed version, still here.
-        let signed = self
-            .catalog
-            .get(&ag.dataset)
-            .map_err(|e| internal(&e))?
-            .ok_or_else(|| format!("dataset {} is no longer published here", ag.dataset))?;
-        let d = &signed.descriptor;
-        if d.version != ag.dataset_version || d.withdrawn {
-            return Err(format!(
-                "dataset {} is now at version {}{}; the agreement is for version {}",
-                ag.dataset,
-                d.version,
-                if d.withdrawn { " (withdrawn)" } else { "" },
-                ag.dataset_version
-            ));
-        }
-        let file = self
-            .catalog
-            .local_file(&ag.dataset)
-            .map_err(|e| internal(&e))?
-            .ok_or_else(|| format!("the file of dataset {} is not on this node", ag.dataset))?;
-        // 6. The assessment with today's records and ledger.
-        let assessment = self
-            .negotiator
-            .assess_release(d, ag.consumer.region, now)
-            .map_err(|e| internal(&e))?;
-        if assessment.route == Route::Prohibited || !assessment.allowed_now {
-            let blockers: Vec<String> = assessment
-                .blockers
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            return Err(format!(
-                "the compliance assessment blocks the release now: route {}, blockers: {}",
-                assessment.route,
-                if blockers.is_empty() {
-                    "none".into()
-                } else {
-                    blockers.join(", ")
-                }
-            ));
-        }
-        Ok(Release {
-            path: file.path,
-            size: file.size,
-            content_hash: file.content_hash,
-            personal: d.profile.personal_individuals,
-            sensitive: d.profile.sensitive_individuals,
-            assessment,
-            agreement,
-        })
+    ) -> Result<Release, ReleaseRefusal> {
+        let facts = self.release_facts(peer, req, now).await?;
+        release::judge(facts, peer, req, self.admission.anchors(), now)
     }
 }

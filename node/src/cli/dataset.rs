@@ -59,6 +59,17 @@ pub struct PublishArgs {
     /// How long the offer stands; open-ended when left out.
     #[arg(long)]
     valid_days: Option<u32>,
+    /// The moment the offer ends, RFC 3339 (e.g. 2026-12-31T18:00:00+08:00),
+    /// instead of --valid-days.
+    #[arg(long, conflicts_with = "valid_days")]
+    valid_until: Option<String>,
+    /// At most N releases under one agreement.
+    #[arg(long)]
+    use_limit: Option<u64>,
+    /// Retention end, YYYY-MM-DD: recipients delete the data by the end of
+    /// that day (GBA time).
+    #[arg(long)]
+    delete_by: Option<String>,
     /// The data was collected outside the Mainland (COMPLIANCE.md M5).
     #[arg(long)]
     collected_abroad: bool,
@@ -112,6 +123,9 @@ fn publish(a: PublishArgs) -> anyhow::Result<ExitCode> {
         valid_days: a.valid_days.unwrap_or(0),
         collected_abroad: a.collected_abroad,
         replaces: a.replaces.unwrap_or_default(),
+        use_limit: a.use_limit,
+        valid_until: a.valid_until.unwrap_or_default(),
+        delete_by: a.delete_by.unwrap_or_default(),
     };
     let r = client::block_on(async {
         let mut c = DatasetServiceClient::new(client::connect(&a.client).await?);

@@ -13,7 +13,9 @@ use bayspace_contracts::dsp::DataService;
 use bayspace_contracts::policy::{Purpose, RegionSet};
 use bayspace_contracts::region::Region;
 use serde_json::json;
-use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime};
 use tonic::{Request, Response, Status};
 
 use crate::grpc::auth::{Caller, Role, require_admin, require_user};
@@ -169,10 +171,7 @@ fn summary(s: &SignedDescriptor) -> proto::DatasetSummary {
         sensitive_individuals: d.profile.sensitive_individuals,
         size: d.size,
         content_hash: d.content_hash.to_string(),
-        published_at: d
-            .issued
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        published_at: d.issued.format(&Rfc3339).unwrap_or_default(),
         offers: d
             .offers
             .iter()
@@ -224,6 +223,23 @@ fn new_dataset(r: proto::PublishRequest) -> Result<NewDataset, Status> {
             "path: the dataset file is required",
         ));
     }
+    let valid_until = opt(r.valid_until)
+        .map(|v| {
+            OffsetDateTime::parse(&v, &Rfc3339).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "valid-until `{v}` is not an RFC 3339 moment such as \
+                     2026-12-31T18:00:00+08:00: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    let delete_by = opt(r.delete_by)
+        .map(|v| {
+            Date::parse(&v, format_description!("[year]-[month]-[day]")).map_err(|e| {
+                Status::invalid_argument(format!("delete-by `{v}` is not a date YYYY-MM-DD: {e}"))
+            })
+        })
+        .transpose()?;
     Ok(NewDataset {
         path: r.path.into(),
         title: r.title,
@@ -239,6 +255,9 @@ fn new_dataset(r: proto::PublishRequest) -> Result<NewDataset, Status> {
         recipient_regions,
         approval,
         valid_days: (r.valid_days > 0).then_some(r.valid_days),
+        valid_until,
+        use_limit: r.use_limit,
+        delete_by,
         replaces,
     })
 }

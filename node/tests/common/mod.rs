@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod pair;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_bayspace");
 pub const DEADLINE: Duration = Duration::from_secs(40);
 

@@ -1,0 +1,607 @@
+//! The provider's decision at the moment of release, in two parts: the
+//! facts are gathered from the stores and the swarm ([`Transfers::release_facts`]),
+//! then judged without any I/O and with `now` given ([`judge`]), so that
+//! every refusal can be tested with chosen facts and a chosen clock.
+
+use std::fmt;
+use std::path::Path;
+
+use bayspace_contracts::agreement::AgreementId;
+use bayspace_contracts::compliance::{Assessment, Blocker, Route};
+use bayspace_contracts::descriptor::{DatasetId, SignedDescriptor};
+use bayspace_contracts::negotiation::Role;
+use bayspace_contracts::policy::{Action, Refusal, RequestContext, evaluate};
+use ed25519_dalek::VerifyingKey;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::wire::TransferRequest;
+use super::{Release, Transfers};
+use crate::catalog::LocalFile;
+use crate::identity::{
+    MembershipCredential, ResearcherChecks, ResearcherCredential, RevocationList,
+};
+use crate::negotiator::{AgreementRecord, NegotiationRecord};
+
+/// Why the provider refuses a release. The message is the reason sent in
+/// the TransferTerminationMessage and shown to the researcher;
+/// [`code`](Self::code) names the check in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseRefusal {
+    #[error("no agreement {0} here")]
+    UnknownAgreement(AgreementId),
+    #[error("agreement {0} was not made by this node as provider")]
+    NotProvider(AgreementId),
+    #[error("agreement {id} does not verify: {reason}")]
+    BadSignature { id: AgreementId, reason: String },
+    #[error("agreement {id} was revoked: {reason}")]
+    Revoked { id: AgreementId, reason: String },
+    #[error("agreement {id} is not valid before {}", Instant(not_before))]
+    NotYetValid {
+        id: AgreementId,
+        not_before: OffsetDateTime,
+    },
+    #[error("agreement {id} expired at {}", Instant(not_after))]
+    Expired {
+        id: AgreementId,
+        not_after: OffsetDateTime,
+    },
+    #[error("agreement {id} allows {limit} release(s); all are used")]
+    UsesExhausted { id: AgreementId, limit: u64 },
+    #[error("agreement {id} names {expected} as the consumer, not {peer}")]
+    WrongPeer {
+        id: AgreementId,
+        expected: String,
+        peer: String,
+    },
+    #[error("{peer} is not an admitted member now")]
+    NotAdmitted { peer: String },
+    #[error("{peer} connects from {remote}, outside its institution's prefixes")]
+    OutsidePrefixes { peer: String, remote: Multiaddr },
+    #[error("agreement {id} is for researcher {expected}, not {requested}")]
+    WrongResearcher {
+        id: AgreementId,
+        expected: String,
+        requested: String,
+    },
+    #[error("the researcher credential of agreement {id} is not valid now: {reason}")]
+    ResearcherCredential { id: AgreementId, reason: String },
+    #[error("the usage policy refuses the release now: {}", Joined(reasons, "; "))]
+    PolicyRefuses { reasons: Vec<Refusal> },
+    #[error("dataset {0} is no longer published here")]
+    DatasetGone(DatasetId),
+    #[error(
+        "dataset {dataset} is now at version {version}{}; the agreement is for version {agreed}",
+        if *withdrawn { " (withdrawn)" } else { "" }
+    )]
+    DatasetChanged {
+        dataset: DatasetId,
+        version: u64,
+        withdrawn: bool,
+        agreed: u64,
+    },
+    #[error("the file of dataset {0} is not on this node")]
+    FileMissing(DatasetId),
+    #[error(
+        "the compliance assessment blocks the release now: route {route}, blockers: {}",
+        if blockers.is_empty() { "none".to_owned() } else { Joined(blockers, ", ").to_string() }
+    )]
+    Blocked {
+        route: Route,
+        blockers: Vec<Blocker>,
+    },
+    #[error("the provider cannot check the release now: {0}")]
+    Internal(String),
+}
+
+impl ReleaseRefusal {
+    /// The check that refused, kebab-case, for the audit entry.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReleaseRefusal::UnknownAgreement(_) => "unknown-agreement",
+            ReleaseRefusal::NotProvider(_) => "not-provider",
+            ReleaseRefusal::BadSignature { .. } => "bad-signature",
+            ReleaseRefusal::Revoked { .. } => "revoked",
+            ReleaseRefusal::NotYetValid { .. } => "not-yet-valid",
+            ReleaseRefusal::Expired { .. } => "expired",
+            ReleaseRefusal::UsesExhausted { .. } => "uses-exhausted",
+            ReleaseRefusal::WrongPeer { .. } => "wrong-peer",
+            ReleaseRefusal::NotAdmitted { .. } => "not-admitted",
+            ReleaseRefusal::OutsidePrefixes { .. } => "outside-prefixes",
+            ReleaseRefusal::WrongResearcher { .. } => "wrong-researcher",
+            ReleaseRefusal::ResearcherCredential { .. } => "researcher-credential",
+            ReleaseRefusal::PolicyRefuses { .. } => "policy-refuses",
+            ReleaseRefusal::DatasetGone(_) => "dataset-gone",
+            ReleaseRefusal::DatasetChanged { .. } => "dataset-changed",
+            ReleaseRefusal::FileMissing(_) => "file-missing",
+            ReleaseRefusal::Blocked { .. } => "blocked",
+            ReleaseRefusal::Internal(_) => "internal",
+        }
+    }
+
+    fn internal(e: &dyn fmt::Display) -> ReleaseRefusal {
+        ReleaseRefusal::Internal(e.to_string())
+    }
+}
+
+struct Instant<'a>(&'a OffsetDateTime);
+
+impl fmt::Display for Instant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.format(&Rfc3339) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+struct Joined<'a, T>(&'a [T], &'a str);
+
+impl<T: fmt::Display> fmt::Display for Joined<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, x) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(self.1)?;
+            }
+            write!(f, "{x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the provider knows at the moment of a release request.
+#[derive(Debug, Clone)]
+pub(super) struct ReleaseFacts {
+    pub agreement: AgreementRecord,
+    pub negotiation: Option<NegotiationRecord>,
+    /// The address the peer is admitted from now; `None`: not admitted.
+    pub remote: Option<Multiaddr>,
+    /// The peer's membership credential on record.
+    pub membership: Option<MembershipCredential>,
+    pub revocations: Option<RevocationList>,
+    /// The latest descriptor of the agreed dataset.
+    pub dataset: Option<SignedDescriptor>,
+    pub file: Option<LocalFile>,
+    /// The assessment of a release of `dataset` now, with today's records
+    /// and ledger; `None` without a dataset.
+    pub assessment: Option<Assessment>,
+}
+
+impl Transfers {
+    /// Everything [`judge`] needs, read now. Fails only for an unknown
+    /// agreement or a store that cannot be read.
+    pub(super) async fn release_facts(
+        &self,
+        peer: &PeerId,
+        req: &TransferRequest,
+        now: OffsetDateTime,
+    ) -> Result<ReleaseFacts, ReleaseRefusal> {
+        let internal = |e: &dyn fmt::Display| ReleaseRefusal::internal(e);
+        let (agreement, negotiation) = self
+            .negotiator
+            .release_context(&req.agreement)
+            .map_err(|e| internal(&e))?
+            .ok_or_else(|| ReleaseRefusal::UnknownAgreement(req.agreement.clone()))?;
+        let ag = &agreement.signed.agreement;
+        let remote = self
+            .client
+            .admitted_from(*peer)
+            .await
+            .map_err(|e| internal(&e))?;
+        let dataset = self.catalog.get(&ag.dataset).map_err(|e| internal(&e))?;
+        let file = self
+            .catalog
+            .local_file(&ag.dataset)
+            .map_err(|e| internal(&e))?;
+        let assessment = dataset
+            .as_ref()
+            .map(|d| {
+                self.negotiator
+                    .assess_release(&d.descriptor, ag.consumer.region, now)
+            })
+            .transpose()
+            .map_err(|e| internal(&e))?;
+        Ok(ReleaseFacts {
+            membership: self.admission.credential_of(peer),
+            revocations: self.admission.revocations().map_err(|e| internal(&e))?,
+            agreement,
+            negotiation,
+            remote,
+            dataset,
+            file,
+            assessment,
+        })
+    }
+}
+
+/// Every check of a release of `req` to `peer` at `now`, in the order of
+/// docs/TRANSFER.md; the first failure refuses. `anchors` are the trust
+/// anchors the researcher credential must chain to.
+pub(super) fn judge(
+    facts: ReleaseFacts,
+    peer: &PeerId,
+    req: &TransferRequest,
+    anchors: &[VerifyingKey],
+    now: OffsetDateTime,
+) -> Result<Release, ReleaseRefusal> {
+    let ReleaseFacts {
+        agreement,
+        negotiation,
+        remote,
+        membership,
+        revocations,
+        dataset,
+        file,
+        assessment,
+    } = facts;
+    let ag = &agreement.signed.agreement;
+    let id = || ag.id.clone();
+    // 1. The agreement: ours, both signatures, in force, uses left.
+    if agreement.role != Role::Provider {
+        return Err(ReleaseRefusal::NotProvider(id()));
+    }
+    agreement
+        .signed
+        .verify(Some(&ag.provider.key), Some(&ag.consumer.key))
+        .map_err(|e| ReleaseRefusal::BadSignature {
+            id: id(),
+            reason: e.to_string(),
+        })?;
+    if let Some(r) = &agreement.revoked {
+        return Err(ReleaseRefusal::Revoked {
+            id: id(),
+            reason: r.reason.clone(),
+        });
+    }
+    if now < ag.not_before {
+        return Err(ReleaseRefusal::NotYetValid {
+            id: id(),
+            not_before: ag.not_before,
+        });
+    }
+    if now > ag.not_after {
+        return Err(ReleaseRefusal::Expired {
+            id: id(),
+            not_after: ag.not_after,
+        });
+    }
+    if let Some(limit) = ag.constraints.use_limit()
+        && agreement.uses >= limit
+    {
+        return Err(ReleaseRefusal::UsesExhausted { id: id(), limit });
+    }
+    // 2. The peer is the assignee and admitted now, 3. from its prefixes.
+    if ag.consumer.peer_id != peer.to_string() {
+        return Err(ReleaseRefusal::WrongPeer {
+            id: id(),
+            expected: ag.consumer.peer_id.clone(),
+            peer: peer.to_string(),
+        });
+    }
+    let (Some(remote), Some(membership)) = (remote, membership) else {
+        return Err(ReleaseRefusal::NotAdmitted {
+            peer: peer.to_string(),
+        });
+    };
+    let inside = remote.iter().any(|p| match p {
+        Protocol::Ip6(ip) => membership.body().prefixes.iter().any(|n| n.contains(&ip)),
+        _ => false,
+    });
+    if !inside {
+        return Err(ReleaseRefusal::OutsidePrefixes {
+            peer: peer.to_string(),
+            remote,
+        });
+    }
+    // 4. The researcher: the one agreed, with a credential valid now.
+    if req.researcher != ag.researcher.id {
+        return Err(ReleaseRefusal::WrongResearcher {
+            id: id(),
+            expected: ag.researcher.id.clone(),
+            requested: req.researcher.clone(),
+        });
+    }
+    let credential_refused =
+        |reason: String| ReleaseRefusal::ResearcherCredential { id: id(), reason };
+    let credential = negotiation
+        .and_then(|n| n.credential)
+        .ok_or_else(|| credential_refused("none is on record".into()))?;
+    ResearcherCredential::from_json(&credential, Path::new("<researcher credential>"))
+        .map_err(|e| credential_refused(e.to_string()))?
+        .verify(
+            &membership,
+            anchors,
+            now,
+            &ResearcherChecks {
+                revocations: revocations.as_ref(),
+                role: None,
+            },
+        )
+        .map_err(|e| credential_refused(e.to_string()))?;
+    // 5. The usage policy, now.
+    let decision = evaluate(
+        &ag.constraints,
+        &RequestContext {
+            action: Action::Use,
+            purpose: ag.purpose.clone(),
+            recipient_region: ag.consumer.region,
+            now,
+            uses_so_far: agreement.uses,
+            onward_recipient: None,
+        },
+    );
+    if !decision.allowed {
+        return Err(ReleaseRefusal::PolicyRefuses {
+            reasons: decision.reasons,
+        });
+    }
+    // The data: the agreed version, still here.
+    let signed = dataset.ok_or_else(|| ReleaseRefusal::DatasetGone(ag.dataset.clone()))?;
+    let d = &signed.descriptor;
+    if d.version != ag.dataset_version || d.withdrawn {
+        return Err(ReleaseRefusal::DatasetChanged {
+            dataset: ag.dataset.clone(),
+            version: d.version,
+            withdrawn: d.withdrawn,
+            agreed: ag.dataset_version,
+        });
+    }
+    let file = file.ok_or_else(|| ReleaseRefusal::FileMissing(ag.dataset.clone()))?;
+    // 6. The assessment with today's records and ledger.
+    let assessment = assessment.ok_or_else(|| {
+        ReleaseRefusal::Internal(format!("no assessment of dataset {}", ag.dataset))
+    })?;
+    if assessment.route == Route::Prohibited || !assessment.allowed_now {
+        return Err(ReleaseRefusal::Blocked {
+            route: assessment.route,
+            blockers: assessment.blockers,
+        });
+    }
+    Ok(Release {
+        path: file.path,
+        size: file.size,
+        content_hash: file.content_hash,
+        personal: d.profile.personal_individuals,
+        sensitive: d.profile.sensitive_individuals,
+        assessment,
+        agreement,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bayspace_contracts::descriptor::ApprovalMode;
+    use bayspace_contracts::region::GBA_UTC_OFFSET;
+    use serde_json::json;
+    use time::{Duration, Time};
+
+    use super::*;
+    use crate::audit::Actor;
+    use crate::catalog::NewDataset;
+    use crate::identity::NodeKey;
+    use crate::negotiator::RecordsUpdate;
+    use crate::negotiator::tests::{Pair, agreement_of, ask, pair, publish, publish_with, pump};
+
+    /// A pair and the agreement the provider signs when the consumer asks
+    /// for an auto offer published with `terms`.
+    async fn agreed(terms: impl FnOnce(&mut NewDataset)) -> (Pair, AgreementId) {
+        let p = pair();
+        let ds = publish_with(&p, 0, ApprovalMode::Auto, &["hk"], terms);
+        let r = ask(&p, &ds).await;
+        let id = agreement_of(&p.provider, &r.id);
+        (p, id)
+    }
+
+    /// What the provider's stores say now, with the consumer admitted from
+    /// an address inside its prefix.
+    fn facts(p: &Pair, id: &AgreementId, now: OffsetDateTime) -> ReleaseFacts {
+        let (agreement, negotiation) = p.provider.n.release_context(id).unwrap().unwrap();
+        let ag = &agreement.signed.agreement;
+        let dataset = p.provider.catalog.get(&ag.dataset).unwrap();
+        let assessment = dataset.as_ref().map(|d| {
+            p.provider
+                .n
+                .assess_release(&d.descriptor, ag.consumer.region, now)
+                .unwrap()
+        });
+        ReleaseFacts {
+            file: p.provider.catalog.local_file(&ag.dataset).unwrap(),
+            remote: Some("/ip6/fd00:852::7/tcp/4001".parse().unwrap()),
+            membership: p.provider.admission.credential_of(&p.consumer.peer),
+            revocations: p.provider.admission.revocations().unwrap(),
+            agreement,
+            negotiation,
+            dataset,
+            assessment,
+        }
+    }
+
+    fn transfer_request(id: &AgreementId, researcher: &str) -> TransferRequest {
+        TransferRequest {
+            agreement: id.clone(),
+            researcher: researcher.into(),
+            from_segment: 0,
+        }
+    }
+
+    /// The consumer's own request, judged on `facts` at `now`.
+    fn judged(
+        p: &Pair,
+        facts: ReleaseFacts,
+        now: OffsetDateTime,
+    ) -> Result<Release, ReleaseRefusal> {
+        let id = facts.agreement.id().clone();
+        let anchors = p.provider.admission.anchors();
+        judge(
+            facts,
+            &p.consumer.peer,
+            &transfer_request(&id, "r-1"),
+            anchors,
+            now,
+        )
+    }
+
+    fn refused(r: Result<Release, ReleaseRefusal>) -> ReleaseRefusal {
+        match r {
+            Ok(_) => panic!("the release was allowed"),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_release_is_allowed_and_expiry_refuses_it() {
+        let (p, id) = agreed(|_| {}).await;
+        let now = OffsetDateTime::now_utc();
+        let release = judged(&p, facts(&p, &id, now), now).unwrap();
+        assert_eq!(release.agreement.id(), &id);
+        assert_eq!(release.size, 13);
+
+        let not_after = release.agreement.signed.agreement.not_after;
+        let late = not_after + Duration::SECOND;
+        let e = refused(judged(&p, facts(&p, &id, late), late));
+        assert_eq!(e, ReleaseRefusal::Expired { id, not_after });
+        assert_eq!(e.code(), "expired");
+        assert!(e.to_string().contains("expired at"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_use_count_is_refused() {
+        let (p, id) = agreed(|d| d.use_limit = Some(1)).await;
+        let now = OffsetDateTime::now_utc();
+        judged(&p, facts(&p, &id, now), now).unwrap();
+        p.provider
+            .n
+            .count_release(&id, Actor::Node, json!({}), None, now)
+            .unwrap();
+        let e = refused(judged(&p, facts(&p, &id, now), now));
+        assert_eq!(e, ReleaseRefusal::UsesExhausted { id, limit: 1 });
+        assert_eq!(e.code(), "uses-exhausted");
+    }
+
+    #[tokio::test]
+    async fn the_wrong_peer_or_researcher_or_address_is_refused() {
+        let (p, id) = agreed(|_| {}).await;
+        let now = OffsetDateTime::now_utc();
+        let anchors = p.provider.admission.anchors();
+
+        let stranger = NodeKey::generate().unwrap().peer_id();
+        let e = refused(judge(
+            facts(&p, &id, now),
+            &stranger,
+            &transfer_request(&id, "r-1"),
+            anchors,
+            now,
+        ));
+        assert!(
+            matches!(&e, ReleaseRefusal::WrongPeer { peer, .. } if *peer == stranger.to_string()),
+            "{e}"
+        );
+        assert_eq!(e.code(), "wrong-peer");
+
+        let e = refused(judge(
+            facts(&p, &id, now),
+            &p.consumer.peer,
+            &transfer_request(&id, "r-2"),
+            anchors,
+            now,
+        ));
+        assert_eq!(
+            e,
+            ReleaseRefusal::WrongResearcher {
+                id: id.clone(),
+                expected: "r-1".into(),
+                requested: "r-2".into(),
+            }
+        );
+        assert_eq!(e.code(), "wrong-researcher");
+
+        for outside in ["/ip6/2001:db8::1/tcp/4001", "/ip4/10.0.0.1/tcp/4001"] {
+            let mut f = facts(&p, &id, now);
+            f.remote = Some(outside.parse().unwrap());
+            let e = refused(judged(&p, f, now));
+            assert!(
+                matches!(e, ReleaseRefusal::OutsidePrefixes { .. }),
+                "{outside}: {e}"
+            );
+            assert_eq!(e.code(), "outside-prefixes");
+            assert!(e.to_string().contains(outside), "{e}");
+        }
+
+        let mut f = facts(&p, &id, now);
+        f.remote = None;
+        let e = refused(judged(&p, f, now));
+        assert_eq!(e.code(), "not-admitted", "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_policy_that_fails_at_release_time_is_refused() {
+        let today = OffsetDateTime::now_utc().to_offset(GBA_UTC_OFFSET).date();
+        let delete_by = today + Duration::days(2);
+        let (p, id) = agreed(|d| d.delete_by = Some(delete_by)).await;
+        // The last moment of the retention day, GBA time, is still inside.
+        let last = delete_by
+            .with_time(Time::from_hms(23, 59, 59).unwrap())
+            .assume_offset(GBA_UTC_OFFSET);
+        judged(&p, facts(&p, &id, last), last).unwrap();
+        let after = last + Duration::SECOND;
+        let e = refused(judged(&p, facts(&p, &id, after), after));
+        assert_eq!(
+            e,
+            ReleaseRefusal::PolicyRefuses {
+                reasons: vec![Refusal::RetentionPassed { delete_by }]
+            }
+        );
+        assert_eq!(e.code(), "policy-refuses");
+        assert!(e.to_string().contains("retention period ended"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_blocker_found_at_release_time_is_refused() {
+        let p = pair();
+        let ds = publish(&p, 150_000, ApprovalMode::Manual, &["hk"]);
+        let r = ask(&p, &ds).await;
+        let records = |pipia| RecordsUpdate {
+            pipia: Some(pipia),
+            consent: Some(true),
+            ..Default::default()
+        };
+        p.provider.n.set_records(&ds, records(true)).await.unwrap();
+        p.provider.n.approve(&r.id, None).await.unwrap();
+        pump(&p.provider, &p.consumer);
+        let id = agreement_of(&p.provider, &r.id);
+        let now = OffsetDateTime::now_utc();
+        judged(&p, facts(&p, &id, now), now).unwrap();
+
+        // The PIPIA is withdrawn after the agreement was signed.
+        p.provider.n.set_records(&ds, records(false)).await.unwrap();
+        let e = refused(judged(&p, facts(&p, &id, now), now));
+        let ReleaseRefusal::Blocked { blockers, .. } = &e else {
+            panic!("expected a blocker, got {e}");
+        };
+        assert_eq!(blockers, &vec![Blocker::Pipia]);
+        assert_eq!(e.code(), "blocked");
+        assert!(e.to_string().contains("pipia"), "{e}");
+    }
+
+    #[test]
+    fn refusal_messages_name_what_failed() {
+        let e = ReleaseRefusal::Blocked {
+            route: Route::Prohibited,
+            blockers: vec![],
+        };
+        assert!(e.to_string().ends_with("blockers: none"), "{e}");
+        let e = ReleaseRefusal::DatasetChanged {
+            dataset: DatasetId::derive(&bayspace_contracts::descriptor::PublicKey([1; 32]), "ds-1"),
+            version: 3,
+            withdrawn: true,
+            agreed: 2,
+        };
+        assert!(
+            e.to_string()
+                .contains("version 3 (withdrawn); the agreement is for version 2"),
+            "{e}"
+        );
+    }
+}
