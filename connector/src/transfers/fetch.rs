@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bayspace_contracts::agreement::AgreementId;
@@ -19,6 +20,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 
 use super::wire::{Frame, FrameError, TransferRequest, read_frame, write_frame};
 use super::{Destination, FetchReport, FetchSlot, Progress, Sink, TransferError, Transfers};
@@ -27,7 +29,7 @@ use crate::crypto::{self, DataKey, SegmentCipher, SegmentWriter};
 use crate::negotiator::AgreementRecord;
 use crate::p2p::protocol::DATA_PROTOCOL;
 use crate::store::{TreeName, TypedTree};
-use crate::vault::{SealedState, VaultError};
+use crate::vault::SealedState;
 
 pub const FETCHES_TREE: TreeName = TreeName::new("fetches");
 
@@ -38,6 +40,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// How long an attempt waits for the provider to be admitted (after a
 /// restart of either side) before it counts as unreachable.
 const ADMISSION_WAIT: Duration = Duration::from_secs(10);
+/// Segments received but not yet written: overlap without unbounded
+/// memory (each is at most a MiB).
+const AHEAD: usize = 4;
 
 /// A fetch that has not ended yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,7 +307,6 @@ impl Transfers {
         let from_segment = sink.writer().next_index();
         // Every segment before the last is full, so this is what `.part` holds.
         let resumed_bytes = u64::from(from_segment) * crypto::SEGMENT_SIZE as u64;
-        let mut done = resumed_bytes;
         self.wait_admitted(peer).await?;
         let mut control = self.client.stream_control();
         let mut stream = control
@@ -372,45 +376,74 @@ impl Transfers {
             done: resumed_bytes,
             total,
         });
-        let mut next = from_segment;
-        while next < start.segments {
-            match read_frame(&mut stream).await? {
-                Frame::Segment { index, last, data } => {
-                    if index != next {
-                        return Err(TransferError::Crypto(crypto::CryptoError::OutOfOrder {
-                            index,
-                            expected: next,
-                        }));
-                    }
-                    let plain = cipher.open(index, last, &data)?;
-                    sink.writer().write_segment(index, last, &plain)?;
-                    done += plain.len() as u64;
-                    next += 1;
-                    progress(Progress { done, total });
+        // The network side reads and orders frames while a blocking worker
+        // opens, writes and hashes them, so neither waits for the other;
+        // at most `AHEAD` segments are in between.
+        let written = Arc::new(AtomicU64::new(resumed_bytes));
+        let (tx, mut rx) = mpsc::channel::<(u32, bool, Vec<u8>)>(AHEAD);
+        let worker = {
+            let written = written.clone();
+            tokio::task::spawn_blocking(move || -> Result<Sink, TransferError> {
+                while let Some((index, last, mut data)) = rx.blocking_recv() {
+                    cipher.open_in_place(index, last, &mut data)?;
+                    sink.writer().write_segment(index, last, &data)?;
+                    written.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
-                Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
-                other => {
-                    return Err(TransferError::Unexpected {
-                        expected: "segment".into(),
-                        got: other.kind().into(),
-                    });
-                }
-            }
-        }
-        let bytes = done;
-        let path = match sink {
-            Sink::Plain(w) => w.finish(&blake3::Hash::from_bytes(start.content_hash.0))?,
-            Sink::Sealed(s) => {
-                let vault = self.vault.clone();
-                let (hash, size) = (start.content_hash, start.size);
-                tokio::task::spawn_blocking(move || {
-                    vault.complete(s, &hash, size)?;
-                    Ok::<_, VaultError>(vault.sealed_path(&ag_id))
-                })
-                .await
-                .map_err(|e| TransferError::Task(e.to_string()))??
-            }
+                Ok(sink)
+            })
         };
+        let mut next = from_segment;
+        let received = async {
+            while next < start.segments {
+                match read_frame(&mut stream).await? {
+                    Frame::Segment { index, last, data } => {
+                        if index != next {
+                            return Err(TransferError::Crypto(crypto::CryptoError::OutOfOrder {
+                                index,
+                                expected: next,
+                            }));
+                        }
+                        if tx.send((index, last, data)).await.is_err() {
+                            // The worker stopped; its error says why.
+                            return Ok(());
+                        }
+                        next += 1;
+                        progress(Progress {
+                            done: written.load(Ordering::Relaxed),
+                            total,
+                        });
+                    }
+                    Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
+                    other => {
+                        return Err(TransferError::Unexpected {
+                            expected: "segment".into(),
+                            got: other.kind().into(),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        let sink = worker
+            .await
+            .map_err(|e| TransferError::Task(e.to_string()))?;
+        received?;
+        let sink = sink?;
+        let bytes = written.load(Ordering::Relaxed);
+        progress(Progress { done: bytes, total });
+        let vault = self.vault.clone();
+        let (hash, size) = (start.content_hash, start.size);
+        let path = tokio::task::spawn_blocking(move || match sink {
+            Sink::Plain(w) => Ok::<_, TransferError>(w.finish(&blake3::Hash::from_bytes(hash.0))?),
+            Sink::Sealed(s) => {
+                vault.complete(s, &hash, size)?;
+                Ok(vault.sealed_path(&ag_id))
+            }
+        })
+        .await
+        .map_err(|e| TransferError::Task(e.to_string()))??;
         write_frame(
             &mut stream,
             &Frame::Completion {

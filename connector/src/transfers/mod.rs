@@ -40,6 +40,8 @@ use wire::{Frame, FrameError, TransferRequest, TransferStart, read_frame, write_
 
 /// Transfers served at once; more wait for a slot.
 const MAX_CONCURRENT: usize = 8;
+/// Sealed segments a release prepares ahead of the network (a MiB each).
+const AHEAD: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -310,17 +312,28 @@ impl Transfers {
         // A fresh key for every attempt, resumes included: the nonces are
         // fixed by the agreement and version, so a key is never reused.
         let cipher = SegmentCipher::new(&key, ag.id.as_str(), ag.dataset_version);
-        for seg in SealedReader::open(&release.path, cipher, req.from_segment)? {
-            let seg = seg?;
-            write_frame(
-                &mut stream,
-                &Frame::Segment {
-                    index: seg.index,
-                    last: seg.last,
-                    data: seg.ciphertext,
-                },
-            )
-            .await?;
+        // A blocking worker reads, seals and encodes up to `AHEAD` segments
+        // ahead of the network, so sealing overlaps with sending.
+        let reader = SealedReader::open(&release.path, cipher, req.from_segment)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, TransferError>>(AHEAD);
+        tokio::task::spawn_blocking(move || {
+            for seg in reader {
+                let frame = seg.map_err(TransferError::from).and_then(|seg| {
+                    Ok(wire::encode(&Frame::Segment {
+                        index: seg.index,
+                        last: seg.last,
+                        data: seg.ciphertext,
+                    })?)
+                });
+                let failed = frame.is_err();
+                // A closed channel means the sending side gave up.
+                if tx.blocking_send(frame).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        while let Some(frame) = rx.recv().await {
+            wire::write_encoded(&mut stream, &frame?).await?;
         }
         match read_frame(&mut stream).await? {
             Frame::Completion { hash } if hash == release.content_hash => {}

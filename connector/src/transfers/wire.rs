@@ -90,14 +90,29 @@ pub enum FrameError {
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), FrameError> {
-    let bytes =
-        cbor4ii::serde::to_vec(Vec::new(), f).map_err(|e| FrameError::Encode(e.to_string()))?;
-    if bytes.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(bytes.len()));
+    write_encoded(w, &encode(f)?).await
+}
+
+/// A frame as it goes on the wire, length prefix included, so that the
+/// encoding can happen away from the task that writes.
+pub fn encode(f: &Frame) -> Result<Vec<u8>, FrameError> {
+    let mut bytes =
+        cbor4ii::serde::to_vec(vec![0u8; 4], f).map_err(|e| FrameError::Encode(e.to_string()))?;
+    let body = bytes.len() - 4;
+    if body > MAX_FRAME {
+        return Err(FrameError::TooLarge(body));
     }
-    let len = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge(bytes.len()))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(&bytes).await?;
+    let len = u32::try_from(body).map_err(|_| FrameError::TooLarge(body))?;
+    bytes[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(bytes)
+}
+
+/// Writes a frame made by [`encode`].
+pub async fn write_encoded<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+) -> Result<(), FrameError> {
+    w.write_all(bytes).await?;
     w.flush().await?;
     Ok(())
 }
