@@ -683,6 +683,10 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
     let bytes = dataset_bytes();
     let file = p.space.tmp.path().join("scans.bin");
     std::fs::write(&file, &bytes).unwrap();
+    // The data must be gone by the end of a day a month ahead (GBA time).
+    let day = (time::OffsetDateTime::now_utc() + time::Duration::days(30)).date();
+    let ymd = |d: time::Date| format!("{}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
+    let delete_by = ymd(day);
     let dataset = p.publish_file(
         &file,
         "Retinal scans",
@@ -693,6 +697,8 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
             "hk",
             "--approval",
             "auto",
+            "--delete-by",
+            &delete_by,
         ],
     );
     let (id, _) = p.request(&dataset, "academic-research");
@@ -733,7 +739,12 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
     let item = &listed.as_array().unwrap()[0];
     assert_eq!(item["state"], "sealed");
     assert_eq!(item["agreement"], agreement.as_str());
-    assert!(item["retention_deadline"].is_null());
+    // The key goes at midnight after that day, GBA time.
+    assert_eq!(
+        item["retention_deadline"].as_str().unwrap(),
+        format!("{}T00:00:00+08:00", ymd(day.next_day().unwrap())),
+        "{item}"
+    );
 
     let opened = p.space.tmp.path().join("opened.bin");
     let o = p.researcher(&["data", "open", &agreement, "--out", &s(&opened), "--json"]);
