@@ -110,7 +110,7 @@ pub enum CryptoError {
 
 type Result<T, E = CryptoError> = std::result::Result<T, E>;
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CryptoError {
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CryptoError {
     let path = path.to_path_buf();
     move |source| CryptoError::Io {
         action,

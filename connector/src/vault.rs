@@ -125,13 +125,6 @@ pub enum VaultError {
     },
     #[error("key file {path}: {reason}")]
     KeyFile { path: PathBuf, reason: String },
-    #[error("could not {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error(transparent)]
@@ -144,13 +137,11 @@ pub enum VaultError {
 
 type Result<T, E = VaultError> = std::result::Result<T, E>;
 
+/// File errors are reported as [`CryptoError::Io`], naming the action and
+/// the path, like those of the segment files.
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> VaultError {
-    let path = path.to_path_buf();
-    move |source| VaultError::Io {
-        action,
-        path,
-        source,
-    }
+    let inner = crypto::io_err(action, path);
+    move |e| VaultError::Crypto(inner(e))
 }
 
 /// A sealed copy being received: segments go to `writer`, and

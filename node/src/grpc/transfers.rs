@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bayspace_connector::audit::Actor;
+use bayspace_connector::crypto::CryptoError;
 use bayspace_connector::transfers::{Destination, Progress, TransferError, Transfers};
 use bayspace_connector::vault::{SealedRecord, VaultError};
 use bayspace_contracts::agreement::AgreementId;
@@ -50,7 +51,12 @@ fn vault_status(e: &VaultError) -> Status {
         | VaultError::Shredded { .. }
         | VaultError::AlreadySealed(_)
         | VaultError::RetentionPassed { .. } => Status::failed_precondition(msg),
-        VaultError::Crypto(_) => Status::data_loss(msg),
+        VaultError::Crypto(
+            CryptoError::Segment { .. }
+            | CryptoError::SealedLength { .. }
+            | CryptoError::HashMismatch { .. }
+            | CryptoError::Unwrap { .. },
+        ) => Status::data_loss(msg),
         _ => Status::internal(msg),
     }
 }
