@@ -820,3 +820,52 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
     assert!(!late.exists());
     drop(sz);
 }
+
+/// On a terminal, `transfer fetch` draws a progress bar with bytes, rate
+/// and ETA; `script` gives it a pseudo-terminal as a user's shell would.
+#[test]
+fn fetch_on_a_terminal_draws_a_progress_bar() {
+    if Command::new("script").arg("--version").output().is_err() {
+        println!("skipped: `script` (util-linux) is not installed, so there is no pseudo-terminal");
+        return;
+    }
+    let p = Pair::start(false);
+    let mut bytes = dataset_bytes();
+    bytes.extend(dataset_bytes().iter().rev());
+    let file = p.space.tmp.path().join("scans.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    let dataset = p.publish_file(
+        &file,
+        "Retinal scans",
+        &[
+            "--personal",
+            "0",
+            "--recipient-region",
+            "hk",
+            "--approval",
+            "auto",
+        ],
+    );
+    let (id, _) = p.request(&dataset, "academic-research");
+    let (consumer, _) = p.wait_both(&id, "FINALIZED");
+    let agreement = consumer["agreement_id"].as_str().unwrap();
+    let out = p.space.tmp.path().join("fetched.bin");
+    let cmd = format!(
+        "{BIN} transfer fetch {agreement} --out {} --node {}",
+        out.display(),
+        grpc_url(&p.hk.dir)
+    );
+    let o = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .env("BAYSPACE_TOKEN", &p.token)
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    assert!(
+        screen.contains("MiB/s") && screen.contains("eta") && screen.contains("MiB/"),
+        "a bar with bytes, rate and ETA: {screen:?}"
+    );
+    assert!(screen.contains("fetched 7340032 bytes"), "{screen:?}");
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+}
