@@ -15,13 +15,18 @@ use common::pair::*;
 use common::*;
 use serde_json::Value;
 
-/// SIGKILL, not a clean stop: nothing gets flushed on the way out.
-fn kill9(mut node: Node) -> PathBuf {
+/// SIGKILL in place; [`restart`] brings the same node back.
+fn kill9_in_place(node: &mut Node) {
     let mut child = node.child.take().unwrap();
     child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "{status}");
-    node.dir.clone()
+    assert!(!child.wait().unwrap().success());
+}
+
+/// Starts the node again from its directory and waits until it answers.
+fn restart(node: &mut Node) {
+    let dir = node.dir.clone();
+    *node = Node::start(&dir);
+    node.wait_for("the restarted node to answer", |_| true);
 }
 
 /// The shared directory with the DSP schemas and the validator (see
@@ -299,7 +304,7 @@ fn auto_approval_rejection_and_policy_refusals_reach_the_researcher() {
 
 #[test]
 fn a_provider_killed_while_a_request_waits_resumes_and_finalizes() {
-    let p = Pair::start(true);
+    let mut p = Pair::start(true);
     let dataset = p.publish(
         "Heart study",
         &[
@@ -314,29 +319,12 @@ fn a_provider_killed_while_a_request_waits_resumes_and_finalizes() {
     let (id, _) = p.request(&dataset, "academic-research");
     p.wait_pending(&id);
 
-    let Pair {
-        space: _space,
-        sz,
-        hk,
-        token,
-        sz_peer,
-        hk_peer,
-    } = p;
     // Requests wait for administrators for hours; kill well after the
     // connection settled. (Within ~0.5 s of admission, kad's one automatic
     // bootstrap query would still re-dial Shenzhen by chance.)
     std::thread::sleep(Duration::from_secs(2));
-    let sz_dir = kill9(sz);
-    let sz = Node::start(&sz_dir);
-    sz.wait_for("the restarted Shenzhen to answer", |_| true);
-    let p = Pair {
-        space: _space,
-        sz,
-        sz_peer,
-        hk,
-        hk_peer,
-        token,
-    };
+    kill9_in_place(&mut p.sz);
+    restart(&mut p.sz);
     // The request survived the crash.
     p.wait_pending(&id);
     admin_ok(&p.sz, &["offers", "approve", &id]);
@@ -346,7 +334,7 @@ fn a_provider_killed_while_a_request_waits_resumes_and_finalizes() {
 
 #[test]
 fn a_consumer_killed_before_the_agreement_gets_it_after_restart() {
-    let p = Pair::start(false);
+    let mut p = Pair::start(false);
     let dataset = p.publish(
         "Sleep study",
         &[
@@ -361,33 +349,16 @@ fn a_consumer_killed_before_the_agreement_gets_it_after_restart() {
     let (id, _) = p.request(&dataset, "academic-research");
     p.wait_pending(&id);
 
-    let Pair {
-        space,
-        sz,
-        hk,
-        token,
-        sz_peer,
-        hk_peer,
-    } = p;
-    let hk_dir = kill9(hk);
-    sz.wait_for("HKU's connection to close", |st| {
-        !Node::admitted(st).contains(&hk_peer)
+    kill9_in_place(&mut p.hk);
+    p.sz.wait_for("HKU's connection to close", |st| {
+        !Node::admitted(st).contains(&p.hk_peer)
     });
     // The agreement cannot be delivered: it stays AGREED, queued.
-    let out = admin_ok(&sz, &["offers", "approve", &id]);
+    let out = admin_ok(&p.sz, &["offers", "approve", &id]);
     assert!(out.contains("AGREED"), "{out}");
-    assert_eq!(admin_view(&sz, &id).unwrap()["state"], "AGREED");
+    assert_eq!(admin_view(&p.sz, &id).unwrap()["state"], "AGREED");
 
-    let hk = Node::start(&hk_dir);
-    hk.wait_for("the restarted HKU to answer", |_| true);
-    let p = Pair {
-        space,
-        sz,
-        sz_peer,
-        hk,
-        hk_peer,
-        token,
-    };
+    restart(&mut p.hk);
     let (prov, cons) = p.wait_both(&id, "FINALIZED");
     assert_eq!(prov["agreement_id"], cons["agreement_id"]);
 }
@@ -588,18 +559,6 @@ fn wait_part(node: &Node, out: &Path, segments: u64) {
     });
 }
 
-/// SIGKILL in place; [`restart`] brings the same node back.
-fn kill9_in_place(node: &mut Node) {
-    let mut child = node.child.take().unwrap();
-    child.kill().unwrap();
-    assert!(!child.wait().unwrap().success());
-}
-
-fn restart(node: &mut Node) {
-    let dir = node.dir.clone();
-    *node = Node::start(&dir);
-}
-
 /// The `details` of the last `event` entry in the node's audit log.
 fn last_audit_details(node: &Node, event: &str, out: &Path) -> Value {
     audit_events(node, out)
@@ -679,7 +638,7 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
 
 #[test]
 fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
-    let p = Pair::start(false);
+    let mut p = Pair::start(false);
     let bytes = dataset_bytes();
     let file = p.space.tmp.path().join("scans.bin");
     std::fs::write(&file, &bytes).unwrap();
@@ -804,13 +763,10 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
     let shredded_at = log.find("\"data-shredded\"").unwrap();
     assert!(opened_at < shredded_at, "{log}");
 
-    let Pair { space, sz, hk, .. } = p;
-    let hk_dir = hk.dir.clone();
-    hk.terminate();
-    let hk = Node::start(&hk_dir);
-    hk.wait_for("the restarted HKU node", |_| true);
-    let late = space.tmp.path().join("late.bin");
-    let o = admin(&hk, &["data", "open", &agreement, "--out", &s(&late)]);
+    kill9_in_place(&mut p.hk);
+    restart(&mut p.hk);
+    let late = p.space.tmp.path().join("late.bin");
+    let o = admin(&p.hk, &["data", "open", &agreement, "--out", &s(&late)]);
     assert!(!o.status.success());
     let said = text(&o);
     assert!(
@@ -818,7 +774,6 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
         "{said}"
     );
     assert!(!late.exists());
-    drop(sz);
 }
 
 /// On a terminal, `transfer fetch` draws a progress bar with bytes, rate
