@@ -441,6 +441,9 @@ impl Vault {
     }
 
     /// Shreds every copy whose retention deadline is at or before `now`.
+    /// One copy that cannot be shredded (its audit entry cannot be written,
+    /// say) does not hold up the others; it is logged and tried again at
+    /// the next round.
     pub fn shred_due(&self, now: OffsetDateTime) -> Result<Vec<SealedRecord>> {
         let due: Vec<AgreementId> = self
             .list(None)?
@@ -449,9 +452,16 @@ impl Vault {
             .filter(|r| r.retention_deadline.is_some_and(|d| d <= now))
             .map(|r| r.agreement)
             .collect();
-        due.iter()
-            .map(|id| self.shred(id, Actor::Node, "retention end of the agreement", now))
-            .collect()
+        let mut shredded = Vec::with_capacity(due.len());
+        for id in &due {
+            match self.shred(id, Actor::Node, "retention end of the agreement", now) {
+                Ok(r) => shredded.push(r),
+                Err(e) => {
+                    tracing::error!(agreement = %id, "cannot shred at the retention end: {e}")
+                }
+            }
+        }
+        Ok(shredded)
     }
 
     /// The earliest deadline still ahead of a copy that is not shredded.

@@ -292,3 +292,38 @@ fn a_wrong_storage_key_or_a_moved_key_file_opens_nothing() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn the_retention_watcher_shreds_when_the_deadline_comes() {
+    let f = fixture();
+    let ag = agreement(None);
+    receive(&f.vault, &ag, &data(64)).unwrap();
+    // A deadline a moment from now, as an agreement's would be on its day.
+    let mut record = f.vault.get(&ag.id).unwrap().unwrap();
+    let deadline = OffsetDateTime::now_utc() + time::Duration::milliseconds(800);
+    record.retention_deadline = Some(deadline);
+    f.vault.records.insert(&ag.id.to_string(), &record).unwrap();
+    let watcher = tokio::spawn(f.vault.clone().run());
+    let started = std::time::Instant::now();
+    let shredded = loop {
+        let r = f.vault.get(&ag.id).unwrap().unwrap();
+        if r.state == SealedState::Shredded {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not shredded in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    watcher.abort();
+    assert!(
+        shredded.shredded_at.unwrap() >= deadline,
+        "not before its time"
+    );
+    assert!(!f.vault.key_path(&ag.id).exists());
+    assert!(
+        events(&f.audit).contains(&(AuditEvent::DataShredded, Actor::Node)),
+        "audited"
+    );
+}
