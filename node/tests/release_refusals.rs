@@ -70,6 +70,15 @@ fn refused(p: &Pair, agreement: &str, out: &Path, code: &str, needle: &str) -> V
     let reason = entry["details"]["reason"].as_str().unwrap();
     assert!(reason.contains(needle), "{entry}");
     assert!(said.contains(reason), "the researcher sees {said}");
+    // The consumer's node records the same refusal, code included.
+    let home = audit_events(&p.hk, &p.space.tmp.path().join("home.jsonl"));
+    let mirrored = home
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .rfind(|e| e["event"] == "transfer-refused")
+        .unwrap_or_else(|| panic!("no transfer-refused entry at home: {home}"));
+    assert_eq!(mirrored["details"]["code"], code, "{mirrored}");
+    assert_eq!(mirrored["details"]["reason"], reason, "{mirrored}");
     entry
 }
 
@@ -187,10 +196,13 @@ impl Forger {
     }
 }
 
-/// The reason of a TransferTerminationMessage.
-fn termination(frame: Frame) -> String {
+/// The reason of a TransferTerminationMessage, checking its code.
+fn termination(frame: Frame, expected_code: &str) -> String {
     match frame {
-        Frame::Termination { reason } => reason,
+        Frame::Termination { code, reason } => {
+            assert_eq!(code.as_deref(), Some(expected_code), "{reason}");
+            reason
+        }
         other => panic!("expected a termination, got {}", other.kind()),
     }
 }
@@ -216,7 +228,7 @@ async fn a_forged_request_from_the_wrong_peer_or_for_the_wrong_researcher_releas
     // A third admitted member asks for HKU's agreement.
     let (macao, _, _) = p.space.member_in("UM", "macao", None);
     let third = Forger::connect(&p.space, &macao, &p.sz_peer, &sz_addr).await;
-    let reason = termination(third.ask(&p.sz_peer, &agreement, "r-1").await);
+    let reason = termination(third.ask(&p.sz_peer, &agreement, "r-1").await, "wrong-peer");
     assert!(
         reason.contains(&format!("names {} as the consumer", p.hk_peer)),
         "{reason}"
@@ -232,7 +244,10 @@ async fn a_forged_request_from_the_wrong_peer_or_for_the_wrong_researcher_releas
     hk.wait().unwrap();
     let hk_dir = p.hk.dir.clone();
     let consumer = Forger::connect(&p.space, &hk_dir, &p.sz_peer, &sz_addr).await;
-    let reason = termination(consumer.ask(&p.sz_peer, &agreement, "someone-else").await);
+    let reason = termination(
+        consumer.ask(&p.sz_peer, &agreement, "someone-else").await,
+        "wrong-researcher",
+    );
     assert!(reason.contains("not someone-else"), "{reason}");
     let entry = refusal_entry(&p, "wrong-researcher.jsonl");
     assert_eq!(entry["details"]["code"], "wrong-researcher", "{entry}");

@@ -327,12 +327,12 @@ impl Transfers {
         .await?;
         let start = match read_frame(&mut stream).await? {
             Frame::Start(s) => s,
-            Frame::Termination { reason } => {
+            Frame::Termination { code, reason } => {
                 self.negotiator.audit_log().append(
                     Actor::Peer(peer.to_string()),
                     AuditEvent::TransferRefused,
                     vec![agreement.to_string()],
-                    json!({ "reason": reason }),
+                    json!({ "code": code, "reason": reason }),
                     OffsetDateTime::now_utc(),
                 )?;
                 return Err(TransferError::Refused(reason));
@@ -413,7 +413,9 @@ impl Transfers {
                             total,
                         });
                     }
-                    Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
+                    Frame::Termination { reason, .. } => {
+                        return Err(TransferError::Refused(reason));
+                    }
                     other => {
                         return Err(TransferError::Unexpected {
                             expected: "segment".into(),
@@ -453,7 +455,7 @@ impl Transfers {
         .await?;
         match read_frame(&mut stream).await? {
             Frame::Done => {}
-            Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
+            Frame::Termination { reason, .. } => return Err(TransferError::Refused(reason)),
             other => {
                 return Err(TransferError::Unexpected {
                     expected: "done".into(),

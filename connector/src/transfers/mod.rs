@@ -232,9 +232,7 @@ impl Transfers {
                 let reason = format!("expected a TransferRequestMessage, got {}", other.kind());
                 write_frame(
                     &mut stream,
-                    &Frame::Termination {
-                        reason: reason.clone(),
-                    },
+                    &Frame::terminate("unexpected-message", &reason),
                 )
                 .await?;
                 return Err(TransferError::Refused(reason));
@@ -257,13 +255,7 @@ impl Transfers {
                     }),
                     now,
                 )?;
-                write_frame(
-                    &mut stream,
-                    &Frame::Termination {
-                        reason: reason.clone(),
-                    },
-                )
-                .await?;
+                write_frame(&mut stream, &Frame::terminate(refusal.code(), &reason)).await?;
                 return Err(TransferError::Refused(reason));
             }
         };
@@ -275,13 +267,7 @@ impl Transfers {
                 "segment {} asked for; the dataset has {segments}",
                 req.from_segment
             );
-            write_frame(
-                &mut stream,
-                &Frame::Termination {
-                    reason: reason.clone(),
-                },
-            )
-            .await?;
+            write_frame(&mut stream, &Frame::terminate("no-such-segment", &reason)).await?;
             return Err(TransferError::Refused(reason));
         }
         // No audit, no key.
@@ -342,16 +328,10 @@ impl Transfers {
                     "the consumer computed {hash}, the dataset is {}",
                     release.content_hash
                 );
-                write_frame(
-                    &mut stream,
-                    &Frame::Termination {
-                        reason: reason.clone(),
-                    },
-                )
-                .await?;
+                write_frame(&mut stream, &Frame::terminate("hash-mismatch", &reason)).await?;
                 return Err(TransferError::Refused(reason));
             }
-            Frame::Termination { reason } => return Err(TransferError::Refused(reason)),
+            Frame::Termination { reason, .. } => return Err(TransferError::Refused(reason)),
             other => {
                 return Err(TransferError::Unexpected {
                     expected: "TransferCompletionMessage".into(),

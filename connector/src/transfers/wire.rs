@@ -55,7 +55,11 @@ pub enum Frame {
     Completion {
         hash: Digest,
     },
+    /// As DSP's `TransferTerminationMessage`: a machine-readable code
+    /// (the provider's refusal codes, e.g. `expired`) and the reason.
     Termination {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
         reason: String,
     },
     /// The provider has counted the release.
@@ -63,6 +67,13 @@ pub enum Frame {
 }
 
 impl Frame {
+    pub fn terminate(code: &str, reason: impl Into<String>) -> Frame {
+        Frame::Termination {
+            code: Some(code.to_owned()),
+            reason: reason.into(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Frame::Request(_) => "TransferRequestMessage",
@@ -129,7 +140,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameE
     r.read_exact(&mut buf).await?;
     let f: Frame =
         cbor4ii::serde::from_slice(&buf).map_err(|e| FrameError::Decode(e.to_string()))?;
-    if let Frame::Termination { reason } = &f
+    if let Frame::Termination { reason, .. } = &f
         && reason.len() > MAX_REASON
     {
         return Err(FrameError::LongReason(reason.len()));
@@ -156,7 +167,12 @@ mod tests {
                 data: vec![7; 100],
             },
             Frame::Termination {
+                code: Some("revoked".into()),
                 reason: "agreement revoked".into(),
+            },
+            Frame::Termination {
+                code: None,
+                reason: "the consumer gave up".into(),
             },
             Frame::Done,
         ];
