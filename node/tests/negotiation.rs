@@ -824,3 +824,61 @@ fn fetch_on_a_terminal_draws_a_progress_bar() {
     assert!(screen.contains("fetched 7340032 bytes"), "{screen:?}");
     assert_eq!(std::fs::read(&out).unwrap(), bytes);
 }
+
+/// `contract watch` follows a negotiation as it moves and ends by itself
+/// at a terminal state.
+#[test]
+fn contract_watch_follows_the_negotiation_to_its_end() {
+    let p = Pair::start(false);
+    let dataset = p.publish(
+        "Diet survey",
+        &[
+            "--personal",
+            "0",
+            "--recipient-region",
+            "hk",
+            "--approval",
+            "manual",
+        ],
+    );
+    let (id, _) = p.request(&dataset, "academic-research");
+    p.wait_pending(&id);
+    let watch = Command::new(BIN)
+        .args(["contract", "watch", &id, "--json"])
+        .args(["--node", &grpc_url(&p.hk.dir)])
+        .env("BAYSPACE_TOKEN", &p.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let the watcher see the waiting state first.
+    std::thread::sleep(Duration::from_millis(500));
+    admin_ok(&p.sz, &["offers", "approve", &id]);
+    let o = watch.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let states: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["id"], id.as_str(), "{v}");
+            v["state"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("REQUESTED"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("FINALIZED"),
+        "{states:?}"
+    );
+    let order = ["REQUESTED", "AGREED", "VERIFIED", "FINALIZED"];
+    let ranks: Vec<usize> = states
+        .iter()
+        .map(|s| order.iter().position(|o| o == s).unwrap())
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{states:?}");
+}
