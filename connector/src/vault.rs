@@ -392,6 +392,31 @@ impl Vault {
         Ok(record)
     }
 
+    /// Forgets a copy that was begun but never received a byte (the
+    /// provider refused the release, say), so that no "receiving" record
+    /// and key linger for it. A copy holding any data is kept: running the
+    /// fetch again resumes it. Returns whether it was forgotten.
+    pub fn abandon_if_empty(&self, agreement: &AgreementId) -> Result<bool> {
+        let _g = self.guard()?;
+        let Some(record) = self.get(agreement)? else {
+            return Ok(false);
+        };
+        let part = crypto::part_path(&self.sealed_path(agreement));
+        let empty = match fs::metadata(&part) {
+            Ok(m) => m.len() == 0,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io_err("stat", &part)(e)),
+        };
+        if record.state != SealedState::Receiving || !empty {
+            return Ok(false);
+        }
+        self.destroy_key(agreement)?;
+        self.records.remove(&agreement.to_string())?;
+        self.store.flush()?;
+        remove_if_present(&part)?;
+        Ok(true)
+    }
+
     /// Crypto-shreds the copy of `agreement`: audit first, then destroy the
     /// key, record it, and remove the sealed bytes.
     pub fn shred(

@@ -99,6 +99,13 @@ fn an_expired_agreement_releases_nothing() {
 
     let out = p.space.tmp.path().join("expired.csv");
     refused(&p, &agreement, &out, "expired", "expired at");
+
+    // Refused while keeping it sealed: no empty sealed copy is left behind.
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--keep-sealed"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("expired at"), "{}", text(&o));
+    let listed = p.researcher(&["data", "list", "--json"]);
+    assert_eq!(String::from_utf8(listed.stdout).unwrap().trim(), "[]");
 }
 
 #[test]

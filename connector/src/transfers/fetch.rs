@@ -169,6 +169,9 @@ impl Transfers {
                 Err(e) if e.is_transient() => return Err(e),
                 result => {
                     self.forget_intent(agreement)?;
+                    if result.is_err() && matches!(dest, Destination::Sealed) {
+                        self.vault.abandon_if_empty(agreement)?;
+                    }
                     return result;
                 }
             }

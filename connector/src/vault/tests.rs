@@ -327,3 +327,29 @@ async fn the_retention_watcher_shreds_when_the_deadline_comes() {
         "audited"
     );
 }
+
+#[test]
+fn a_copy_that_never_received_data_is_forgotten_and_one_with_data_is_kept() {
+    let f = fixture();
+    let refused = agreement(None);
+    drop(f.vault.begin(&refused, NOW).unwrap());
+    assert!(f.vault.key_path(&refused.id).exists());
+    assert!(f.vault.abandon_if_empty(&refused.id).unwrap());
+    assert_eq!(f.vault.get(&refused.id).unwrap(), None);
+    assert!(!f.vault.key_path(&refused.id).exists());
+
+    let partial = agreement(None);
+    let mut sink = f.vault.begin(&partial, NOW).unwrap();
+    sink.writer
+        .write_segment(0, false, &data(crypto::SEGMENT_SIZE))
+        .unwrap();
+    drop(sink);
+    assert!(!f.vault.abandon_if_empty(&partial.id).unwrap());
+    assert_eq!(
+        f.vault.get(&partial.id).unwrap().unwrap().state,
+        SealedState::Receiving
+    );
+    let complete = agreement(None);
+    receive(&f.vault, &complete, &data(10)).unwrap();
+    assert!(!f.vault.abandon_if_empty(&complete.id).unwrap());
+}
