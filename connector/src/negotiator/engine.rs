@@ -1098,21 +1098,7 @@ impl Negotiator {
             }
             Ok(countersigned) => {
                 let ag = &countersigned.agreement;
-                self.audit.append_unflushed(
-                    Actor::Node,
-                    AuditEvent::Agreement,
-                    vec![r.id.to_string(), ag.id.to_string(), ag.dataset.to_string()],
-                    json!({
-                        "role": "consumer",
-                        "provider": ag.provider.peer_id,
-                        "researcher": ag.researcher.id,
-                        "purpose": ag.purpose,
-                        "route": ag.route,
-                        "variant": ag.variant,
-                        "not_after": ag.not_after.unix_timestamp(),
-                    }),
-                    now,
-                )?;
+                self.audit_agreement(Actor::Node, &r, ag, now)?;
                 self.agreements.stage_insert(
                     &mut w,
                     &ag.id.to_string(),
@@ -1124,18 +1110,11 @@ impl Negotiator {
                     },
                 )?;
                 r.agreement_id = Some(ag.id.clone());
-                r.push(
-                    State::Agreed,
-                    now,
-                    &Actor::Peer(peer.to_string()).to_string(),
-                );
-                r.push(State::Verified, now, &Actor::Node.to_string());
                 let m = Message::AgreementVerification {
                     negotiation: r.id.clone(),
                     agreement: Box::new(countersigned),
                 };
-                r.last_sent = Some(m.clone());
-                Some(m)
+                Some(answer(&mut r, peer, State::Agreed, State::Verified, m, now))
             }
         };
         Ok(Handled::Change {
@@ -1184,6 +1163,37 @@ impl Negotiator {
             .map_err(|e| e.to_string())
     }
 
+    /// The audit entry of an agreement both sides have signed, from this
+    /// node's side of it.
+    fn audit_agreement(
+        &self,
+        actor: Actor,
+        r: &NegotiationRecord,
+        ag: &Agreement,
+        now: OffsetDateTime,
+    ) -> Result<(), NegotiatorError> {
+        let mut details = json!({
+            "role": r.role.as_str(),
+            "researcher": ag.researcher.id,
+            "purpose": ag.purpose,
+            "route": ag.route,
+            "variant": ag.variant,
+            "not_after": ag.not_after.unix_timestamp(),
+        });
+        match r.role {
+            Role::Consumer => details["provider"] = ag.provider.peer_id.clone().into(),
+            Role::Provider => details["consumer"] = ag.consumer.peer_id.clone().into(),
+        }
+        self.audit.append_unflushed(
+            actor,
+            AuditEvent::Agreement,
+            vec![r.id.to_string(), ag.id.to_string(), ag.dataset.to_string()],
+            details,
+            now,
+        )?;
+        Ok(())
+    }
+
     /// The provider gets the countersigned agreement: it must be exactly
     /// the one it signed, countersigned by the consumer's key.
     fn on_verification(
@@ -1226,36 +1236,21 @@ impl Negotiator {
                 self.terminate_locked(&mut r, Actor::Node, reasons, now)?
             }
             Ok(()) => {
-                let ag = &signed.agreement;
-                self.audit.append_unflushed(
-                    Actor::Peer(peer.to_string()),
-                    AuditEvent::Agreement,
-                    vec![r.id.to_string(), ag.id.to_string(), ag.dataset.to_string()],
-                    json!({
-                        "role": "provider",
-                        "consumer": ag.consumer.peer_id,
-                        "researcher": ag.researcher.id,
-                        "purpose": ag.purpose,
-                        "route": ag.route,
-                        "variant": ag.variant,
-                        "not_after": ag.not_after.unix_timestamp(),
-                    }),
-                    now,
-                )?;
+                self.audit_agreement(Actor::Peer(peer.to_string()), &r, &signed.agreement, now)?;
                 stored.signed = signed;
                 self.agreements
                     .stage_insert(&mut w, &stored.id().to_string(), &stored)?;
-                r.push(
-                    State::Verified,
-                    now,
-                    &Actor::Peer(peer.to_string()).to_string(),
-                );
-                r.push(State::Finalized, now, &Actor::Node.to_string());
                 let m = Message::Finalized {
                     negotiation: r.id.clone(),
                 };
-                r.last_sent = Some(m.clone());
-                Some(m)
+                Some(answer(
+                    &mut r,
+                    peer,
+                    State::Verified,
+                    State::Finalized,
+                    m,
+                    now,
+                ))
             }
         };
         Ok(Handled::Change {
@@ -1466,4 +1461,21 @@ fn parse_peer(s: &str) -> Result<PeerId, NegotiatorError> {
         field: "peer_id",
         reason: format!("`{s}` is not a PeerId"),
     })
+}
+
+/// Records `reached` (what the peer's message did) and `then` (this node's
+/// answer to it), and makes `reply` the last message sent, so that a
+/// duplicate of the peer's message gets the same answer.
+fn answer(
+    r: &mut NegotiationRecord,
+    peer: &PeerId,
+    reached: State,
+    then: State,
+    reply: Message,
+    now: OffsetDateTime,
+) -> Message {
+    r.push(reached, now, &Actor::Peer(peer.to_string()).to_string());
+    r.push(then, now, &Actor::Node.to_string());
+    r.last_sent = Some(reply.clone());
+    reply
 }
