@@ -818,7 +818,7 @@ fn fetch_on_a_terminal_draws_a_progress_bar() {
     let screen = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{screen}");
     assert!(
-        screen.contains("MiB/s") && screen.contains("eta") && screen.contains("MiB/"),
+        screen.contains("B/s") && screen.contains("eta") && screen.contains("/7.00 MiB"),
         "a bar with bytes, rate and ETA: {screen:?}"
     );
     assert!(screen.contains("fetched 7340032 bytes"), "{screen:?}");
