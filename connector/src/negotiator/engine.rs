@@ -207,12 +207,9 @@ impl Negotiator {
             let mut w = WriteSet::new();
             let key = self.stage_send(&mut w, &record, message, now)?;
             self.stage_record(&mut w, &record)?;
-            self.store.apply(&w)?;
+            self.commit(&w, &record)?;
             key
         };
-        // Flushed outside the write lock (group commit), before sending.
-        self.store.flush()?;
-        self.announce(&record);
         self.deliver(key).await;
         Ok(self.get(&id)?.unwrap_or(record))
     }
@@ -551,36 +548,13 @@ impl Negotiator {
             ));
         };
         let seen = (m.kind().to_owned(), m.digest()?);
-        let (received, next, changed) = {
-            let _w = self.lock()?;
-            self.receive_locked(peer, &id, m, seen, delivered, now)?
-        };
-        // Outside the write lock, so that steps running at the same time
-        // share one fsync; nothing is answered before it returns.
-        self.store.flush()?;
-        if let Some(r) = changed {
-            self.announce(&r);
-        }
-        Ok((received, next))
-    }
-
-    /// [`receive`](Self::receive) under the write lock: applies, does not
-    /// flush. Returns the changed record, if any, to announce once durable.
-    fn receive_locked(
-        &self,
-        peer: &PeerId,
-        id: &NegotiationId,
-        m: Message,
-        seen: (String, String),
-        delivered: Option<(&str, &Message)>,
-        now: OffsetDateTime,
-    ) -> Result<(Received, Option<String>, Option<NegotiationRecord>), NegotiatorError> {
-        let handled = self.handle(peer, id, m, seen, now)?;
+        let _w = self.lock()?;
+        let handled = self.handle(peer, &id, m, seen, now)?;
         match handled {
-            Handled::Refused(reason) => Ok((Received::Refused(reason), None, None)),
+            Handled::Refused(reason) => Ok((Received::Refused(reason), None)),
             Handled::Duplicate(last) => {
                 let Some((key, sent)) = delivered else {
-                    return Ok((Received::Duplicate(last), None, None));
+                    return Ok((Received::Duplicate(last), None));
                 };
                 // Our message was answered with one we had applied before
                 // (we lost our own progress record of it): send again what
@@ -589,12 +563,13 @@ impl Negotiator {
                 self.outbox.stage_remove(&mut w, &key.to_owned());
                 let next = match &last {
                     Some(n) if n.kind() != sent.kind() => {
-                        Some(self.stage_outgoing(&mut w, &peer.to_string(), id, n.clone(), now)?)
+                        Some(self.stage_outgoing(&mut w, &peer.to_string(), &id, n.clone(), now)?)
                     }
                     _ => None,
                 };
                 self.store.apply(&w)?;
-                Ok((Received::Duplicate(last), next, None))
+                self.store.flush()?;
+                Ok((Received::Duplicate(last), next))
             }
             Handled::Change { mut w, r, reply } => {
                 let mut next = None;
@@ -605,8 +580,8 @@ impl Negotiator {
                     }
                 }
                 self.stage_record(&mut w, &r)?;
-                self.store.apply(&w)?;
-                Ok((Received::Fresh(reply), next, Some(*r)))
+                self.commit(&w, &r)?;
+                Ok((Received::Fresh(reply), next))
             }
         }
     }

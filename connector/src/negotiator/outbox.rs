@@ -199,10 +199,8 @@ impl Negotiator {
     }
 
     pub(super) fn remove_entry(&self, key: &str) -> Result<(), NegotiatorError> {
-        {
-            let _w = self.lock()?;
-            self.outbox.remove(&key.to_owned())?;
-        }
+        let _w = self.lock()?;
+        self.outbox.remove(&key.to_owned())?;
         self.store.flush()?;
         Ok(())
     }
