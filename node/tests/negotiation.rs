@@ -382,12 +382,7 @@ fn dataset_bytes() -> Vec<u8> {
 fn an_agreed_dataset_is_released_encrypted_verified_and_accounted() {
     let p = Pair::start(false);
     let bytes = dataset_bytes();
-    let file = p.space.tmp.path().join("scans.bin");
-    std::fs::write(&file, &bytes).unwrap();
-    let dataset = p.publish_file(&file, "Retinal scans", &AUTO_TO_HK);
-    let (id, _) = p.request(&dataset, "academic-research");
-    let (consumer, _) = p.wait_both(&id, "FINALIZED");
-    let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
+    let agreement = p.agree_on("scans", &bytes, &[]);
 
     let out = p.space.tmp.path().join("fetched.bin");
     let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&out), "--json"]);
@@ -575,12 +570,7 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
     let mut bytes = dataset_bytes();
     bytes.extend(dataset_bytes().iter().rev());
     bytes.extend(dataset_bytes());
-    let file = p.space.tmp.path().join("imaging.bin");
-    std::fs::write(&file, &bytes).unwrap();
-    let dataset = p.publish_file(&file, "Imaging", &AUTO_TO_HK);
-    let (id, _) = p.request(&dataset, "academic-research");
-    let (consumer, _) = p.wait_both(&id, "FINALIZED");
-    let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
+    let agreement = p.agree_on("imaging", &bytes, &[]);
     let out = p.space.tmp.path().join("imaging-fetched.bin");
 
     // The provider dies mid-transfer and comes back: the running command
@@ -640,29 +630,11 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
 fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
     let mut p = Pair::start(false);
     let bytes = dataset_bytes();
-    let file = p.space.tmp.path().join("scans.bin");
-    std::fs::write(&file, &bytes).unwrap();
     // The data must be gone by the end of a day a month ahead (GBA time).
     let day = (time::OffsetDateTime::now_utc() + time::Duration::days(30)).date();
     let ymd = |d: time::Date| format!("{}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
     let delete_by = ymd(day);
-    let dataset = p.publish_file(
-        &file,
-        "Retinal scans",
-        &[
-            "--personal",
-            "0",
-            "--recipient-region",
-            "hk",
-            "--approval",
-            "auto",
-            "--delete-by",
-            &delete_by,
-        ],
-    );
-    let (id, _) = p.request(&dataset, "academic-research");
-    let (consumer, _) = p.wait_both(&id, "FINALIZED");
-    let agreement = consumer["agreement_id"].as_str().unwrap().to_owned();
+    let agreement = p.agree_on("scans", &bytes, &["--delete-by", &delete_by]);
 
     let both = p.researcher(&[
         "transfer",
@@ -787,23 +759,7 @@ fn fetch_on_a_terminal_draws_a_progress_bar() {
     let p = Pair::start(false);
     let mut bytes = dataset_bytes();
     bytes.extend(dataset_bytes().iter().rev());
-    let file = p.space.tmp.path().join("scans.bin");
-    std::fs::write(&file, &bytes).unwrap();
-    let dataset = p.publish_file(
-        &file,
-        "Retinal scans",
-        &[
-            "--personal",
-            "0",
-            "--recipient-region",
-            "hk",
-            "--approval",
-            "auto",
-        ],
-    );
-    let (id, _) = p.request(&dataset, "academic-research");
-    let (consumer, _) = p.wait_both(&id, "FINALIZED");
-    let agreement = consumer["agreement_id"].as_str().unwrap();
+    let agreement = p.agree_on("scans", &bytes, &[]);
     let out = p.space.tmp.path().join("fetched.bin");
     let cmd = format!(
         "{BIN} transfer fetch {agreement} --out {} --node {}",

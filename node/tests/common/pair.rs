@@ -84,6 +84,20 @@ impl Pair {
         self.publish_file(&data, title, extra)
     }
 
+    /// Writes `bytes` to `<name>.bin`, publishes it on Shenzhen as an
+    /// automatic offer to HKU with `terms` besides, has the researcher ask
+    /// for it, and returns the agreement once both sides are FINALIZED.
+    pub fn agree_on(&self, name: &str, bytes: &[u8], terms: &[&str]) -> String {
+        let file = self.space.tmp.path().join(format!("{name}.bin"));
+        std::fs::write(&file, bytes).unwrap();
+        let mut extra = AUTO_TO_HK.to_vec();
+        extra.extend(terms);
+        let dataset = self.publish_file(&file, name, &extra);
+        let (id, _) = self.request(&dataset, "academic-research");
+        let (consumer, _) = self.wait_both(&id, "FINALIZED");
+        consumer["agreement_id"].as_str().unwrap().to_owned()
+    }
+
     /// Publishes `data` on Shenzhen and waits until HKU's catalog has it.
     pub fn publish_file(&self, data: &Path, title: &str, extra: &[&str]) -> String {
         let (d, f) = (s(&self.sz.dir), s(data));
