@@ -22,10 +22,12 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::wire::{Frame, FrameError, TransferRequest, read_frame, write_frame};
+use super::wire::{
+    Frame, FrameError, Incoming, TransferRequest, read_frame, read_incoming, write_frame,
+};
 use super::{Destination, FetchReport, FetchSlot, Progress, Sink, TransferError, Transfers};
 use crate::audit::{Actor, AuditEvent};
-use crate::crypto::{self, DataKey, SegmentCipher, SegmentWriter};
+use crate::crypto::{self, DataKey, SegmentBuf, SegmentCipher, SegmentWriter};
 use crate::negotiator::AgreementRecord;
 use crate::p2p::protocol::DATA_PROTOCOL;
 use crate::store::{TreeName, TypedTree};
@@ -40,8 +42,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// How long an attempt waits for the provider to be admitted (after a
 /// restart of either side) before it counts as unreachable.
 const ADMISSION_WAIT: Duration = Duration::from_secs(10);
-/// Segments received but not yet written: overlap without unbounded
-/// memory (each is at most a MiB).
+/// Segment buffers of one fetch (a MiB each): the network reads into those
+/// the worker is not opening and writing, so the two overlap within
+/// bounded memory.
 const AHEAD: usize = 4;
 
 /// A fetch that has not ended yet.
@@ -383,14 +386,22 @@ impl Transfers {
         // opens, writes and hashes them, so neither waits for the other;
         // at most `AHEAD` segments are in between.
         let written = Arc::new(AtomicU64::new(resumed_bytes));
-        let (tx, mut rx) = mpsc::channel::<(u32, bool, Vec<u8>)>(AHEAD);
+        let (full_tx, mut full) = mpsc::channel::<(u32, bool, SegmentBuf)>(AHEAD);
+        let (free_tx, mut free) = mpsc::channel::<SegmentBuf>(AHEAD);
+        for _ in 0..AHEAD {
+            // Cannot fail: the channel has room for every buffer and its
+            // receiver is alive.
+            let _ = free_tx.try_send(SegmentBuf::new());
+        }
         let worker = {
             let written = written.clone();
             tokio::task::spawn_blocking(move || -> Result<Sink, TransferError> {
-                while let Some((index, last, mut data)) = rx.blocking_recv() {
-                    cipher.open_in_place(index, last, &mut data)?;
-                    sink.writer().write_segment(index, last, &data)?;
-                    written.fetch_add(data.len() as u64, Ordering::Relaxed);
+                while let Some((index, last, mut buf)) = full.blocking_recv() {
+                    cipher.open_in_place(index, last, &mut buf)?;
+                    sink.writer().write_segment(index, last, buf.as_ref())?;
+                    written.fetch_add(buf.as_ref().len() as u64, Ordering::Relaxed);
+                    // Room for it: there are only `AHEAD` buffers.
+                    let _ = free_tx.try_send(buf);
                 }
                 Ok(sink)
             })
@@ -398,16 +409,19 @@ impl Transfers {
         let mut next = from_segment;
         let received = async {
             while next < start.segments {
-                match read_frame(&mut stream).await? {
-                    Frame::Segment { index, last, data } => {
+                // No free buffer means the worker stopped; its error says why.
+                let Some(mut buf) = free.recv().await else {
+                    return Ok(());
+                };
+                match read_incoming(&mut stream, Some(&mut buf)).await? {
+                    Incoming::Segment { index, last } => {
                         if index != next {
                             return Err(TransferError::Crypto(crypto::CryptoError::OutOfOrder {
                                 index,
                                 expected: next,
                             }));
                         }
-                        if tx.send((index, last, data)).await.is_err() {
-                            // The worker stopped; its error says why.
+                        if full_tx.send((index, last, buf)).await.is_err() {
                             return Ok(());
                         }
                         next += 1;
@@ -416,10 +430,10 @@ impl Transfers {
                             total,
                         });
                     }
-                    Frame::Termination { reason, .. } => {
+                    Incoming::Message(Frame::Termination { reason, .. }) => {
                         return Err(TransferError::Refused(reason));
                     }
-                    other => {
+                    Incoming::Message(other) => {
                         return Err(TransferError::Unexpected {
                             expected: "segment".into(),
                             got: other.kind().into(),
@@ -430,7 +444,7 @@ impl Transfers {
             Ok(())
         }
         .await;
-        drop(tx);
+        drop(full_tx);
         let sink = worker
             .await
             .map_err(|e| TransferError::Task(e.to_string()))?;

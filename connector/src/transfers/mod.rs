@@ -25,12 +25,12 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::admission::MembershipAdmission;
 use crate::audit::{Actor, AuditEvent};
 use crate::catalog::Catalog;
-use crate::crypto::{self, DataKey, SealedReader, SegmentCipher, SegmentWriter};
+use crate::crypto::{self, DataKey, SealedReader, SegmentBuf, SegmentCipher, SegmentWriter};
 use crate::negotiator::{AgreementRecord, Negotiator, NegotiatorError};
 use crate::p2p::{self, protocol::DATA_PROTOCOL};
 use crate::store::Store;
@@ -40,7 +40,8 @@ use wire::{Frame, FrameError, TransferRequest, TransferStart, read_frame, write_
 
 /// Transfers served at once; more wait for a slot.
 const MAX_CONCURRENT: usize = 8;
-/// Sealed segments a release prepares ahead of the network (a MiB each).
+/// Segment buffers of one release (a MiB each): the worker seals into
+/// those the network is not sending.
 const AHEAD: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
@@ -298,28 +299,38 @@ impl Transfers {
         // A fresh key for every attempt, resumes included: the nonces are
         // fixed by the agreement and version, so a key is never reused.
         let cipher = SegmentCipher::new(&key, ag.id.as_str(), ag.dataset_version);
-        // A blocking worker reads, seals and encodes up to `AHEAD` segments
-        // ahead of the network, so sealing overlaps with sending.
-        let reader = SealedReader::open(&release.path, cipher, req.from_segment)?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, TransferError>>(AHEAD);
+        // A blocking worker reads and seals up to `AHEAD` segments ahead of
+        // the network, so sealing overlaps with sending. Its buffers come
+        // back once sent, so a release allocates them once.
+        let mut reader = SealedReader::open(&release.path, cipher, req.from_segment)?;
+        let (full_tx, mut full) =
+            mpsc::channel::<Result<(u32, bool, SegmentBuf), TransferError>>(AHEAD);
+        let (free_tx, mut free) = mpsc::channel::<SegmentBuf>(AHEAD);
+        for _ in 0..AHEAD {
+            // Cannot fail: the channel has room for every buffer and its
+            // receiver is alive.
+            let _ = free_tx.try_send(SegmentBuf::new());
+        }
         tokio::task::spawn_blocking(move || {
-            for seg in reader {
-                let frame = seg.map_err(TransferError::from).and_then(|seg| {
-                    Ok(wire::encode(&Frame::Segment {
-                        index: seg.index,
-                        last: seg.last,
-                        data: seg.ciphertext,
-                    })?)
-                });
-                let failed = frame.is_err();
-                // A closed channel means the sending side gave up.
-                if tx.blocking_send(frame).is_err() || failed {
+            // Ends when the sending side gives up (both channels close).
+            while let Some(mut buf) = free.blocking_recv() {
+                let Some(item) = reader.next_into(&mut buf) else {
+                    break;
+                };
+                let failed = item.is_err();
+                let item = item
+                    .map(|(index, last)| (index, last, buf))
+                    .map_err(Into::into);
+                if full_tx.blocking_send(item).is_err() || failed {
                     break;
                 }
             }
         });
-        while let Some(frame) = rx.recv().await {
-            wire::write_encoded(&mut stream, &frame?).await?;
+        while let Some(item) = full.recv().await {
+            let (index, last, buf) = item?;
+            wire::write_segment(&mut stream, index, last, buf.as_ref()).await?;
+            // Room for it: there are only `AHEAD` buffers.
+            let _ = free_tx.try_send(buf);
         }
         match read_frame(&mut stream).await? {
             Frame::Completion { hash } if hash == release.content_hash => {}

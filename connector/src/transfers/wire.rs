@@ -1,22 +1,34 @@
-//! The frames of one transfer on a `/bayspace/data/1` stream: a u32
-//! big-endian length, then a CBOR frame. The consumer opens the stream with
-//! a DSP `TransferRequestMessage`; the provider answers with a
-//! `TransferStartMessage` carrying the data key (or a
+//! The frames of one transfer on a `/bayspace/data/1` stream. The consumer
+//! opens the stream with a DSP `TransferRequestMessage`; the provider
+//! answers with a `TransferStartMessage` carrying the data key (or a
 //! `TransferTerminationMessage`), then the sealed segments; the consumer
 //! confirms with a `TransferCompletionMessage` once the whole file has
 //! verified, and the provider acknowledges when it has counted the release.
+//!
+//! Every frame is a u32 big-endian length of what follows, a kind byte,
+//! and a body. A message ([`KIND_MESSAGE`]) is a CBOR [`Frame`] of at most
+//! [`MAX_MESSAGE`] bytes. A segment ([`KIND_SEGMENT`]) is the u32
+//! big-endian segment index, a last-segment byte (0 or 1) and the sealed
+//! bytes, which are read straight into a [`SegmentBuf`] of bounded size:
+//! no frame ever makes a reader allocate more than it chose to.
 
 use bayspace_contracts::agreement::AgreementId;
 use bayspace_contracts::descriptor::Digest;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::SEGMENT_SIZE;
+use crate::crypto::SegmentBuf;
 
-/// The largest frame: one sealed segment and its framing.
-pub const MAX_FRAME: usize = SEGMENT_SIZE + 64 * 1024;
+/// The kind byte of a CBOR message frame.
+pub const KIND_MESSAGE: u8 = 0;
+/// The kind byte of a sealed segment frame.
+pub const KIND_SEGMENT: u8 = 1;
+/// The largest message body, in bytes.
+pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Longest termination reason, in bytes.
 pub const MAX_REASON: usize = 4096;
+/// Index and last-segment flag before a segment's sealed bytes.
+const SEGMENT_HEADER: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,12 +58,6 @@ pub struct TransferStart {
 pub enum Frame {
     Request(TransferRequest),
     Start(TransferStart),
-    Segment {
-        index: u32,
-        last: bool,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
-    },
     Completion {
         hash: Digest,
     },
@@ -78,7 +84,6 @@ impl Frame {
         match self {
             Frame::Request(_) => "TransferRequestMessage",
             Frame::Start(_) => "TransferStartMessage",
-            Frame::Segment { .. } => "segment",
             Frame::Completion { .. } => "TransferCompletionMessage",
             Frame::Termination { .. } => "TransferTerminationMessage",
             Frame::Done => "done",
@@ -86,12 +91,30 @@ impl Frame {
     }
 }
 
+/// What a reader got: a message, or a segment whose sealed bytes are now
+/// in the buffer it passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Message(Frame),
+    Segment { index: u32, last: bool },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("stream: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes, more than the {MAX_FRAME} allowed")]
+    #[error("message frame of {0} bytes, more than the {MAX_MESSAGE} allowed")]
     TooLarge(usize),
+    #[error("segment {index} frame holds {len} sealed bytes, more than the {max} allowed")]
+    SegmentTooLarge { index: u32, len: usize, max: usize },
+    #[error("frame of kind {0}; only messages (0) and segments (1) exist")]
+    UnknownKind(u8),
+    #[error("a frame of {0} bytes is too short for its kind")]
+    Short(usize),
+    #[error("segment {index} has last-segment byte {flag}; only 0 and 1 are allowed")]
+    BadLastFlag { index: u32, flag: u8 },
+    #[error("a segment arrived where a message was expected")]
+    UnexpectedSegment,
     #[error("not a transfer frame: {0}")]
     Decode(String),
     #[error("cannot encode a transfer frame: {0}")]
@@ -101,51 +124,107 @@ pub enum FrameError {
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), FrameError> {
-    write_encoded(w, &encode(f)?).await
-}
-
-/// A frame as it goes on the wire, length prefix included, so that the
-/// encoding can happen away from the task that writes.
-pub fn encode(f: &Frame) -> Result<Vec<u8>, FrameError> {
     let mut bytes =
-        cbor4ii::serde::to_vec(vec![0u8; 4], f).map_err(|e| FrameError::Encode(e.to_string()))?;
-    let body = bytes.len() - 4;
-    if body > MAX_FRAME {
+        cbor4ii::serde::to_vec(vec![0u8; 5], f).map_err(|e| FrameError::Encode(e.to_string()))?;
+    let body = bytes.len() - 5;
+    if body > MAX_MESSAGE {
         return Err(FrameError::TooLarge(body));
     }
-    let len = u32::try_from(body).map_err(|_| FrameError::TooLarge(body))?;
+    let len = u32::try_from(body + 1).map_err(|_| FrameError::TooLarge(body))?;
     bytes[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(bytes)
-}
-
-/// Writes a frame made by [`encode`].
-pub async fn write_encoded<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    bytes: &[u8],
-) -> Result<(), FrameError> {
-    w.write_all(bytes).await?;
+    bytes[4] = KIND_MESSAGE;
+    w.write_all(&bytes).await?;
     w.flush().await?;
     Ok(())
 }
 
-/// Read one frame, refusing a length over the bound before allocating.
+/// Writes one sealed segment. The header and the sealed bytes go out as
+/// two writes rather than being copied into one buffer first.
+pub async fn write_segment<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    index: u32,
+    last: bool,
+    sealed: &[u8],
+) -> Result<(), FrameError> {
+    let len = u32::try_from(1 + SEGMENT_HEADER + sealed.len()).map_err(|_| {
+        FrameError::SegmentTooLarge {
+            index,
+            len: sealed.len(),
+            max: u32::MAX as usize,
+        }
+    })?;
+    let mut header = [0u8; 4 + 1 + SEGMENT_HEADER];
+    header[..4].copy_from_slice(&len.to_be_bytes());
+    header[4] = KIND_SEGMENT;
+    header[5..9].copy_from_slice(&index.to_be_bytes());
+    header[9] = u8::from(last);
+    w.write_all(&header).await?;
+    w.write_all(sealed).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one message; a segment here is an error.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+    match read_incoming(r, None).await? {
+        Incoming::Message(f) => Ok(f),
+        Incoming::Segment { .. } => Err(FrameError::UnexpectedSegment),
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
-    let f: Frame =
-        cbor4ii::serde::from_slice(&buf).map_err(|e| FrameError::Decode(e.to_string()))?;
-    if let Frame::Termination { reason, .. } = &f
-        && reason.len() > MAX_REASON
-    {
-        return Err(FrameError::LongReason(reason.len()));
+}
+
+/// Reads one frame. A segment's sealed bytes land in `segment`, and one
+/// that would not fit is refused before anything is read into it; with no
+/// buffer, a segment is refused as unexpected.
+pub async fn read_incoming<R: AsyncRead + Unpin>(
+    r: &mut R,
+    segment: Option<&mut SegmentBuf>,
+) -> Result<Incoming, FrameError> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let body = len.checked_sub(1).ok_or(FrameError::Short(len))?;
+    match head[4] {
+        KIND_MESSAGE => {
+            if body > MAX_MESSAGE {
+                return Err(FrameError::TooLarge(body));
+            }
+            let mut buf = vec![0u8; body];
+            r.read_exact(&mut buf).await?;
+            let f: Frame =
+                cbor4ii::serde::from_slice(&buf).map_err(|e| FrameError::Decode(e.to_string()))?;
+            if let Frame::Termination { reason, .. } = &f
+                && reason.len() > MAX_REASON
+            {
+                return Err(FrameError::LongReason(reason.len()));
+            }
+            Ok(Incoming::Message(f))
+        }
+        KIND_SEGMENT => {
+            let Some(buf) = segment else {
+                return Err(FrameError::UnexpectedSegment);
+            };
+            let sealed = body
+                .checked_sub(SEGMENT_HEADER)
+                .ok_or(FrameError::Short(len))?;
+            let mut sh = [0u8; SEGMENT_HEADER];
+            r.read_exact(&mut sh).await?;
+            let index = u32::from_be_bytes([sh[0], sh[1], sh[2], sh[3]]);
+            let last = match sh[4] {
+                0 => false,
+                1 => true,
+                flag => return Err(FrameError::BadLastFlag { index, flag }),
+            };
+            let max = buf.capacity();
+            let dst = buf.fill(sealed).ok_or(FrameError::SegmentTooLarge {
+                index,
+                len: sealed,
+                max,
+            })?;
+            r.read_exact(dst).await?;
+            Ok(Incoming::Segment { index, last })
+        }
+        kind => Err(FrameError::UnknownKind(kind)),
     }
-    Ok(f)
 }
 
 #[cfg(test)]
@@ -153,19 +232,13 @@ mod tests {
     use super::*;
     use futures::io::Cursor;
 
-    #[tokio::test]
-    async fn frames_round_trip_and_bounds_hold() {
-        let frames = vec![
+    fn messages() -> Vec<Frame> {
+        vec![
             Frame::Request(TransferRequest {
                 agreement: AgreementId::from_random([1; 16]),
                 researcher: "r-1".into(),
                 from_segment: 3,
             }),
-            Frame::Segment {
-                index: 3,
-                last: true,
-                data: vec![7; 100],
-            },
             Frame::Termination {
                 code: Some("revoked".into()),
                 reason: "agreement revoked".into(),
@@ -175,24 +248,122 @@ mod tests {
                 reason: "the consumer gave up".into(),
             },
             Frame::Done,
-        ];
-        let mut buf = Vec::new();
-        for f in &frames {
-            write_frame(&mut buf, f).await.unwrap();
+        ]
+    }
+
+    #[tokio::test]
+    async fn messages_and_segments_round_trip_in_order() {
+        let mut wire = Vec::new();
+        for f in &messages() {
+            write_frame(&mut wire, f).await.unwrap();
         }
-        let mut r = Cursor::new(buf);
-        for f in &frames {
+        write_segment(&mut wire, 7, false, &[9; 100]).await.unwrap();
+        write_segment(&mut wire, 8, true, &[]).await.unwrap();
+        write_frame(&mut wire, &Frame::Done).await.unwrap();
+
+        let mut r = Cursor::new(wire);
+        for f in &messages() {
             assert_eq!(&read_frame(&mut r).await.unwrap(), f);
         }
-        let mut huge = Cursor::new(((MAX_FRAME + 1) as u32).to_be_bytes().to_vec());
+        let mut buf = SegmentBuf::with_capacity(128);
+        let got = read_incoming(&mut r, Some(&mut buf)).await.unwrap();
+        assert_eq!(
+            got,
+            Incoming::Segment {
+                index: 7,
+                last: false
+            }
+        );
+        assert_eq!(buf.as_ref(), &[9; 100][..]);
+        let got = read_incoming(&mut r, Some(&mut buf)).await.unwrap();
+        assert_eq!(
+            got,
+            Incoming::Segment {
+                index: 8,
+                last: true
+            }
+        );
+        assert!(buf.as_ref().is_empty());
+        assert_eq!(
+            read_incoming(&mut r, Some(&mut buf)).await.unwrap(),
+            Incoming::Message(Frame::Done)
+        );
+    }
+
+    fn raw(len: u32, kind: u8, body: &[u8]) -> Cursor<Vec<u8>> {
+        let mut v = len.to_be_bytes().to_vec();
+        v.push(kind);
+        v.extend_from_slice(body);
+        Cursor::new(v)
+    }
+
+    #[tokio::test]
+    async fn bounds_and_malformed_frames_are_refused_before_reading_on() {
+        // A message length over the bound is refused from the header alone.
+        let mut r = raw((MAX_MESSAGE + 2) as u32, KIND_MESSAGE, &[]);
         assert!(matches!(
-            read_frame(&mut huge).await,
+            read_frame(&mut r).await,
             Err(FrameError::TooLarge(_))
         ));
-        let mut junk = Cursor::new([0, 0, 0, 2, 0xff, 0xff].to_vec());
+        // A segment bigger than the reader's buffer never reaches it.
+        let mut wire = Vec::new();
+        write_segment(&mut wire, 2, false, &[1; 65]).await.unwrap();
+        let mut buf = SegmentBuf::with_capacity(64);
         assert!(matches!(
-            read_frame(&mut junk).await,
+            read_incoming(&mut Cursor::new(wire), Some(&mut buf)).await,
+            Err(FrameError::SegmentTooLarge {
+                index: 2,
+                len: 65,
+                max: 64
+            })
+        ));
+        // A segment where only messages are expected.
+        let mut wire = Vec::new();
+        write_segment(&mut wire, 0, true, &[1]).await.unwrap();
+        assert!(matches!(
+            read_frame(&mut Cursor::new(wire)).await,
+            Err(FrameError::UnexpectedSegment)
+        ));
+        // An unknown kind, a zero length, a short segment header, a bad flag.
+        assert!(matches!(
+            read_frame(&mut raw(1, 9, &[])).await,
+            Err(FrameError::UnknownKind(9))
+        ));
+        assert!(matches!(
+            read_frame(&mut raw(0, 0, &[])).await,
+            Err(FrameError::Short(0))
+        ));
+        assert!(matches!(
+            read_incoming(&mut raw(3, KIND_SEGMENT, &[0, 0]), Some(&mut buf)).await,
+            Err(FrameError::Short(3))
+        ));
+        assert!(matches!(
+            read_incoming(&mut raw(6, KIND_SEGMENT, &[0, 0, 0, 4, 2]), Some(&mut buf)).await,
+            Err(FrameError::BadLastFlag { index: 4, flag: 2 })
+        ));
+        // Junk CBOR, and a termination reason over its bound.
+        assert!(matches!(
+            read_frame(&mut raw(3, KIND_MESSAGE, &[0xff, 0xff])).await,
             Err(FrameError::Decode(_))
+        ));
+        let mut wire = Vec::new();
+        write_frame(
+            &mut wire,
+            &Frame::Termination {
+                code: None,
+                reason: "x".repeat(MAX_REASON + 1),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            read_frame(&mut Cursor::new(wire)).await,
+            Err(FrameError::LongReason(_))
+        ));
+        // A stream that ends inside a frame.
+        assert!(matches!(
+            read_frame(&mut raw(10, KIND_MESSAGE, &[0xa0])).await,
+            Err(FrameError::Io(_))
         ));
     }
 }
