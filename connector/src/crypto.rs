@@ -786,6 +786,7 @@ impl SegmentWriter {
     }
 
     /// Whether full segments in aligned buffers still go to disk directly.
+    #[cfg(test)]
     pub(crate) fn direct_io(&self) -> bool {
         self.direct.is_some()
     }

@@ -697,6 +697,30 @@ async fn fetch_once(c: &Auth, dataset: &str, out: &Path) -> Duration {
     took
 }
 
+/// CPU time the whole machine has spent busy (user, system, interrupts),
+/// in seconds, from `/proc/stat` (USER_HZ is 100 on Linux). Around a copy,
+/// the difference is what both of its ends cost, whatever their processes.
+fn busy_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]) / 100.0
+}
+
+/// Runs `f`, returning its result and the machine's busy CPU seconds.
+async fn with_cpu<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
+    let before = busy_cpu_seconds();
+    let out = f.await;
+    (out, busy_cpu_seconds() - before)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -725,9 +749,10 @@ async fn transfer(space: &Space) {
     // hypervisor faults, and whichever copy ran first would pay them.
     let rounds = transfer_rounds();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours_cpu, mut theirs_cpu) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
-        let b = fetch_once(&c, &dataset, &out).await;
-        let s = sshd.copy(&file);
+        let (b, b_cpu) = with_cpu(fetch_once(&c, &dataset, &out)).await;
+        let (s, s_cpu) = with_cpu(async { sshd.copy(&file) }).await;
         let (b_rate, s_rate) = (mib_per_s(TRANSFER_BYTES, b), mib_per_s(TRANSFER_BYTES, s));
         let label = if round == 0 {
             "warm-up".to_owned()
@@ -735,7 +760,8 @@ async fn transfer(space: &Space) {
             format!("round {round}")
         };
         println!(
-            "{label}: bayspace {:.2} s = {b_rate:.0} MiB/s, scp {:.2} s = {s_rate:.0} MiB/s, ratio {:.2}",
+            "{label}: bayspace {:.2} s = {b_rate:.0} MiB/s ({b_cpu:.1} CPU s), \
+             scp {:.2} s = {s_rate:.0} MiB/s ({s_cpu:.1} CPU s), ratio {:.2}",
             b.as_secs_f64(),
             s.as_secs_f64(),
             b_rate / s_rate
@@ -743,13 +769,20 @@ async fn transfer(space: &Space) {
         if round > 0 {
             ours.push(b_rate);
             theirs.push(s_rate);
+            ours_cpu.push(b_cpu);
+            theirs_cpu.push(s_cpu);
         }
     }
     drop(sshd);
     let (ours, theirs) = (median(ours), median(theirs));
-    println!("bayspace fetch of 1 GiB over [::1], median of {rounds}: {ours:.0} MiB/s");
+    let (ours_cpu, theirs_cpu) = (median(ours_cpu), median(theirs_cpu));
     println!(
-        "scp -c chacha20-poly1305@openssh.com of 1 GiB over [::1], median of {rounds}: {theirs:.0} MiB/s"
+        "bayspace fetch of 1 GiB over [::1], median of {rounds}: {ours:.0} MiB/s, \
+         {ours_cpu:.1} CPU s per GiB (both ends)"
+    );
+    println!(
+        "scp -c chacha20-poly1305@openssh.com of 1 GiB over [::1], median of {rounds}: \
+         {theirs:.0} MiB/s, {theirs_cpu:.1} CPU s per GiB (both ends)"
     );
     println!("ratio bayspace / scp: {:.2}", ours / theirs);
     println!(
