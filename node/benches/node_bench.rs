@@ -376,7 +376,13 @@ struct Pair {
 async fn pair_with_dataset(space: &Space, prefix: &str, file: &Path, title: &str) -> Pair {
     let (dir_p, peer_p, _) = space.member_in(&format!("{prefix}sz"), "mainland:shenzhen", None);
     let provider = Node::start(&dir_p);
-    let (dir_c, _, _) = space.member_in(&format!("{prefix}hk"), "hk", Some(&provider.tcp_addr()));
+    // BENCH_QUIC=1 connects the pair over QUIC instead of TCP+Noise+Yamux.
+    let bootstrap = if std::env::var_os("BENCH_QUIC").is_some() {
+        provider.quic_addr()
+    } else {
+        provider.tcp_addr()
+    };
+    let (dir_c, _, _) = space.member_in(&format!("{prefix}hk"), "hk", Some(&bootstrap));
     let consumer = Node::start(&dir_c);
     let p = Api::of(&dir_p).connect().await;
     let c = Api::of(&dir_c).connect().await;

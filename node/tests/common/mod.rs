@@ -115,6 +115,16 @@ impl Node {
     }
 
     pub fn tcp_addr(&self) -> String {
+        self.listen_addr("/tcp/")
+    }
+
+    /// The node's QUIC address with its peer id.
+    #[allow(dead_code)]
+    pub fn quic_addr(&self) -> String {
+        self.listen_addr("/quic-v1")
+    }
+
+    fn listen_addr(&self, transport: &str) -> String {
         let st = self.wait_for("status", |_| true);
         let peer = st["peer_id"].as_str().unwrap();
         let addr = st["listen_addrs"]
@@ -122,7 +132,7 @@ impl Node {
             .unwrap()
             .iter()
             .map(|a| a.as_str().unwrap())
-            .find(|a| a.contains("/tcp/"))
+            .find(|a| a.contains(transport))
             .unwrap();
         format!("{addr}/p2p/{peer}")
     }
