@@ -640,6 +640,8 @@ pub struct SegmentWriter {
     /// aligned buffers; `None` where the file system refuses it, for sealed
     /// records (not block-sized), and after a direct write was refused.
     direct: Option<File>,
+    /// Where a sealed record is made, reused from one segment to the next.
+    scratch: Vec<u8>,
     hasher: blake3::Hasher,
     segment_size: usize,
     seal: Option<SegmentCipher>,
@@ -773,6 +775,7 @@ impl SegmentWriter {
             part,
             file,
             direct: None,
+            scratch: Vec::new(),
             hasher: blake3::Hasher::new(),
             segment_size,
             seal,
@@ -834,10 +837,11 @@ impl SegmentWriter {
         match &self.seal {
             None => self.write_plain(plaintext, offset),
             Some(cipher) => {
-                let mut buf = Vec::with_capacity(len + TAG_SIZE);
+                let buf = &mut self.scratch;
+                buf.clear();
                 buf.extend_from_slice(plaintext);
-                cipher.seal_in_place(index, last, &mut buf)?;
-                self.file.write_all_at(&buf, offset)
+                cipher.seal_in_place(index, last, buf)?;
+                self.file.write_all_at(buf, offset)
             }
         }
         .map_err(io_err("write", &self.part))?;
