@@ -387,12 +387,7 @@ impl Transfers {
         // at most `AHEAD` segments are in between.
         let written = Arc::new(AtomicU64::new(resumed_bytes));
         let (full_tx, mut full) = mpsc::channel::<(u32, bool, SegmentBuf)>(AHEAD);
-        let (free_tx, mut free) = mpsc::channel::<SegmentBuf>(AHEAD);
-        for _ in 0..AHEAD {
-            // Cannot fail: the channel has room for every buffer and its
-            // receiver is alive.
-            let _ = free_tx.try_send(SegmentBuf::new());
-        }
+        let (free_tx, mut free) = super::buffer_pool(AHEAD);
         let worker = {
             let written = written.clone();
             tokio::task::spawn_blocking(move || -> Result<Sink, TransferError> {

@@ -161,6 +161,19 @@ impl Sink {
     }
 }
 
+/// `n` segment buffers, waiting in a channel for whichever side of a
+/// transfer pipeline fills them next; the side that empties one sends it
+/// back. With only `n` buffers, sending one back never waits.
+fn buffer_pool(n: usize) -> (mpsc::Sender<SegmentBuf>, mpsc::Receiver<SegmentBuf>) {
+    let (tx, rx) = mpsc::channel(n);
+    for _ in 0..n {
+        // Cannot fail: the channel has room for every buffer and its
+        // receiver is alive.
+        let _ = tx.try_send(SegmentBuf::new());
+    }
+    (tx, rx)
+}
+
 /// What the checks established about a release that may go ahead.
 struct Release {
     agreement: AgreementRecord,
@@ -305,12 +318,7 @@ impl Transfers {
         let mut reader = SealedReader::open(&release.path, cipher, req.from_segment)?;
         let (full_tx, mut full) =
             mpsc::channel::<Result<(u32, bool, SegmentBuf), TransferError>>(AHEAD);
-        let (free_tx, mut free) = mpsc::channel::<SegmentBuf>(AHEAD);
-        for _ in 0..AHEAD {
-            // Cannot fail: the channel has room for every buffer and its
-            // receiver is alive.
-            let _ = free_tx.try_send(SegmentBuf::new());
-        }
+        let (free_tx, mut free) = buffer_pool(AHEAD);
         tokio::task::spawn_blocking(move || {
             // Ends when the sending side gives up (both channels close).
             while let Some(mut buf) = free.blocking_recv() {
