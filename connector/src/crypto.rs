@@ -714,10 +714,6 @@ impl SegmentWriter {
             .file
             .set_len(keep)
             .map_err(io_err("truncate", &writer.part))?;
-        writer
-            .file
-            .seek(SeekFrom::Start(keep))
-            .map_err(io_err("seek in", &writer.part))?;
         if writer.seal.is_none() {
             writer.direct = open_direct(&writer.part);
         }
