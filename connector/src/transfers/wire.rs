@@ -27,6 +27,8 @@ pub const KIND_SEGMENT: u8 = 1;
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Longest termination reason, in bytes.
 pub const MAX_REASON: usize = 4096;
+/// The u32 length and the kind byte that start every frame.
+const FRAME_HEAD: usize = 5;
 /// Index and last-segment flag before a segment's sealed bytes.
 const SEGMENT_HEADER: usize = 5;
 
@@ -124,9 +126,9 @@ pub enum FrameError {
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), FrameError> {
-    let mut bytes =
-        cbor4ii::serde::to_vec(vec![0u8; 5], f).map_err(|e| FrameError::Encode(e.to_string()))?;
-    let body = bytes.len() - 5;
+    let mut bytes = cbor4ii::serde::to_vec(vec![0u8; FRAME_HEAD], f)
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    let body = bytes.len() - FRAME_HEAD;
     if body > MAX_MESSAGE {
         return Err(FrameError::TooLarge(body));
     }
@@ -153,7 +155,7 @@ pub async fn write_segment<W: AsyncWrite + Unpin>(
             max: u32::MAX as usize,
         }
     })?;
-    let mut header = [0u8; 4 + 1 + SEGMENT_HEADER];
+    let mut header = [0u8; FRAME_HEAD + SEGMENT_HEADER];
     header[..4].copy_from_slice(&len.to_be_bytes());
     header[4] = KIND_SEGMENT;
     header[5..9].copy_from_slice(&index.to_be_bytes());
@@ -179,7 +181,7 @@ pub async fn read_incoming<R: AsyncRead + Unpin>(
     r: &mut R,
     segment: Option<&mut SegmentBuf>,
 ) -> Result<Incoming, FrameError> {
-    let mut head = [0u8; 5];
+    let mut head = [0u8; FRAME_HEAD];
     r.read_exact(&mut head).await?;
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let body = len.checked_sub(1).ok_or(FrameError::Short(len))?;
