@@ -14,8 +14,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use bayspace_connector::p2p::protocol::DATA_PROTOCOL;
-use bayspace_connector::transfers::wire::{Frame, TransferRequest, read_frame, write_frame};
+use common::forger::{Forger, termination};
 use common::pair::*;
 use common::*;
 use serde_json::Value;
@@ -136,83 +135,6 @@ fn an_exhausted_use_count_releases_nothing() {
 }
 
 // ----- forged requests: a real member's identity, a hand-made request -----
-
-/// A libp2p client in this process with the node key and membership
-/// credential of the member whose node directory is `dir`, connected and
-/// admitted to `provider` at `addr`.
-struct Forger {
-    client: bayspace_connector::p2p::Client,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Forger {
-    async fn connect(space: &Space, dir: &Path, provider: &str, addr: &str) -> Forger {
-        use bayspace_connector::admission::MembershipAdmission;
-        use bayspace_connector::identity::{Anchor, MembershipCredential, NodeKey};
-        use bayspace_connector::store::SledStore;
-
-        let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
-        let key_file = config
-            .lines()
-            .find_map(|l| l.strip_prefix("node-key = "))
-            .unwrap()
-            .trim_matches('"');
-        let key = NodeKey::load(&dir.join(key_file)).unwrap();
-        let credential = MembershipCredential::read(&dir.join("membership.cred")).unwrap();
-        let anchor = Anchor::load(&space.authority().join("authority.pub")).unwrap();
-        let admission = MembershipAdmission::open(
-            &credential,
-            vec![anchor.key],
-            std::sync::Arc::new(SledStore::temporary().unwrap()),
-        )
-        .unwrap();
-        let (client, _events, task) = bayspace_connector::p2p::spawn(
-            key.libp2p_keypair(),
-            std::sync::Arc::new(admission),
-            bayspace_connector::p2p::P2pConfig::default(),
-        )
-        .unwrap();
-        client.dial(addr.parse().unwrap()).await.unwrap();
-        let peer = provider.parse().unwrap();
-        let start = std::time::Instant::now();
-        while client.admitted_from(peer).await.unwrap().is_none() {
-            assert!(start.elapsed() < DEADLINE, "{provider} never admitted us");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Forger {
-            client,
-            _task: task,
-        }
-    }
-
-    /// Sends a TransferRequestMessage and returns the provider's answer.
-    async fn ask(&self, provider: &str, agreement: &str, researcher: &str) -> Frame {
-        let mut stream = self
-            .client
-            .stream_control()
-            .open_stream(provider.parse().unwrap(), DATA_PROTOCOL)
-            .await
-            .unwrap();
-        let request = Frame::Request(TransferRequest {
-            agreement: agreement.parse().unwrap(),
-            researcher: researcher.into(),
-            from_segment: 0,
-        });
-        write_frame(&mut stream, &request).await.unwrap();
-        read_frame(&mut stream).await.unwrap()
-    }
-}
-
-/// The reason of a TransferTerminationMessage, checking its code.
-fn termination(frame: Frame, expected_code: &str) -> String {
-    match frame {
-        Frame::Termination { code, reason } => {
-            assert_eq!(code.as_deref(), Some(expected_code), "{reason}");
-            reason
-        }
-        other => panic!("expected a termination, got {}", other.kind()),
-    }
-}
 
 /// The provider's last `transfer-refused` entry, checking that no key was
 /// ever released.

@@ -683,3 +683,67 @@ async fn a_restarted_consumer_still_holds_its_outbox() {
     assert!(entries[0].0.starts_with(r.id.as_str()));
     assert!(matches!(entries[0].1, Message::ContractRequest(_)));
 }
+
+#[tokio::test]
+async fn a_provider_cannot_overwrite_an_agreement_by_reusing_its_id() {
+    // Dr Chan's agreement is in force on the consumer.
+    let p = pair();
+    let first = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
+    let r1 = ask(&p, &first).await;
+    let kept = agreement_of(&p.consumer, &r1.id);
+    let before = p.consumer.n.agreement(&kept).unwrap().unwrap();
+
+    // Another researcher asks for another dataset; the provider signs an
+    // agreement for it under the id of Dr Chan's.
+    let second = publish_with(&p, 0, ApprovalMode::Manual, &["hk"], |d| {
+        d.title = "Another".into()
+    });
+    let mut req = request("academic-research", &second);
+    req.requester.id = "r-2".into();
+    let r2 = p.consumer.n.request(req).await.unwrap();
+    pump(&p.consumer, &p.provider);
+    p.provider.n.approve(&r2.id, None).await.unwrap();
+    let (_, sent) = outbox_of(&p.provider).remove(0);
+    let Message::ContractAgreement {
+        negotiation,
+        agreement,
+    } = sent
+    else {
+        panic!("expected the agreement")
+    };
+    let mut forged = agreement.agreement.clone();
+    forged.id = kept.clone();
+    let forged = bayspace_contracts::agreement::SignedAgreement::sign_as_provider(
+        forged,
+        p.provider.key.signing_key(),
+    )
+    .unwrap();
+    let (got, _) = p
+        .consumer
+        .n
+        .receive(
+            &p.provider.peer,
+            Message::ContractAgreement {
+                negotiation,
+                agreement: Box::new(forged),
+            },
+            None,
+        )
+        .unwrap();
+
+    assert_eq!(
+        p.consumer.n.agreement(&kept).unwrap().unwrap(),
+        before,
+        "the consumer's agreement was replaced"
+    );
+    let Received::Fresh(Some(Message::Termination { reasons, .. })) = got else {
+        panic!("expected a termination, got {got:?}")
+    };
+    assert!(
+        reasons[0].contains(&format!("agreement id {kept} is already in use")),
+        "{reasons:?}"
+    );
+    let c = p.consumer.n.get(&r2.id).unwrap().unwrap();
+    assert_eq!(c.state, State::Terminated);
+    assert!(c.agreement_id.is_none());
+}

@@ -382,4 +382,41 @@ mod tests {
         assert!(!t.is_admitted(&peer));
         assert_eq!(t.refusals(), 1);
     }
+
+    /// Admits `b"ok"` only from `fd00:852::/48`, like a member's prefix.
+    struct Prefixed;
+
+    impl Admission for Prefixed {
+        fn check(
+            &self,
+            peer: &PeerId,
+            remote: IpAddr,
+            credential: &[u8],
+            now: SystemTime,
+        ) -> Result<AdmittedPeer, AdmissionRefusal> {
+            let inside = match remote {
+                IpAddr::V6(ip) => ip.segments()[..3] == [0xfd00, 0x852, 0],
+                IpAddr::V4(_) => false,
+            };
+            if !inside {
+                return Err(AdmissionRefusal::AddressOutsidePrefixes(remote));
+            }
+            fake().check(peer, remote, credential, now)
+        }
+        fn own_credential(&self) -> Vec<u8> {
+            b"ok".to_vec()
+        }
+    }
+
+    #[test]
+    fn old_api_second_connection_from_outside_is_checked() {
+        let (mut t, peer, now) = (PeerTable::default(), PeerId::random(), SystemTime::now());
+        let inside: Multiaddr = "/ip6/fd00:852::7/tcp/4001".parse().unwrap();
+        let outside: Multiaddr = "/ip6/2001:db8::66/tcp/4001".parse().unwrap();
+        t.connected(peer, inside, Instant::now());
+        assert!(matches!(t.judge(&Prefixed, peer, b"ok", now), Verdict::Admitted(_)));
+        // The same key dials again from outside its institution's prefixes.
+        let checked = t.connected(peer, outside, Instant::now());
+        assert!(checked, "the second connection was never checked");
+    }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod forger;
 pub mod pair;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bayspace");

@@ -1,0 +1,242 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Peers that break the rules of the data protocol, against a real provider
+//! process: a consumer that takes the data and never confirms it, one that
+//! asks many times at once, a peer that was never admitted, and a member
+//! that holds streams open without a word. Each drives a modified peer
+//! from the test (see `common/forger.rs`).
+
+mod common;
+
+use std::path::Path;
+
+use bayspace_connector::transfers::wire::{Frame, read_frame, write_frame};
+use common::forger::{Forger, Stranger, request, termination};
+use common::pair::*;
+use common::*;
+use serde_json::Value;
+
+/// The provider's audit entries, parsed.
+fn entries(p: &Pair, name: &str) -> Vec<Value> {
+    audit_events(&p.sz, &p.space.tmp.path().join(name))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v.get("event").is_some())
+        .collect()
+}
+
+fn count(log: &[Value], event: &str) -> usize {
+    log.iter().filter(|e| e["event"] == event).count()
+}
+
+/// The stored agreement on `node`, as `agreement show --format json`.
+fn agreement_record(node: &Node, id: &str) -> Value {
+    serde_json::from_str(&admin_ok(
+        node,
+        &["agreement", "show", id, "--format", "json"],
+    ))
+    .unwrap()
+}
+
+/// Stops HKU's daemon and connects a forger with its identity to Shenzhen.
+async fn hku_forger(p: &mut Pair) -> Forger {
+    let mut hk = p.hk.child.take().unwrap();
+    hk.kill().unwrap();
+    hk.wait().unwrap();
+    Forger::connect(&p.space, &p.hk.dir.clone(), &p.sz_peer, &p.sz.tcp_addr()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_never_confirms_gets_no_more_releases_than_its_use_limit() {
+    let mut p = Pair::start(false);
+    let data = b"station,pm25\nA,12\nB,40\nC,33\n".repeat(1000);
+    let agreement = p.agree_on("air", &data, &["--use-limit", "1"]);
+    let researcher = agreement_record(&p.sz, &agreement)["signed"]["agreement"]["researcher"]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let forger = hku_forger(&mut p).await;
+
+    // Four requests at once, none of them ever confirmed: one release.
+    let takes = (0..4).map(|_| forger.take(&p.sz_peer, &agreement, &researcher));
+    let results = futures::future::join_all(takes).await;
+    let mut released = 0;
+    for r in results {
+        match r {
+            Ok(taken) => {
+                assert_eq!(taken.plaintext, data, "the forger decrypted the data");
+                released += 1;
+            }
+            Err(frame) => {
+                let reason = termination(frame, "uses-exhausted");
+                assert!(reason.contains("allows 1 release(s)"), "{reason}");
+            }
+        }
+    }
+    assert_eq!(released, 1, "a use-limit-1 agreement released {released} times");
+
+    // Asked again later, still unconfirmed: refused.
+    let again = forger.take(&p.sz_peer, &agreement, &researcher).await;
+    let Err(frame) = again else {
+        panic!("a second release without a confirmation of the first");
+    };
+    termination(frame, "uses-exhausted");
+
+    // The one release is on record, counted when the key left.
+    let log = entries(&p, "provider.jsonl");
+    assert_eq!(count(&log, "key-released"), 1, "{log:?}");
+    assert_eq!(count(&log, "transfer-completed"), 0, "never confirmed");
+    assert_eq!(agreement_record(&p.sz, &agreement)["uses"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_was_never_admitted_gets_no_data_stream_and_no_audit_entry() {
+    let p = Pair::start(false);
+    let stranger = Stranger::connect(&p.sz.tcp_addr()).await;
+    // A request for an agreement nobody has, with a researcher name as
+    // large as a message may be: before admission nothing may read it.
+    let agreement = "urn:uuid:00000000-0000-4000-8000-000000000000";
+    let huge = "x".repeat(60 * 1024);
+    let answer = match stranger.open(&p.sz_peer).await {
+        Ok(mut stream) => {
+            let sent = write_frame(&mut stream, &request(agreement, &huge)).await;
+            match sent {
+                Ok(()) => tokio::time::timeout(DEADLINE, read_frame(&mut stream))
+                    .await
+                    .expect("the provider neither answered nor closed the stream")
+                    .ok(),
+                Err(_) => None,
+            }
+        }
+        Err(_) => None,
+    };
+    assert!(
+        answer.is_none(),
+        "a peer that never presented a credential got an answer: {answer:?}"
+    );
+    let log = entries(&p, "stranger.jsonl");
+    let actor = format!("peer:{}", stranger.peer);
+    let by_stranger: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["actor"] == actor.as_str() && e["event"] != "admission-refused")
+        .collect();
+    assert!(by_stranger.is_empty(), "{by_stranger:?}");
+    assert!(
+        !log.iter().any(|e| e.to_string().contains(&huge[..1024])),
+        "the stranger's text reached the audit log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_flooding_bad_requests_is_capped_and_rate_limited_in_the_audit_log() {
+    let p = Pair::start(false);
+    let (macao, _, _) = p.space.member_in("UM", "macao", None);
+    let um = Forger::connect(&p.space, &macao, &p.sz_peer, &p.sz.tcp_addr()).await;
+    let before = entries(&p, "before.jsonl").len();
+
+    // Researcher names past any credential id's length are refused as
+    // malformed, without their text reaching the log.
+    let huge = "y".repeat(60 * 1024);
+    let agreement = "urn:uuid:00000000-0000-4000-8000-000000000000";
+    let mut stream = um.open(&p.sz_peer).await;
+    write_frame(&mut stream, &request(agreement, &huge))
+        .await
+        .unwrap();
+    let answer = read_frame(&mut stream).await;
+    if let Ok(frame) = answer {
+        termination(frame, "malformed-request");
+    }
+
+    // Fifty requests for agreements that do not exist.
+    for _ in 0..50 {
+        let frame = um.ask(&p.sz_peer, agreement, "r-1").await;
+        let code = match &frame {
+            Frame::Termination { code, .. } => code.clone(),
+            other => panic!("expected a termination, got {}", other.kind()),
+        };
+        assert_eq!(code.as_deref(), Some("unknown-agreement"));
+    }
+    let log = entries(&p, "after.jsonl");
+    let added = &log[before..];
+    assert!(
+        !added.iter().any(|e| e.to_string().contains(&huge[..1024])),
+        "the oversized researcher name reached the log"
+    );
+    let refused = count(added, "transfer-refused");
+    assert!(
+        (1..=12).contains(&refused),
+        "{refused} refusal entries for one peer in a few seconds"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_streams_from_one_member_do_not_hold_up_another_members_release() {
+    let p = Pair::start(false);
+    let data = b"id,age\n1,34\n2,51\n".repeat(100);
+    let agreement = p.agree_on("cohort", &data, &[]);
+    let (macao, _, _) = p.space.member_in("UM", "macao", None);
+    let um = Forger::connect(&p.space, &macao, &p.sz_peer, &p.sz.tcp_addr()).await;
+    // More silent streams than the provider serves at once.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(um.open(&p.sz_peer).await);
+    }
+    let out = p.space.tmp.path().join("cohort.csv");
+    let fetch = {
+        let (token, node, out, agreement) = (
+            p.token.clone(),
+            grpc_url(&p.hk.dir),
+            s(&out),
+            agreement.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(BIN)
+                .args(["transfer", "fetch", &agreement, "--out", &out])
+                .args(["--node", &node])
+                .env("BAYSPACE_TOKEN", &token)
+                .output()
+                .unwrap()
+        })
+    };
+    let o = tokio::time::timeout(DEADLINE, fetch)
+        .await
+        .expect("HKU's fetch waited behind UM's silent streams")
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(Path::new(&out)).unwrap(), data);
+    drop(held);
+}
+
+/// "No audit, no action" on the consumer: the entry that records the
+/// data's delivery is written before the file appears at its path. The
+/// rename into place sets the file's ctime; the entry's time is taken
+/// before it is written.
+#[test]
+fn the_consumer_audits_a_fetch_before_the_file_appears() {
+    use std::os::unix::fs::MetadataExt;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    let p = Pair::start(false);
+    let data = b"id,age\n1,34\n2,51\n".repeat(50);
+    let agreement = p.agree_on("audit-first", &data, &[]);
+    let out = p.space.tmp.path().join("audit-first.csv");
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let meta = std::fs::metadata(&out).unwrap();
+    let appeared = OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+    )
+    .unwrap();
+    let home = audit_events(&p.hk, &p.space.tmp.path().join("home.jsonl"));
+    let entry: Value = home
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .rfind(|e| e["event"] == "transfer-completed")
+        .unwrap_or_else(|| panic!("no transfer-completed entry at home: {home}"));
+    let audited = OffsetDateTime::parse(entry["time"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert!(
+        audited <= appeared,
+        "the file appeared at {appeared}, its audit entry is from {audited}"
+    );
+}
