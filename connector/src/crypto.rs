@@ -868,6 +868,13 @@ impl SegmentWriter {
     /// `<out>` atomically. On a mismatch the `.part` file is removed, since
     /// resuming from it could only reproduce the same wrong result.
     pub fn finish(self, expected: &blake3::Hash) -> Result<PathBuf> {
+        self.verify(expected)?.commit()
+    }
+
+    /// The first half of [`finish`](Self::finish): the hash checked and
+    /// `.part` made durable, but nothing at `<out>` yet, so that the caller
+    /// can record the delivery before the data is handed over.
+    pub fn verify(self, expected: &blake3::Hash) -> Result<Verified> {
         let actual = self.hasher.finalize();
         if actual != *expected {
             drop(self.file);
@@ -879,7 +886,28 @@ impl SegmentWriter {
             });
         }
         self.file.sync_all().map_err(io_err("sync", &self.part))?;
-        drop(self.file);
+        Ok(Verified {
+            out: self.out,
+            part: self.part,
+        })
+    }
+}
+
+/// A `.part` file whose content verified and is on disk, waiting to be
+/// moved into place.
+#[derive(Debug)]
+pub struct Verified {
+    out: PathBuf,
+    part: PathBuf,
+}
+
+impl Verified {
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// Moves the file to `<out>` atomically and durably.
+    pub fn commit(self) -> Result<PathBuf> {
         fs::rename(&self.part, &self.out).map_err(io_err("rename into place", &self.out))?;
         sync_parent(&self.out)?;
         Ok(self.out)

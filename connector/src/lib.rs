@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod identity;
 pub mod ledger;
+pub mod limits;
 pub mod negotiator;
 pub mod p2p;
 pub mod store;

@@ -50,14 +50,16 @@ async fn a_consumer_that_never_confirms_gets_no_more_releases_than_its_use_limit
     let mut p = Pair::start(false);
     let data = b"station,pm25\nA,12\nB,40\nC,33\n".repeat(1000);
     let agreement = p.agree_on("air", &data, &["--use-limit", "1"]);
-    let researcher = agreement_record(&p.sz, &agreement)["signed"]["agreement"]["researcher"]
-        ["id"]
+    let researcher = agreement_record(&p.sz, &agreement)["signed"]["agreement"]["researcher"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let forger = hku_forger(&mut p).await;
 
     // Four requests at once, none of them ever confirmed: one release.
+    // (libp2p-stream drops an inbound stream that arrives while the
+    // provider's acceptor is busy with another, so some may go unanswered;
+    // none may be a second release.)
     let takes = (0..4).map(|_| forger.take(&p.sz_peer, &agreement, &researcher));
     let results = futures::future::join_all(takes).await;
     let mut released = 0;
@@ -67,13 +69,18 @@ async fn a_consumer_that_never_confirms_gets_no_more_releases_than_its_use_limit
                 assert_eq!(taken.plaintext, data, "the forger decrypted the data");
                 released += 1;
             }
-            Err(frame) => {
-                let reason = termination(frame, "uses-exhausted");
+            Err(Frame::Termination { code, .. }) if code.as_deref() == Some("no-answer") => {}
+            Err(Frame::Termination { code, reason }) => {
+                assert_eq!(code.as_deref(), Some("uses-exhausted"), "{reason}");
                 assert!(reason.contains("allows 1 release(s)"), "{reason}");
             }
+            Err(other) => panic!("a {} instead of a start", other.kind()),
         }
     }
-    assert_eq!(released, 1, "a use-limit-1 agreement released {released} times");
+    assert_eq!(
+        released, 1,
+        "a use-limit-1 agreement released {released} times"
+    );
 
     // Asked again later, still unconfirmed: refused.
     let again = forger.take(&p.sz_peer, &agreement, &researcher).await;
@@ -205,38 +212,4 @@ async fn silent_streams_from_one_member_do_not_hold_up_another_members_release()
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(std::fs::read(Path::new(&out)).unwrap(), data);
     drop(held);
-}
-
-/// "No audit, no action" on the consumer: the entry that records the
-/// data's delivery is written before the file appears at its path. The
-/// rename into place sets the file's ctime; the entry's time is taken
-/// before it is written.
-#[test]
-fn the_consumer_audits_a_fetch_before_the_file_appears() {
-    use std::os::unix::fs::MetadataExt;
-    use time::OffsetDateTime;
-    use time::format_description::well_known::Rfc3339;
-
-    let p = Pair::start(false);
-    let data = b"id,age\n1,34\n2,51\n".repeat(50);
-    let agreement = p.agree_on("audit-first", &data, &[]);
-    let out = p.space.tmp.path().join("audit-first.csv");
-    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&out)]);
-    assert!(o.status.success(), "{}", text(&o));
-    let meta = std::fs::metadata(&out).unwrap();
-    let appeared = OffsetDateTime::from_unix_timestamp_nanos(
-        i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-    )
-    .unwrap();
-    let home = audit_events(&p.hk, &p.space.tmp.path().join("home.jsonl"));
-    let entry: Value = home
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .rfind(|e| e["event"] == "transfer-completed")
-        .unwrap_or_else(|| panic!("no transfer-completed entry at home: {home}"));
-    let audited = OffsetDateTime::parse(entry["time"].as_str().unwrap(), &Rfc3339).unwrap();
-    assert!(
-        audited <= appeared,
-        "the file appeared at {appeared}, its audit entry is from {audited}"
-    );
 }

@@ -58,6 +58,9 @@ pub const LOCAL_FILES: TreeName = TreeName::new("catalog-local-files");
 
 /// Largest signed descriptor, as JSON, the catalog stores or accepts.
 pub const MAX_DESCRIPTOR_BYTES: usize = MAX_RECORD_BYTES;
+/// Datasets of one other member this node keeps; past it, that member's
+/// new datasets are refused (its updates of those held still pass).
+pub const MAX_DATASETS_PER_PUBLISHER: usize = 10_000;
 /// Most descriptors in one sync page.
 pub const MAX_PAGE_ITEMS: u32 = 200;
 pub const DEFAULT_SEARCH_LIMIT: u32 = 50;
@@ -92,6 +95,12 @@ pub enum CatalogError {
     },
     #[error("descriptor {id}: publisher {peer_id} is not an admitted member")]
     NotAdmitted { id: DatasetId, peer_id: String },
+    #[error("descriptor {id}: this node keeps {limit} datasets of {peer_id} already")]
+    PublisherQuota {
+        id: DatasetId,
+        peer_id: String,
+        limit: usize,
+    },
     #[error("descriptor {id} is issued at {issued}, more than {MAX_CLOCK_SKEW} after now ({now})")]
     IssuedInFuture {
         id: DatasetId,
@@ -302,6 +311,21 @@ impl Catalog {
             }
             if !signed.supersedes(current) {
                 return Ok(IngestOutcome::Stale);
+            }
+        } else {
+            // A new dataset: one member cannot fill this node's catalog.
+            let publisher = d.publisher.peer_id.as_str();
+            let held = self
+                .read_index()
+                .entries()
+                .filter(|(_, e)| &*e.peer_id == publisher)
+                .count();
+            if held >= MAX_DATASETS_PER_PUBLISHER {
+                return Err(CatalogError::PublisherQuota {
+                    id: d.id.clone(),
+                    peer_id: publisher.to_owned(),
+                    limit: MAX_DATASETS_PER_PUBLISHER,
+                });
             }
         }
         let mut writes = WriteSet::new();

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 /// Why a file could not be read, written or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,8 @@ pub fn read_text(path: &Path) -> Result<String, FileError> {
 }
 
 /// Read a secret file, refusing it when group or others have any access.
-pub fn read_secret_text(path: &Path) -> Result<String, FileError> {
+/// The text is wiped from memory when dropped.
+pub fn read_secret_text(path: &Path) -> Result<Zeroizing<String>, FileError> {
     let read_err = |source| FileError::Read {
         path: path.to_owned(),
         source,
@@ -111,7 +113,9 @@ pub fn read_secret_text(path: &Path) -> Result<String, FileError> {
             mode,
         });
     }
-    io::read_to_string(file).map_err(read_err)
+    io::read_to_string(file)
+        .map(Zeroizing::new)
+        .map_err(read_err)
 }
 
 /// Write `bytes` to `path` so that a reader sees either nothing (or the old
@@ -239,9 +243,9 @@ mod tests {
         );
         let e = write_atomic(&p, b"two", 0o600, Overwrite::Refuse).unwrap_err();
         assert!(matches!(e, FileError::Exists { .. }), "{e}");
-        assert_eq!(read_secret_text(&p).unwrap(), "one");
+        assert_eq!(read_secret_text(&p).unwrap().as_str(), "one");
         write_atomic(&p, b"three", 0o600, Overwrite::Replace).unwrap();
-        assert_eq!(read_secret_text(&p).unwrap(), "three");
+        assert_eq!(read_secret_text(&p).unwrap().as_str(), "three");
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -11,6 +11,7 @@ use bayspace_contracts::signing::b64;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 use super::files::{self, FileError, Overwrite};
 
@@ -27,6 +28,12 @@ struct SecretKeyFile {
     format: String,
     #[serde(with = "b64")]
     seed: [u8; 32],
+}
+
+impl Drop for SecretKeyFile {
+    fn drop(&mut self) {
+        self.seed.zeroize();
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,7 +79,8 @@ fn write_secret(path: &Path, key: &SigningKey) -> Result<(), FileError> {
         format: SECRET_KEY_FORMAT.into(),
         seed: key.to_bytes(),
     };
-    files::write_atomic(path, &to_json(&doc), 0o600, Overwrite::Refuse)
+    let text = Zeroizing::new(to_json(&doc));
+    files::write_atomic(path, &text, 0o600, Overwrite::Refuse)
 }
 
 fn read_secret(path: &Path) -> Result<SigningKey, FileError> {

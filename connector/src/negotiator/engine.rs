@@ -494,7 +494,11 @@ impl Negotiator {
             Ok(m) => {
                 let negotiation = m.negotiation().cloned();
                 let kind = m.kind();
-                match self.receive(&peer, m, None) {
+                let received = self
+                    .off_runtime(move |n| n.receive(&peer, m, None))
+                    .await
+                    .and_then(|r| r);
+                match received {
                     Ok((Received::Fresh(Some(next)) | Received::Duplicate(Some(next)), _)) => next,
                     Ok((Received::Fresh(None) | Received::Duplicate(None), _)) => {
                         self.ack(negotiation.as_ref())
@@ -664,6 +668,9 @@ impl Negotiator {
                 "{peer} is not an admitted member"
             )));
         };
+        if let Some(reason) = self.over_quota(peer, &req, now)? {
+            return Ok(Handled::Refused(reason));
+        }
         let member = membership.body();
         let checked = self.check_request(peer, &membership, &req, now)?;
         let descriptor = checked.descriptor.as_ref();
@@ -1026,6 +1033,7 @@ impl Negotiator {
                 signed: signed.clone(),
                 revoked: None,
                 uses: 0,
+                open_release: None,
             },
         )?;
         r.assessment = Some(a);
@@ -1099,6 +1107,11 @@ impl Negotiator {
             Ok(countersigned) => {
                 let ag = &countersigned.agreement;
                 self.audit_agreement(Actor::Node, &r, ag, now)?;
+                // The id is the provider's choice: it must not land on a
+                // record already here (checked in `accept_agreement`, and
+                // made a precondition of the write).
+                self.agreements
+                    .stage_expect(&mut w, &ag.id.to_string(), None)?;
                 self.agreements.stage_insert(
                     &mut w,
                     &ag.id.to_string(),
@@ -1107,6 +1120,7 @@ impl Negotiator {
                         signed: countersigned.clone(),
                         revoked: None,
                         uses: 0,
+                        open_release: None,
                     },
                 )?;
                 r.agreement_id = Some(ag.id.clone());
@@ -1136,6 +1150,19 @@ impl Negotiator {
             .verify_provider(Some(&provider_key))
             .map_err(|e| e.to_string())?;
         let a = &signed.agreement;
+        // The provider chooses the id; one that names an agreement this
+        // node already keeps (as provider, or for another researcher) would
+        // replace it.
+        match self.agreements.get(&a.id.to_string()) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return Err(format!(
+                    "its agreement id {} is already in use on this node",
+                    a.id
+                ));
+            }
+            Err(e) => return Err(format!("cannot check its agreement id: {e}")),
+        }
         let mismatch = |field: &str| format!("its {field} is not the one requested");
         if a.negotiation != r.id {
             return Err(mismatch("negotiation"));
@@ -1399,8 +1426,75 @@ impl Negotiator {
     ) -> Result<(), NegotiatorError> {
         self.store.apply(w)?;
         self.store.flush()?;
+        self.note_pending(r);
         self.announce(r);
         Ok(())
+    }
+
+    /// Keeps [`Negotiator::pending_by_peer`] in step with a stored record.
+    fn note_pending(&self, r: &NegotiationRecord) {
+        if r.role != Role::Provider {
+            return;
+        }
+        let Ok(mut by_peer) = self.pending_by_peer.lock() else {
+            return;
+        };
+        let peer = &r.counterparty.peer_id;
+        if r.is_pending_approval() {
+            by_peer
+                .entry(peer.clone())
+                .or_default()
+                .insert(r.id.to_string());
+        } else if let Some(ids) = by_peer.get_mut(peer) {
+            ids.remove(r.id.as_str());
+            if ids.is_empty() {
+                by_peer.remove(peer);
+            }
+        }
+    }
+
+    /// Refuses a new request from `peer` past its quota of requests
+    /// waiting for this node's administrator; the refusal is audited within
+    /// the peer's budget of refusal entries.
+    fn over_quota(
+        &self,
+        peer: &PeerId,
+        req: &ContractRequest,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, NegotiatorError> {
+        let waiting = self
+            .pending_by_peer
+            .lock()
+            .map_err(|_| NegotiatorError::Poisoned)?
+            .get(&peer.to_string())
+            .map_or(0, |ids| ids.len());
+        if waiting < self.settings.max_pending_per_peer {
+            return Ok(None);
+        }
+        let reason = format!(
+            "{peer} has {waiting} requests waiting for approval here, the most allowed; \
+             ask again once some are decided"
+        );
+        let budget = self
+            .refusal_budget
+            .lock()
+            .map_err(|_| NegotiatorError::Poisoned)?
+            .take(peer, std::time::Instant::now());
+        if let Some(suppressed) = budget {
+            self.audit.append(
+                Actor::Peer(peer.to_string()),
+                AuditEvent::Rejection,
+                vec![req.negotiation.to_string(), req.dataset.to_string()],
+                json!({
+                    "code": "quota",
+                    "reasons": [reason],
+                    "role": Role::Provider.as_str(),
+                    "suppressed_before": suppressed,
+                }),
+                now,
+            )?;
+        }
+        Ok(Some(reason))
     }
 
     /// Stage `message` in the outbox for the counterparty of `r`. Returns

@@ -23,28 +23,32 @@ pub mod wire;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bayspace_contracts::agreement::{AgreementId, NegotiationId};
-use bayspace_contracts::compliance::Blocker;
+use bayspace_contracts::compliance::{Assessment, Blocker};
 use bayspace_contracts::descriptor::{DatasetId, Institution, OfferId};
 use bayspace_contracts::filing::FilingError;
 use bayspace_contracts::negotiation::{Role, State};
 use bayspace_contracts::policy::Purpose;
-use tokio::sync::{Notify, broadcast};
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore, broadcast};
 
 use crate::admission::MembershipAdmission;
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{Actor, AuditError, AuditEvent, AuditLog};
 use crate::catalog::{Catalog, CatalogError};
 use crate::identity::NodeKey;
 use crate::ledger::{LedgerError, LedgerStore};
+use crate::limits::AuditBudget;
 use crate::p2p;
 use crate::store::{Store, StoreError, TreeName, TypedTree};
 
 pub use model::{
-    AgreementRecord, Counterparty, DatasetRecords, NegotiationRecord, RecordsUpdate, Requester,
-    Revocation, Step, Viewer,
+    AgreementRecord, Counterparty, DatasetRecords, NegotiationRecord, OpenRelease, RecordsUpdate,
+    Requester, Revocation, Step, Viewer,
 };
 pub use wire::{ContractRequest, Message, WireError};
 
@@ -54,6 +58,11 @@ pub const NEGOTIATIONS_TREE: TreeName = TreeName::new("negotiations");
 pub const AGREEMENTS_TREE: TreeName = TreeName::new("agreements");
 pub const RECORDS_TREE: TreeName = TreeName::new("dataset-records");
 pub const OUTBOX_TREE: TreeName = TreeName::new("negotiation-outbox");
+
+/// How often one release may be resumed before a resume counts as a new
+/// use: enough for a transfer that survives many restarts of either side,
+/// few enough that "resuming" is no way around the use limit.
+pub const MAX_RESUMES: u32 = 64;
 
 /// Tunables, with production defaults.
 #[derive(Debug, Clone)]
@@ -69,6 +78,10 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Messages being delivered at once.
     pub max_deliveries: usize,
+    /// Requests from one member that may wait for this node's administrator
+    /// at once; past it, new requests are refused until some are decided.
+    /// Automatic offers are decided at once and never wait.
+    pub max_pending_per_peer: usize,
 }
 
 impl Default for Settings {
@@ -79,6 +92,7 @@ impl Default for Settings {
             retry_initial: Duration::from_millis(250),
             retry_max: Duration::from_secs(30),
             max_deliveries: 32,
+            max_pending_per_peer: 1000,
         }
     }
 }
@@ -160,6 +174,8 @@ pub enum NegotiatorError {
     },
     #[error("agreement {0} is already revoked")]
     AlreadyRevoked(AgreementId),
+    #[error("agreement {id} allows {limit} release(s); all are used")]
+    UsesExhausted { id: AgreementId, limit: u64 },
     #[error("{field}: {reason}")]
     BadInput { field: &'static str, reason: String },
     #[error("filing: {0}")]
@@ -182,6 +198,8 @@ pub enum NegotiatorError {
     Ledger(#[from] LedgerError),
     #[error("an internal lock is poisoned")]
     Poisoned,
+    #[error("a storage task failed: {0}")]
+    Task(String),
 }
 
 fn list<T: std::fmt::Display>(items: &[T]) -> String {
@@ -214,15 +232,37 @@ pub struct Negotiator {
     changes: broadcast::Sender<NegotiationRecord>,
     wake: Notify,
     /// Outbox keys being delivered right now.
-    delivering: Mutex<std::collections::HashSet<String>>,
+    delivering: Mutex<HashSet<String>>,
+    /// Bounds the store work running on the blocking pool at once.
+    blocking: Semaphore,
+    /// Requests to this node waiting for its administrator, by requesting
+    /// peer: what [`Settings::max_pending_per_peer`] is checked against.
+    pending_by_peer: Mutex<HashMap<String, HashSet<String>>>,
+    /// How many more quota refusals each peer may cause to be audited.
+    refusal_budget: Mutex<AuditBudget>,
 }
+
+/// Message handlers running their store work (and its fsync) at once; the
+/// write lock serialises them anyway, so more would only queue threads.
+pub const MAX_BLOCKING: usize = 8;
 
 impl Negotiator {
     pub fn open(deps: Deps) -> Result<Arc<Negotiator>, NegotiatorError> {
         let store = deps.store;
         let (changes, _) = broadcast::channel(256);
+        let negotiations: TypedTree<String, NegotiationRecord> =
+            TypedTree::open(&*store, NEGOTIATIONS_TREE)?;
+        let mut pending_by_peer: HashMap<String, HashSet<String>> = HashMap::new();
+        for r in scan_all(&negotiations)? {
+            if r.is_pending_approval() {
+                pending_by_peer
+                    .entry(r.counterparty.peer_id.clone())
+                    .or_default()
+                    .insert(r.id.to_string());
+            }
+        }
         Ok(Arc::new(Negotiator {
-            negotiations: TypedTree::open(&*store, NEGOTIATIONS_TREE)?,
+            negotiations,
             agreements: TypedTree::open(&*store, AGREEMENTS_TREE)?,
             records: TypedTree::open(&*store, RECORDS_TREE)?,
             outbox: TypedTree::open(&*store, OUTBOX_TREE)?,
@@ -239,6 +279,12 @@ impl Negotiator {
             changes,
             wake: Notify::new(),
             delivering: Mutex::new(Default::default()),
+            blocking: Semaphore::new(MAX_BLOCKING),
+            pending_by_peer: Mutex::new(pending_by_peer),
+            refusal_budget: Mutex::new(AuditBudget::new(
+                crate::transfers::REFUSAL_BURST,
+                crate::transfers::REFUSAL_REFILL,
+            )),
         }))
     }
 
@@ -293,6 +339,25 @@ impl Negotiator {
         &self.me
     }
 
+    /// Runs `f`, store work that flushes (an fsync) under the write lock,
+    /// on the blocking pool, at most [`MAX_BLOCKING`] at once: a slow disk
+    /// then stalls the messages waiting for it, not the runtime's worker
+    /// threads and with them every peer.
+    pub(crate) async fn off_runtime<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Arc<Self>) -> T + Send + 'static,
+    ) -> Result<T, NegotiatorError> {
+        let _permit = self
+            .blocking
+            .acquire()
+            .await
+            .map_err(|_| NegotiatorError::Poisoned)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| NegotiatorError::Task(e.to_string()))
+    }
+
     fn announce(&self, r: &NegotiationRecord) {
         // No receivers is the normal case.
         let _ = self.changes.send(r.clone());
@@ -331,33 +396,139 @@ impl Negotiator {
         Ok(Some((a, n)))
     }
 
-    /// Account for a completed release, durably and audited first: one
-    /// more use of the agreement and, on the provider, the individuals in
-    /// the ledger. Returns the updated agreement.
-    pub fn count_release(
+    /// Takes one use of agreement `id` for a release whose key is about to
+    /// leave the provider, and records it before the key does: the audit
+    /// entry (`key-released`), the use and, for a new use, the individuals
+    /// in the cross-border ledger, all flushed. A resume (`resume`: the
+    /// request starts after the first segment) of the release still open
+    /// continues its use; anything else needs a use left under the limit.
+    ///
+    /// The check and the count are one step under the write lock, so
+    /// requests racing each other cannot all pass the limit, and what the
+    /// consumer later confirms or not changes nothing.
+    pub fn reserve_release(
         &self,
         id: &AgreementId,
-        actor: crate::audit::Actor,
+        actor: Actor,
+        mut details: serde_json::Value,
+        ledger: (Assessment, u64, u64),
+        resume: bool,
+        now: OffsetDateTime,
+    ) -> Result<AgreementRecord, NegotiatorError> {
+        self.change_agreement(id, actor, AuditEvent::KeyReleased, now, |a| {
+            let continues = match &mut a.open_release {
+                Some(open) if resume && open.resumes < MAX_RESUMES => {
+                    open.resumes += 1;
+                    true
+                }
+                _ => false,
+            };
+            if !continues {
+                if let Some(limit) = a.signed.agreement.constraints.use_limit()
+                    && a.uses >= limit
+                {
+                    return Err(NegotiatorError::UsesExhausted {
+                        id: id.clone(),
+                        limit,
+                    });
+                }
+                a.uses = a.uses.saturating_add(1);
+                a.open_release = Some(OpenRelease {
+                    reserved_at: now,
+                    resumes: 0,
+                });
+            }
+            details["uses"] = a.uses.into();
+            details["resumed"] = continues.into();
+            Ok((details, (!continues).then_some(ledger)))
+        })
+    }
+
+    /// Gives back the use [`reserve_release`](Self::reserve_release) took,
+    /// when the provider failed before any data left. The cross-border
+    /// ledger keeps its count: over-counting there errs on the side of the
+    /// stricter route.
+    pub fn give_back_release(
+        &self,
+        id: &AgreementId,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<AgreementRecord, NegotiatorError> {
+        self.change_agreement(id, Actor::Node, AuditEvent::TransferRefused, now, |a| {
+            a.uses = a.uses.saturating_sub(1);
+            a.open_release = None;
+            let details = json!({
+                "code": "provider-error",
+                "reason": reason,
+                "use_returned": true,
+                "uses": a.uses,
+            });
+            Ok((details, None))
+        })
+    }
+
+    /// The consumer confirmed the data of the open release: audited, and
+    /// the release closed. Its use was counted when the key left.
+    pub fn complete_release(
+        &self,
+        id: &AgreementId,
+        actor: Actor,
         details: serde_json::Value,
-        ledger: Option<(bayspace_contracts::compliance::Assessment, u64, u64)>,
-        now: time::OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<AgreementRecord, NegotiatorError> {
+        self.change_agreement(id, actor, AuditEvent::TransferCompleted, now, |a| {
+            a.open_release = None;
+            Ok((details, None))
+        })
+    }
+
+    /// The consumer's account of data received under agreement `id`, once
+    /// it has verified and before it is handed over: audited, and one more
+    /// use on this side.
+    pub fn count_received(
+        &self,
+        id: &AgreementId,
+        details: serde_json::Value,
+        now: OffsetDateTime,
+    ) -> Result<AgreementRecord, NegotiatorError> {
+        self.change_agreement(id, Actor::Node, AuditEvent::TransferCompleted, now, |a| {
+            a.uses = a.uses.saturating_add(1);
+            Ok((details, None))
+        })
+    }
+
+    /// One change of an agreement's accounting under the write lock: the
+    /// audit entry first, then the record and any ledger line, all flushed
+    /// before this returns. `change` gives the entry's details, and the
+    /// (assessment, personal, sensitive) to add to the ledger, if any.
+    fn change_agreement(
+        &self,
+        id: &AgreementId,
+        actor: Actor,
+        event: AuditEvent,
+        now: OffsetDateTime,
+        change: impl FnOnce(
+            &mut AgreementRecord,
+        ) -> Result<
+            (serde_json::Value, Option<(Assessment, u64, u64)>),
+            NegotiatorError,
+        >,
     ) -> Result<AgreementRecord, NegotiatorError> {
         let _w = self.lock()?;
         let mut a = self
             .agreements
             .get(&id.to_string())?
             .ok_or_else(|| NegotiatorError::UnknownAgreement(id.clone()))?;
-        a.uses = a.uses.saturating_add(1);
+        let (details, ledger) = change(&mut a)?;
         self.audit.append_unflushed(
             actor,
-            crate::audit::AuditEvent::TransferCompleted,
+            event,
             vec![id.to_string(), a.signed.agreement.dataset.to_string()],
             details,
             now,
         )?;
         self.agreements.insert(&id.to_string(), &a)?;
         if let Some((assessment, personal, sensitive)) = ledger {
-            // The ledger flushes; that flush covers the entry and the use.
             self.ledger.record(
                 now,
                 assessment.route,

@@ -125,9 +125,30 @@ pub struct AgreementRecord {
     pub signed: SignedAgreement,
     #[serde(default)]
     pub revoked: Option<Revocation>,
-    /// Releases made under it so far (the data-release path counts them).
+    /// Releases made under it so far. The provider counts a use when the
+    /// key leaves (see [`Negotiator::reserve_release`]); the consumer
+    /// when the data has verified.
+    ///
+    /// [`Negotiator::reserve_release`]: super::Negotiator::reserve_release
     #[serde(default)]
     pub uses: u64,
+    /// On the provider: the release whose key has left and whose completion
+    /// the consumer has not confirmed. A request that resumes it (from a
+    /// segment after the first) continues that use instead of taking
+    /// another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_release: Option<OpenRelease>,
+}
+
+/// A release in progress on the provider, counted as a use already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRelease {
+    #[serde(with = "time::serde::rfc3339")]
+    pub reserved_at: OffsetDateTime,
+    /// How often the consumer has resumed it.
+    #[serde(default)]
+    pub resumes: u32,
 }
 
 impl AgreementRecord {

@@ -121,7 +121,12 @@ impl Negotiator {
                 return None;
             }
         };
-        match self.on_reply(&peer, key, &entry.message, reply) {
+        let (owned_key, sent) = (key.to_owned(), entry.message.clone());
+        let applied = self
+            .off_runtime(move |n| n.on_reply(&peer, &owned_key, &sent, reply))
+            .await
+            .and_then(|r| r);
+        match applied {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(key, %peer, "cannot apply the answer to a negotiation message: {e}");

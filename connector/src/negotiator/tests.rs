@@ -76,6 +76,7 @@ fn side(
     own: &MembershipCredential,
     other: (&PeerId, &str, &MembershipCredential),
     anchor: &AuthorityKey,
+    settings: Settings,
 ) -> Side {
     let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
     let admission = Arc::new(
@@ -123,7 +124,7 @@ fn side(
         key: key.clone(),
         me: me.clone(),
         client,
-        settings: Settings::default(),
+        settings,
     })
     .unwrap();
     Side {
@@ -139,6 +140,11 @@ fn side(
 }
 
 pub(crate) fn pair() -> Pair {
+    pair_with(Settings::default())
+}
+
+/// [`pair`], the provider running with `settings`.
+pub(crate) fn pair_with(settings: Settings) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let anchor = AuthorityKey::init(dir.path(), None).unwrap();
     let pk = NodeKey::generate().unwrap();
@@ -161,8 +167,14 @@ pub(crate) fn pair() -> Pair {
     );
     let (pp, cp) = (pk.peer_id(), ck.peer_id());
     Pair {
-        provider: side(pk, &pc, (&cp, "fd00:852::1", &cc), &anchor),
-        consumer: side(ck, &cc, (&pp, "fd00:5a::1", &pc), &anchor),
+        provider: side(pk, &pc, (&cp, "fd00:852::1", &cc), &anchor, settings),
+        consumer: side(
+            ck,
+            &cc,
+            (&pp, "fd00:5a::1", &pc),
+            &anchor,
+            Settings::default(),
+        ),
         _dir: dir,
     }
 }
@@ -746,4 +758,47 @@ async fn a_provider_cannot_overwrite_an_agreement_by_reusing_its_id() {
     let c = p.consumer.n.get(&r2.id).unwrap().unwrap();
     assert_eq!(c.state, State::Terminated);
     assert!(c.agreement_id.is_none());
+}
+
+#[tokio::test]
+async fn a_member_cannot_queue_more_requests_than_its_quota() {
+    let p = pair_with(Settings {
+        max_pending_per_peer: 3,
+        ..Settings::default()
+    });
+    let ds = publish(&p, 0, ApprovalMode::Manual, &["hk"]);
+    let mut asked = Vec::new();
+    for _ in 0..5 {
+        asked.push(ask(&p, &ds).await);
+    }
+    for r in &asked[..3] {
+        assert_eq!(state(&p.provider, &r.id), State::Requested);
+    }
+    for r in &asked[3..] {
+        assert!(p.provider.n.get(&r.id).unwrap().is_none(), "nothing stored");
+        let c = p.consumer.n.get(&r.id).unwrap().unwrap();
+        assert_eq!(c.state, State::Terminated);
+        assert!(
+            c.reasons
+                .iter()
+                .any(|m| m.contains("3 requests waiting for approval")),
+            "{:?}",
+            c.reasons
+        );
+    }
+    assert_eq!(p.provider.n.pending().unwrap().len(), 3);
+    let quota_entries = events(&p.provider)
+        .iter()
+        .filter(|e| **e == AuditEvent::Rejection)
+        .count();
+    assert_eq!(quota_entries, 2, "each refusal is audited");
+
+    // One decided, one more may wait.
+    p.provider
+        .n
+        .reject(&asked[0].id, "no".into())
+        .await
+        .unwrap();
+    let r = ask(&p, &ds).await;
+    assert_eq!(state(&p.provider, &r.id), State::Requested);
 }

@@ -3,11 +3,12 @@
 //! per-peer state that makes the decision stick until the peer leaves, its
 //! credential expires or the node asks for a recheck.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
 use super::protocol::MAX_CREDENTIAL_BYTES;
@@ -62,7 +63,13 @@ pub enum AdmissionRefusal {
 /// Outcome of judging a credential against the table.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    Admitted(AdmittedPeer),
+    /// Admitted on the connections in `open`; those in `close` come from
+    /// outside the peer's prefixes (or fail otherwise) and must close.
+    Admitted {
+        info: AdmittedPeer,
+        open: Vec<ConnectionId>,
+        close: Vec<(ConnectionId, AdmissionRefusal)>,
+    },
     AlreadyAdmitted,
     Refused(AdmissionRefusal),
     /// Refused earlier on this connection; nothing new to do.
@@ -71,19 +78,41 @@ pub(crate) enum Verdict {
     Unknown,
 }
 
+/// What to do with a connection that was just established.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Connected {
+    /// The peer's first connection: start the credential exchange.
+    StartAdmission,
+    /// The peer is mid-admission; this connection is judged with the others.
+    Pending,
+    /// The peer is admitted and this connection, judged with the peer's
+    /// credential and its own address, may be served.
+    Admitted,
+    /// The peer is admitted, but not on this connection: close it.
+    Refused(AdmissionRefusal),
+    /// The peer was refused and is being disconnected.
+    Ignore,
+}
+
 struct Admitted {
     info: AdmittedPeer,
     credential: Vec<u8>,
-    remote: Multiaddr,
+    /// Every connection being served, each judged on its own address.
+    connections: BTreeMap<ConnectionId, Multiaddr>,
 }
 
 struct Pending {
-    remote: Multiaddr,
+    connections: BTreeMap<ConnectionId, Multiaddr>,
     deadline: Instant,
 }
 
 /// Admission state of every connected peer. Entries live only while the peer
 /// is connected, so the table is bounded by the connection limits.
+///
+/// Admission is judged per connection: a member's credential binds it to
+/// its institution's prefixes, and a second connection under the same key
+/// from elsewhere (a stolen key, say) is refused on its own, however the
+/// first was judged.
 #[derive(Default)]
 pub(crate) struct PeerTable {
     pending: HashMap<PeerId, Pending>,
@@ -93,16 +122,53 @@ pub(crate) struct PeerTable {
 }
 
 impl PeerTable {
-    /// Records a new connection; true when admission must start for `peer`.
-    pub(crate) fn connected(&mut self, peer: PeerId, remote: Multiaddr, deadline: Instant) -> bool {
-        if self.admitted.contains_key(&peer)
-            || self.pending.contains_key(&peer)
-            || self.refused.contains(&peer)
-        {
-            return false;
+    /// Records a new connection and says what to do with it.
+    pub(crate) fn connected(
+        &mut self,
+        admission: &dyn Admission,
+        peer: PeerId,
+        connection: ConnectionId,
+        remote: Multiaddr,
+        deadline: Instant,
+        now: SystemTime,
+    ) -> Connected {
+        if self.refused.contains(&peer) {
+            return Connected::Ignore;
         }
-        self.pending.insert(peer, Pending { remote, deadline });
-        true
+        if let Some(a) = self.admitted.get_mut(&peer) {
+            return match decide(admission, peer, &remote, &a.credential, now) {
+                Ok(_) => {
+                    a.connections.insert(connection, remote);
+                    Connected::Admitted
+                }
+                Err(reason) => {
+                    self.refusals += 1;
+                    Connected::Refused(reason)
+                }
+            };
+        }
+        if let Some(p) = self.pending.get_mut(&peer) {
+            p.connections.insert(connection, remote);
+            return Connected::Pending;
+        }
+        self.pending.insert(
+            peer,
+            Pending {
+                connections: BTreeMap::from([(connection, remote)]),
+                deadline,
+            },
+        );
+        Connected::StartAdmission
+    }
+
+    /// Forgets one closed connection.
+    pub(crate) fn connection_closed(&mut self, peer: &PeerId, connection: ConnectionId) {
+        if let Some(a) = self.admitted.get_mut(peer) {
+            a.connections.remove(&connection);
+        }
+        if let Some(p) = self.pending.get_mut(peer) {
+            p.connections.remove(&connection);
+        }
     }
 
     /// Forgets everything about a peer whose last connection closed.
@@ -116,10 +182,12 @@ impl PeerTable {
         self.admitted.contains_key(peer)
     }
 
-    /// The remote address of the connection a peer was admitted on, while
-    /// it is admitted.
+    /// The remote address of a connection the peer is served on, while it
+    /// is admitted. Every such connection passed the address check itself.
     pub(crate) fn admitted_from(&self, peer: &PeerId) -> Option<Multiaddr> {
-        self.admitted.get(peer).map(|a| a.remote.clone())
+        self.admitted
+            .get(peer)
+            .and_then(|a| a.connections.values().next().cloned())
     }
 
     pub(crate) fn admitted(&self) -> Vec<AdmittedPeer> {
@@ -130,7 +198,7 @@ impl PeerTable {
         self.refusals
     }
 
-    /// Judges a credential the peer presented.
+    /// Judges a credential the peer presented, on each of its connections.
     pub(crate) fn judge(
         &mut self,
         admission: &dyn Admission,
@@ -147,20 +215,38 @@ impl PeerTable {
         let Some(pending) = self.pending.remove(&peer) else {
             return Verdict::Unknown;
         };
-        match decide(admission, peer, &pending.remote, credential, now) {
-            Ok(info) => {
+        let mut info = None;
+        let mut served = BTreeMap::new();
+        let mut close = Vec::new();
+        for (connection, remote) in pending.connections {
+            match decide(admission, peer, &remote, credential, now) {
+                Ok(i) => {
+                    info.get_or_insert(i);
+                    served.insert(connection, remote);
+                }
+                Err(reason) => close.push((connection, reason)),
+            }
+        }
+        match info {
+            Some(info) => {
+                self.refusals += close.len() as u64;
+                let open = served.keys().copied().collect();
                 self.admitted.insert(
                     peer,
                     Admitted {
                         info: info.clone(),
                         credential: credential.to_vec(),
-                        remote: pending.remote,
+                        connections: served,
                     },
                 );
-                Verdict::Admitted(info)
+                Verdict::Admitted { info, open, close }
             }
-            Err(reason) => {
+            None => {
                 self.refuse(peer);
+                let reason = close.into_iter().next().map_or(
+                    AdmissionRefusal::Malformed("no connection to judge".into()),
+                    |(_, r)| r,
+                );
                 Verdict::Refused(reason)
             }
         }
@@ -182,34 +268,65 @@ impl PeerTable {
     }
 
     /// Re-checks admitted peers (all, or only those whose credential expired by
-    /// `now`) with their stored credential; returns those now refused.
+    /// `now`) with their stored credential, connection by connection. Returns
+    /// the peers now refused, and the connections of peers still admitted
+    /// that must close.
     pub(crate) fn recheck(
         &mut self,
         admission: &dyn Admission,
         now: SystemTime,
         only_expired: bool,
-    ) -> Vec<(PeerId, AdmissionRefusal)> {
-        let mut refused = Vec::new();
+    ) -> Recheck {
+        let mut out = Recheck::default();
         for (peer, entry) in &mut self.admitted {
             if only_expired && entry.info.expires_at > now {
                 continue;
             }
-            match decide(admission, *peer, &entry.remote, &entry.credential, now) {
-                Ok(info) => entry.info = info,
-                Err(reason) => refused.push((*peer, reason)),
+            let mut first_refusal = None;
+            let mut renewed = None;
+            entry.connections.retain(|connection, remote| {
+                match decide(admission, *peer, remote, &entry.credential, now) {
+                    Ok(info) => {
+                        renewed = Some(info);
+                        true
+                    }
+                    Err(reason) => {
+                        out.close.push((*peer, *connection, reason.clone()));
+                        first_refusal.get_or_insert(reason);
+                        false
+                    }
+                }
+            });
+            match renewed {
+                Some(info) => entry.info = info,
+                None => {
+                    let reason = first_refusal.unwrap_or(AdmissionRefusal::Expired);
+                    out.refused.push((*peer, reason));
+                }
             }
         }
-        for (peer, _) in &refused {
+        for (peer, _) in &out.refused {
             self.admitted.remove(peer);
+            out.close.retain(|(p, _, _)| p != peer);
             self.refuse(*peer);
         }
-        refused
+        self.refusals += out.close.len() as u64;
+        out
     }
 
     fn refuse(&mut self, peer: PeerId) {
         self.refused.insert(peer);
         self.refusals += 1;
     }
+}
+
+/// What a recheck found.
+#[derive(Debug, Default)]
+pub(crate) struct Recheck {
+    /// Peers no longer admitted at all.
+    pub(crate) refused: Vec<(PeerId, AdmissionRefusal)>,
+    /// Connections of peers still admitted that no longer pass.
+    pub(crate) close: Vec<(PeerId, ConnectionId, AdmissionRefusal)>,
 }
 
 /// One admission decision, with the checks the p2p layer owns around the node's.
@@ -290,6 +407,22 @@ mod tests {
         "/ip6/::1/tcp/4001".parse().unwrap()
     }
 
+    fn conn(n: usize) -> ConnectionId {
+        ConnectionId::new_unchecked(n)
+    }
+
+    /// A first connection of `peer` from `remote`.
+    fn connect(t: &mut PeerTable, peer: PeerId, remote: Multiaddr, deadline: Instant) -> Connected {
+        t.connected(&fake(), peer, conn(1), remote, deadline, SystemTime::now())
+    }
+
+    fn admitted_on(v: Verdict) -> Vec<ConnectionId> {
+        match v {
+            Verdict::Admitted { open, .. } => open,
+            other => panic!("not admitted: {other:?}"),
+        }
+    }
+
     #[test]
     fn admits_once_and_ignores_repeats() {
         let (adm, mut t, peer, now) = (
@@ -298,12 +431,18 @@ mod tests {
             PeerId::random(),
             SystemTime::now(),
         );
-        assert!(t.connected(peer, addr(), Instant::now()));
-        assert!(!t.connected(peer, addr(), Instant::now()));
-        assert!(matches!(
-            t.judge(&adm, peer, b"ok", now),
-            Verdict::Admitted(_)
-        ));
+        assert_eq!(
+            connect(&mut t, peer, addr(), Instant::now()),
+            Connected::StartAdmission
+        );
+        assert_eq!(
+            t.connected(&adm, peer, conn(2), addr(), Instant::now(), now),
+            Connected::Pending
+        );
+        assert_eq!(
+            admitted_on(t.judge(&adm, peer, b"ok", now)),
+            vec![conn(1), conn(2)]
+        );
         assert_eq!(t.judge(&adm, peer, b"ok", now), Verdict::AlreadyAdmitted);
         assert!(t.is_admitted(&peer));
         assert_eq!(t.refusals(), 0);
@@ -317,16 +456,23 @@ mod tests {
             PeerId::random(),
             SystemTime::now(),
         );
-        t.connected(peer, addr(), Instant::now());
+        connect(&mut t, peer, addr(), Instant::now());
         assert!(matches!(
             t.judge(&adm, peer, b"bad", now),
             Verdict::Refused(AdmissionRefusal::Malformed(_))
         ));
         assert_eq!(t.judge(&adm, peer, b"ok", now), Verdict::AlreadyRefused);
+        assert_eq!(
+            t.connected(&adm, peer, conn(2), addr(), Instant::now(), now),
+            Connected::Ignore
+        );
         assert!(!t.is_admitted(&peer));
         assert_eq!(t.refusals(), 1);
         t.disconnected(&peer);
-        assert!(t.connected(peer, addr(), Instant::now()));
+        assert_eq!(
+            connect(&mut t, peer, addr(), Instant::now()),
+            Connected::StartAdmission
+        );
     }
 
     #[test]
@@ -337,13 +483,13 @@ mod tests {
             Verdict::Unknown
         );
         let big = PeerId::random();
-        t.connected(big, addr(), Instant::now());
+        connect(&mut t, big, addr(), Instant::now());
         assert!(matches!(
             t.judge(&adm, big, &vec![0; MAX_CREDENTIAL_BYTES + 1], now),
             Verdict::Refused(AdmissionRefusal::CredentialTooLarge { .. })
         ));
         let ipless = PeerId::random();
-        t.connected(ipless, "/memory/1".parse().unwrap(), Instant::now());
+        connect(&mut t, ipless, "/memory/1".parse().unwrap(), Instant::now());
         assert!(matches!(
             t.judge(&adm, ipless, b"ok", now),
             Verdict::Refused(AdmissionRefusal::NoIpAddress(_))
@@ -355,8 +501,8 @@ mod tests {
         let mut t = PeerTable::default();
         let start = Instant::now();
         let (late, fresh) = (PeerId::random(), PeerId::random());
-        t.connected(late, addr(), start);
-        t.connected(fresh, addr(), start + Duration::from_secs(60));
+        connect(&mut t, late, addr(), start);
+        connect(&mut t, fresh, addr(), start + Duration::from_secs(60));
         assert_eq!(t.refuse_overdue(start), vec![late]);
         assert_eq!(t.refusals(), 1);
     }
@@ -369,16 +515,18 @@ mod tests {
             PeerId::random(),
             SystemTime::now(),
         );
-        t.connected(peer, addr(), Instant::now());
+        connect(&mut t, peer, addr(), Instant::now());
         t.judge(&adm, peer, b"ok", now);
         // Not yet expired: the expiry sweep leaves it alone.
-        assert!(t.recheck(&adm, now, true).is_empty());
+        let r = t.recheck(&adm, now, true);
+        assert!(r.refused.is_empty() && r.close.is_empty());
         // After expiry the node's check runs again; the fake renews.
         let later = now + Duration::from_secs(7200);
-        assert!(t.recheck(&adm, later, true).is_empty());
+        assert!(t.recheck(&adm, later, true).refused.is_empty());
         adm.refuse_all.store(true, Ordering::SeqCst);
-        let refused = t.recheck(&adm, later, false);
-        assert_eq!(refused.len(), 1);
+        let r = t.recheck(&adm, later, false);
+        assert_eq!(r.refused.len(), 1);
+        assert!(r.close.is_empty(), "the whole peer goes, not a connection");
         assert!(!t.is_admitted(&peer));
         assert_eq!(t.refusals(), 1);
     }
@@ -408,15 +556,58 @@ mod tests {
         }
     }
 
+    fn inside() -> Multiaddr {
+        "/ip6/fd00:852::7/tcp/4001".parse().unwrap()
+    }
+
+    fn outside() -> Multiaddr {
+        "/ip6/2001:db8::66/tcp/4001".parse().unwrap()
+    }
+
     #[test]
-    fn old_api_second_connection_from_outside_is_checked() {
+    fn a_second_connection_from_outside_the_prefixes_is_refused() {
         let (mut t, peer, now) = (PeerTable::default(), PeerId::random(), SystemTime::now());
-        let inside: Multiaddr = "/ip6/fd00:852::7/tcp/4001".parse().unwrap();
-        let outside: Multiaddr = "/ip6/2001:db8::66/tcp/4001".parse().unwrap();
-        t.connected(peer, inside, Instant::now());
-        assert!(matches!(t.judge(&Prefixed, peer, b"ok", now), Verdict::Admitted(_)));
+        let soon = Instant::now();
+        t.connected(&Prefixed, peer, conn(1), inside(), soon, now);
+        assert_eq!(
+            admitted_on(t.judge(&Prefixed, peer, b"ok", now)),
+            vec![conn(1)]
+        );
         // The same key dials again from outside its institution's prefixes.
-        let checked = t.connected(peer, outside, Instant::now());
-        assert!(checked, "the second connection was never checked");
+        assert_eq!(
+            t.connected(&Prefixed, peer, conn(2), outside(), soon, now),
+            Connected::Refused(AdmissionRefusal::AddressOutsidePrefixes(
+                "2001:db8::66".parse().unwrap()
+            ))
+        );
+        assert!(t.is_admitted(&peer), "the member's own connection stays");
+        assert_eq!(t.admitted_from(&peer), Some(inside()));
+        assert_eq!(t.refusals(), 1);
+        // Once the member's own connection is gone, nothing is served.
+        t.connection_closed(&peer, conn(1));
+        assert_eq!(t.admitted_from(&peer), None);
+    }
+
+    #[test]
+    fn connections_made_while_pending_are_judged_each_on_its_address() {
+        let (mut t, peer, now) = (PeerTable::default(), PeerId::random(), SystemTime::now());
+        let soon = Instant::now();
+        t.connected(&Prefixed, peer, conn(1), outside(), soon, now);
+        t.connected(&Prefixed, peer, conn(2), inside(), soon, now);
+        let Verdict::Admitted { open, close, .. } = t.judge(&Prefixed, peer, b"ok", now) else {
+            panic!("the inside connection admits the peer");
+        };
+        assert_eq!(open, vec![conn(2)]);
+        assert_eq!(close.len(), 1);
+        assert_eq!(close[0].0, conn(1));
+        assert_eq!(t.admitted_from(&peer), Some(inside()));
+
+        // Only outside connections: refused.
+        let stolen = PeerId::random();
+        t.connected(&Prefixed, stolen, conn(3), outside(), soon, now);
+        assert!(matches!(
+            t.judge(&Prefixed, stolen, b"ok", now),
+            Verdict::Refused(AdmissionRefusal::AddressOutsidePrefixes(_))
+        ));
     }
 }

@@ -26,7 +26,10 @@ pub(crate) struct Behaviour {
     pub(crate) catalog: cbor::Behaviour<CatalogRequest, CatalogResponse>,
     pub(crate) control: cbor::Behaviour<ControlRequest, ControlResponse>,
     pub(crate) identify: identify::Behaviour,
-    pub(crate) stream: libp2p_stream::Behaviour,
+    /// Gated like `gossip`: a data stream reaches the release service only
+    /// on a connection admission has judged, so the release is judged by
+    /// the connection its stream arrived on.
+    pub(crate) stream: Gated<libp2p_stream::Behaviour>,
 }
 
 /// Why the behaviour could not be built (only gossipsub's config can be invalid).
@@ -112,7 +115,7 @@ impl Behaviour {
                 IDENTIFY_VERSION.to_string(),
                 key.public(),
             )),
-            stream,
+            stream: Gated::new(stream),
         })
     }
 }

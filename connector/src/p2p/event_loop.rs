@@ -15,7 +15,9 @@ use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, core::transport::ListenerId, gossipsub, identify};
 use tokio::sync::{mpsc, oneshot};
 
-use super::admission::{Admission, AdmissionRefusal, AdmittedPeer, PeerTable, Verdict};
+use super::admission::{
+    Admission, AdmissionRefusal, AdmittedPeer, Connected, PeerTable, Recheck, Verdict,
+};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::protocol::{
     AdmitMessage, CatalogRequest, CatalogResponse, ControlRequest, ControlResponse, Topic,
@@ -384,13 +386,11 @@ impl EventLoop {
                 let _ = reply.send(result);
             }
             Command::RecheckAll { reply } => {
-                let refused = self
+                let found = self
                     .peers
                     .recheck(self.admission.as_ref(), SystemTime::now(), false);
-                let count = refused.len();
-                for (peer, reason) in refused {
-                    self.on_refused(peer, reason);
-                }
+                let count = found.refused.len();
+                self.on_recheck(found);
                 let _ = reply.send(count);
             }
             Command::Shutdown { .. } => {}
@@ -424,22 +424,58 @@ impl EventLoop {
         let expired = self
             .peers
             .recheck(self.admission.as_ref(), SystemTime::now(), true);
-        for (peer, reason) in expired {
-            self.on_refused(peer, reason);
-        }
+        self.on_recheck(expired);
     }
 
-    fn on_admitted(&mut self, info: AdmittedPeer) {
+    /// Lets every gated protocol serve `peer` on `connections`.
+    fn open_gates(&mut self, peer: &PeerId, connections: &[ConnectionId]) {
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.gossip.open(peer, connections);
+        behaviour.kad.open(peer, connections);
+        behaviour.stream.open(peer, connections);
+    }
+
+    /// Closes one connection of a peer that stays admitted on its others.
+    fn refuse_connection(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        reason: AdmissionRefusal,
+    ) {
+        tracing::warn!(%peer, %reason, "connection refused; closing it");
+        self.swarm.close_connection(connection);
+        self.emit(P2pEvent::PeerRefused { peer, reason });
+    }
+
+    fn on_admitted(
+        &mut self,
+        info: AdmittedPeer,
+        open: &[ConnectionId],
+        close: Vec<(ConnectionId, AdmissionRefusal)>,
+    ) {
         let peer = info.peer_id;
         tracing::info!(%peer, institution = %info.institution, "peer admitted");
-        let behaviour = self.swarm.behaviour_mut();
-        behaviour.gossip.remove_blacklisted_peer(&peer);
-        behaviour.gossip.open(&peer);
-        behaviour.kad.open(&peer);
+        for (connection, reason) in close {
+            self.refuse_connection(peer, connection, reason);
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossip
+            .remove_blacklisted_peer(&peer);
+        self.open_gates(&peer, open);
         for addr in self.addrs.get(&peer).cloned().unwrap_or_default() {
             self.swarm.behaviour_mut().kad.add_address(&peer, addr);
         }
         self.emit(P2pEvent::PeerAdmitted(info));
+    }
+
+    fn on_recheck(&mut self, found: Recheck) {
+        for (peer, connection, reason) in found.close {
+            self.refuse_connection(peer, connection, reason);
+        }
+        for (peer, reason) in found.refused {
+            self.on_refused(peer, reason);
+        }
     }
 
     /// Acts on a refusal the table already counted.
@@ -447,8 +483,6 @@ impl EventLoop {
         tracing::warn!(%peer, %reason, "peer refused admission; disconnecting");
         let behaviour = self.swarm.behaviour_mut();
         behaviour.gossip.blacklist_peer(&peer);
-        behaviour.gossip.shut(&peer);
-        behaviour.kad.shut(&peer);
         behaviour.kad.remove_peer(&peer);
         let _ = self.swarm.disconnect_peer_id(peer);
         self.emit(P2pEvent::PeerRefused { peer, reason });
@@ -459,8 +493,8 @@ impl EventLoop {
             .peers
             .judge(self.admission.as_ref(), peer, credential, SystemTime::now())
         {
-            Verdict::Admitted(info) => {
-                self.on_admitted(info);
+            Verdict::Admitted { info, open, close } => {
+                self.on_admitted(info, &open, close);
                 true
             }
             Verdict::AlreadyAdmitted => true,
@@ -533,14 +567,29 @@ impl EventLoop {
                 }
                 let deadline = Instant::now() + self.config.admission_timeout;
                 let remote = endpoint.get_remote_address().clone();
-                if self.peers.connected(peer_id, remote, deadline) {
-                    let credential = AdmitMessage {
-                        credential: self.admission.own_credential(),
-                    };
-                    self.swarm
-                        .behaviour_mut()
-                        .admit
-                        .send_request(&peer_id, credential);
+                let verdict = self.peers.connected(
+                    self.admission.as_ref(),
+                    peer_id,
+                    connection_id,
+                    remote.clone(),
+                    deadline,
+                    SystemTime::now(),
+                );
+                match verdict {
+                    Connected::StartAdmission => {
+                        let credential = AdmitMessage {
+                            credential: self.admission.own_credential(),
+                        };
+                        self.swarm
+                            .behaviour_mut()
+                            .admit
+                            .send_request(&peer_id, credential);
+                    }
+                    Connected::Admitted => self.open_gates(&peer_id, &[connection_id]),
+                    Connected::Refused(reason) => {
+                        self.refuse_connection(peer_id, connection_id, reason)
+                    }
+                    Connected::Pending | Connected::Ignore => {}
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -557,9 +606,11 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
-            } => {
+            } if num_established > 0 => self.peers.connection_closed(&peer_id, connection_id),
+            SwarmEvent::ConnectionClosed { peer_id, .. } => {
                 self.peers.disconnected(&peer_id);
                 self.addrs.remove(&peer_id);
                 // A peer refused on this connection may come back with a valid credential.

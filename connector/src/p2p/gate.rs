@@ -1,11 +1,15 @@
-//! Keeps a protocol silent towards a peer until the event loop has admitted it.
+//! Keeps a protocol silent on a connection until the event loop has admitted
+//! the peer on it.
 //!
 //! Gossipsub and Kademlia start serving a peer as soon as its connection is
 //! up: gossipsub learns the peer's subscriptions from its handler and forwards
-//! to it, Kademlia answers its lookups from the local store. Admission takes a
-//! round trip longer. [`Gated`] wraps such a behaviour so that, per
-//! connection, the inner handler is not polled until the event loop calls
-//! [`Gated::open`]: it opens no stream, reads nothing and sends nothing.
+//! to it, Kademlia answers its lookups from the local store, and the data
+//! protocol's streams reach the release service. Admission takes a round trip
+//! longer, and is judged per connection, since a credential binds a member to
+//! its prefixes and a second connection may come from elsewhere. [`Gated`]
+//! wraps such a behaviour so that, per connection, the inner handler is not
+//! polled until the event loop calls [`Gated::open`] for that connection: it
+//! opens no stream, reads nothing and sends nothing.
 //!
 //! The inner protocols are still advertised, so a remote that admitted us
 //! first negotiates its streams successfully (a refused negotiation would make
@@ -36,13 +40,16 @@ pub(crate) const MAX_HELD_STREAMS: usize = 16;
 /// and mesh notices are ever sent.
 pub(crate) const MAX_HELD_EVENTS: usize = 32;
 
-/// A behaviour whose handlers stay shut until [`Gated::open`] names their peer.
+/// A behaviour whose handlers stay shut until [`Gated::open`] names their
+/// connection.
 pub(crate) struct Gated<B> {
     inner: B,
-    open: HashSet<PeerId>,
     connections: HashMap<PeerId, HashSet<ConnectionId>>,
-    /// Bounded by the connections: at most one notice per connection per
-    /// `open`, and one close per overflowing connection.
+    /// Connections opened, each after admission judged it on its own
+    /// address. A later connection of an admitted peer starts shut too.
+    opened: HashSet<ConnectionId>,
+    /// Bounded by the connections: at most one notice per connection, and
+    /// one close per overflowing connection.
     actions: VecDeque<Action>,
     waker: Option<Waker>,
 }
@@ -56,34 +63,27 @@ impl<B> Gated<B> {
     pub(crate) fn new(inner: B) -> Self {
         Gated {
             inner,
-            open: HashSet::new(),
             connections: HashMap::new(),
+            opened: HashSet::new(),
             actions: VecDeque::new(),
             waker: None,
         }
     }
 
-    /// Lets the inner protocol serve `peer` on its current and future
-    /// connections, until its last connection closes or [`Gated::shut`].
-    /// Ignored for a peer that is not connected.
-    pub(crate) fn open(&mut self, peer: &PeerId) {
-        let Some(connections) = self.connections.get(peer) else {
+    /// Lets the inner protocol serve `peer` on `connections`, those of them
+    /// that are still up. Opening one twice does nothing.
+    pub(crate) fn open(&mut self, peer: &PeerId, connections: &[ConnectionId]) {
+        let Some(live) = self.connections.get(peer) else {
             return;
         };
-        if !self.open.insert(*peer) {
-            return;
+        for c in connections {
+            if live.contains(c) && self.opened.insert(*c) {
+                self.actions.push_back(Action::Open(*peer, *c));
+            }
         }
-        self.actions
-            .extend(connections.iter().map(|c| Action::Open(*peer, *c)));
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
-    }
-
-    /// Keeps connections that `peer` opens from now on shut. Connections
-    /// already open stay open: a refused peer is disconnected anyway.
-    pub(crate) fn shut(&mut self, peer: &PeerId) {
-        self.open.remove(peer);
     }
 }
 
@@ -128,7 +128,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Gated<B> {
             local_addr,
             remote_addr,
         )?;
-        Ok(GateHandler::new(inner, self.open.contains(&peer)))
+        Ok(GateHandler::new(inner))
     }
 
     fn handle_pending_outbound_connection(
@@ -161,7 +161,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Gated<B> {
             role_override,
             port_use,
         )?;
-        Ok(GateHandler::new(inner, self.open.contains(&peer)))
+        Ok(GateHandler::new(inner))
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
@@ -173,11 +173,11 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Gated<B> {
                     .insert(e.connection_id);
             }
             FromSwarm::ConnectionClosed(e) => {
+                self.opened.remove(&e.connection_id);
                 if let Some(connections) = self.connections.get_mut(&e.peer_id) {
                     connections.remove(&e.connection_id);
                     if connections.is_empty() {
                         self.connections.remove(&e.peer_id);
-                        self.open.remove(&e.peer_id);
                     }
                 }
             }
@@ -264,10 +264,10 @@ pub(crate) struct GateHandler<H: ConnectionHandler> {
 }
 
 impl<H: ConnectionHandler> GateHandler<H> {
-    fn new(inner: H, open: bool) -> Self {
+    fn new(inner: H) -> Self {
         GateHandler {
             inner,
-            state: if open { State::Open } else { State::Shut },
+            state: State::Shut,
             held_streams: Vec::new(),
             held_events: Vec::new(),
             waker: None,
@@ -497,7 +497,7 @@ mod tests {
 
     #[test]
     fn shut_handler_holds_streams_and_events_until_opened() {
-        let mut h = GateHandler::new(Probe::default(), false);
+        let mut h = GateHandler::new(Probe::default());
         h.on_behaviour_event(GateIn::Inner(1));
         h.on_connection_event(inbound(10));
         h.on_behaviour_event(GateIn::Inner(2));
@@ -529,8 +529,9 @@ mod tests {
     }
 
     #[test]
-    fn handler_of_an_open_peer_passes_through() {
-        let mut h = GateHandler::new(Probe::default(), true);
+    fn an_opened_handler_passes_through() {
+        let mut h = GateHandler::new(Probe::default());
+        h.on_behaviour_event(GateIn::Open);
         h.on_behaviour_event(GateIn::Inner(1));
         h.on_connection_event(inbound(10));
         assert_eq!(
@@ -560,7 +561,7 @@ mod tests {
 
     #[test]
     fn too_many_held_events_close_the_connection() {
-        let mut h = GateHandler::new(Probe::default(), false);
+        let mut h = GateHandler::new(Probe::default());
         for n in 0..MAX_HELD_EVENTS {
             h.on_behaviour_event(GateIn::Inner(n as u32));
         }
@@ -574,7 +575,7 @@ mod tests {
 
     #[test]
     fn too_many_held_streams_close_the_connection() {
-        let mut h = GateHandler::new(Probe::default(), false);
+        let mut h = GateHandler::new(Probe::default());
         for n in 0..MAX_HELD_STREAMS {
             h.on_connection_event(inbound(n as u32));
         }
@@ -647,52 +648,46 @@ mod tests {
     }
 
     #[test]
-    fn open_reaches_every_connection_of_the_peer_once() {
+    fn open_reaches_the_named_connections_of_the_peer_once() {
         let mut g = Gated::new(dummy::Behaviour);
         let (peer, other) = (PeerId::random(), PeerId::random());
         assert!(!establish(&mut g, peer, 1));
         assert!(!establish(&mut g, peer, 2));
-        assert!(!establish(&mut g, other, 3));
+        assert!(!establish(&mut g, peer, 3));
+        assert!(!establish(&mut g, other, 4));
+        let c = ConnectionId::new_unchecked;
 
-        g.open(&peer);
-        g.open(&peer);
-        g.open(&PeerId::random());
+        g.open(&peer, &[c(1), c(2)]);
+        g.open(&peer, &[c(1), c(2)]);
+        g.open(&PeerId::random(), &[c(3)]);
+        g.open(&peer, &[c(4)]);
         let mut opened = drain(&mut g);
         opened.sort_by_key(|(_, c, _)| format!("{c}"));
-        let (c1, c2) = (
-            ConnectionId::new_unchecked(1),
-            ConnectionId::new_unchecked(2),
-        );
-        assert_eq!(opened, [(peer, c1, true), (peer, c2, true)]);
+        assert_eq!(opened, [(peer, c(1), true), (peer, c(2), true)]);
 
         assert!(
-            establish(&mut g, peer, 4),
-            "a later connection of an open peer starts open"
+            !establish(&mut g, peer, 5),
+            "a later connection of an admitted peer starts shut until it is judged"
         );
-        assert!(!establish(&mut g, other, 5));
+        g.open(&peer, &[c(5)]);
+        assert_eq!(drain(&mut g), [(peer, c(5), true)]);
     }
 
     #[test]
-    fn the_gate_closes_again_when_the_peer_leaves_or_is_shut() {
+    fn a_closed_connection_is_forgotten() {
         let mut g = Gated::new(dummy::Behaviour);
         let peer = PeerId::random();
+        let c = ConnectionId::new_unchecked;
         establish(&mut g, peer, 1);
-        establish(&mut g, peer, 2);
-        g.open(&peer);
+        g.open(&peer, &[c(1)]);
         drain(&mut g);
-        close(&mut g, peer, 1, 1);
-        assert!(establish(&mut g, peer, 3));
-        close(&mut g, peer, 2, 1);
-        close(&mut g, peer, 3, 0);
-        assert!(!establish(&mut g, peer, 4), "reconnecting starts over");
-
-        g.open(&peer);
-        drain(&mut g);
-        g.shut(&peer);
+        close(&mut g, peer, 1, 0);
+        g.open(&peer, &[c(1)]);
         assert!(
-            !establish(&mut g, peer, 5),
-            "a refused peer's new connections stay shut"
+            drain(&mut g).is_empty(),
+            "a closed connection is not opened"
         );
+        assert!(!establish(&mut g, peer, 2), "reconnecting starts over");
     }
 
     #[test]
@@ -700,8 +695,14 @@ mod tests {
         let mut g = Gated::new(dummy::Behaviour);
         let peer = PeerId::random();
         establish(&mut g, peer, 1);
-        let c = ConnectionId::new_unchecked(1);
-        g.on_connection_handler_event(peer, c, GateOut::Overflow);
-        assert_eq!(drain(&mut g), [(peer, c, false)]);
+        establish(&mut g, peer, 2);
+        let (c1, c2) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+        );
+        g.on_connection_handler_event(peer, c1, GateOut::Overflow);
+        assert_eq!(drain(&mut g), [(peer, c1, false)]);
+        g.open(&peer, &[c2]);
+        assert_eq!(drain(&mut g), [(peer, c2, true)], "the other one is served");
     }
 }

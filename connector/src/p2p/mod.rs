@@ -53,7 +53,9 @@ pub struct P2pConfig {
     pub max_pending_outgoing: u32,
     /// Requests in flight with one peer, per direction and protocol.
     pub max_pending_requests_per_peer: usize,
-    /// Kademlia records kept for the data space.
+    /// Kademlia records kept for the data space: at most
+    /// `max_records` × `MAX_RECORD_BYTES` (64 KiB) in memory, 256 MiB with
+    /// the default; a descriptor is typically 2–4 KiB.
     pub max_records: usize,
 }
 
@@ -71,7 +73,7 @@ impl Default for P2pConfig {
             max_pending_incoming: 32,
             max_pending_outgoing: 32,
             max_pending_requests_per_peer: 16,
-            max_records: 16 * 1024,
+            max_records: 4 * 1024,
         }
     }
 }

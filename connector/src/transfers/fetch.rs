@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bayspace_contracts::agreement::AgreementId;
+use bayspace_contracts::descriptor::Digest;
 use bayspace_contracts::negotiation::Role;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,10 @@ use tokio::sync::mpsc;
 use super::wire::{
     Frame, FrameError, Incoming, TransferRequest, read_frame, read_incoming, write_frame,
 };
-use super::{Destination, FetchReport, FetchSlot, Progress, Sink, TransferError, Transfers};
+use super::{
+    Destination, FRAME_TIMEOUT, FetchReport, FetchSlot, Progress, Sink, TransferError, Transfers,
+    deadline,
+};
 use crate::audit::{Actor, AuditEvent};
 use crate::crypto::{self, DataKey, SegmentBuf, SegmentCipher, SegmentWriter};
 use crate::negotiator::AgreementRecord;
@@ -47,6 +51,24 @@ const ADMISSION_WAIT: Duration = Duration::from_secs(10);
 /// bounded memory.
 const AHEAD: usize = 4;
 
+/// Sends the TransferCompletionMessage and reads the provider's answer.
+async fn confirm(stream: &mut libp2p::Stream, hash: Digest) -> Result<(), TransferError> {
+    deadline(
+        FRAME_TIMEOUT,
+        "sending the TransferCompletionMessage",
+        write_frame(stream, &Frame::Completion { hash }),
+    )
+    .await?;
+    match deadline(FRAME_TIMEOUT, "the acknowledgement", read_frame(stream)).await? {
+        Frame::Done => Ok(()),
+        Frame::Termination { reason, .. } => Err(TransferError::Refused(reason)),
+        other => Err(TransferError::Unexpected {
+            expected: "done".into(),
+            got: other.kind().into(),
+        }),
+    }
+}
+
 /// A fetch that has not ended yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +88,8 @@ impl TransferError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            TransferError::Unreachable { .. } | TransferError::Frame(FrameError::Io(_))
+            TransferError::Unreachable { .. }
+                | TransferError::Frame(FrameError::Io(_) | FrameError::TimedOut { .. })
         )
     }
 }
@@ -322,25 +345,42 @@ impl Transfers {
                 peer: peer.to_string(),
                 reason: e.to_string(),
             })?;
-        write_frame(
-            &mut stream,
-            &Frame::Request(TransferRequest {
-                agreement: agreement.clone(),
-                researcher: ag.researcher.id.clone(),
-                from_segment,
-            }),
+        deadline(
+            FRAME_TIMEOUT,
+            "sending the TransferRequestMessage",
+            write_frame(
+                &mut stream,
+                &Frame::Request(TransferRequest {
+                    agreement: agreement.clone(),
+                    researcher: ag.researcher.id.clone(),
+                    from_segment,
+                }),
+            ),
         )
         .await?;
-        let start = match read_frame(&mut stream).await? {
+        let start = match deadline(
+            FRAME_TIMEOUT,
+            "TransferStartMessage",
+            read_frame(&mut stream),
+        )
+        .await?
+        {
             Frame::Start(s) => s,
             Frame::Termination { code, reason } => {
-                self.negotiator.audit_log().append(
-                    Actor::Peer(peer.to_string()),
-                    AuditEvent::TransferRefused,
-                    vec![agreement.to_string()],
-                    json!({ "code": code, "reason": reason }),
-                    OffsetDateTime::now_utc(),
-                )?;
+                let audit = self.negotiator.audit_log().clone();
+                let subjects = vec![agreement.to_string()];
+                let details = json!({ "code": code, "reason": reason });
+                super::blocking(move || {
+                    audit.append(
+                        Actor::Peer(peer.to_string()),
+                        AuditEvent::TransferRefused,
+                        subjects,
+                        details,
+                        OffsetDateTime::now_utc(),
+                    )?;
+                    Ok(())
+                })
+                .await?;
                 return Err(TransferError::Refused(reason));
             }
             other => {
@@ -408,7 +448,13 @@ impl Transfers {
                 let Some(mut buf) = free.recv().await else {
                     return Ok(());
                 };
-                match read_incoming(&mut stream, Some(&mut buf)).await? {
+                match deadline(
+                    FRAME_TIMEOUT,
+                    "a segment",
+                    read_incoming(&mut stream, Some(&mut buf)),
+                )
+                .await?
+                {
                     Incoming::Segment { index, last } => {
                         if index != next {
                             return Err(TransferError::Crypto(crypto::CryptoError::OutOfOrder {
@@ -447,49 +493,49 @@ impl Transfers {
         let sink = sink?;
         let bytes = written.load(Ordering::Relaxed);
         progress(Progress { done: bytes, total });
+        // Verified and synced, but not yet where the researcher will find
+        // it: no audit, no action.
         let vault = self.vault.clone();
         let (hash, size) = (start.content_hash, start.size);
-        let path = tokio::task::spawn_blocking(move || match sink {
-            Sink::Plain(w) => Ok::<_, TransferError>(w.finish(&blake3::Hash::from_bytes(hash.0))?),
+        let verified = super::blocking(move || match sink {
+            Sink::Plain(w) => Ok(Some(w.verify(&blake3::Hash::from_bytes(hash.0))?)),
             Sink::Sealed(s) => {
                 vault.complete(s, &hash, size)?;
-                Ok(vault.sealed_path(&ag_id))
+                Ok(None)
             }
         })
-        .await
-        .map_err(|e| TransferError::Task(e.to_string()))??;
-        write_frame(
-            &mut stream,
-            &Frame::Completion {
-                hash: start.content_hash,
-            },
-        )
         .await?;
-        match read_frame(&mut stream).await? {
-            Frame::Done => {}
-            Frame::Termination { reason, .. } => return Err(TransferError::Refused(reason)),
-            other => {
-                return Err(TransferError::Unexpected {
-                    expected: "done".into(),
-                    got: other.kind().into(),
-                });
-            }
-        }
-        self.negotiator
-            .note_received(&start.content_hash, ag, OffsetDateTime::now_utc())?;
-        self.negotiator.count_release(
-            agreement,
-            Actor::Node,
-            json!({
+        let path = match &verified {
+            Some(v) => v.out().to_path_buf(),
+            None => self.vault.sealed_path(&ag_id),
+        };
+        {
+            let negotiator = self.negotiator.clone();
+            let (ag, id) = (ag.clone(), ag_id.clone());
+            let details = json!({
                 "role": "consumer",
                 "bytes": bytes,
                 "resumed_bytes": resumed_bytes,
                 "path": path,
                 "sealed": sealed,
-            }),
-            None,
-            OffsetDateTime::now_utc(),
-        )?;
+            });
+            super::blocking(move || {
+                let now = OffsetDateTime::now_utc();
+                negotiator.note_received(&hash, &ag, now)?;
+                negotiator.count_received(&id, details, now)?;
+                Ok(())
+            })
+            .await?;
+        }
+        if let Some(v) = verified {
+            super::blocking(move || Ok(v.commit()?)).await?;
+        }
+        // The provider counted the use when it released the key; this
+        // confirmation only closes its release, so a lost one is no loss
+        // of data here.
+        if let Err(e) = confirm(&mut stream, start.content_hash).await {
+            tracing::warn!(agreement = %agreement, "the data is in place, but the provider did not take the confirmation: {e}");
+        }
         Ok(FetchReport {
             agreement: agreement.clone(),
             path,

@@ -16,9 +16,10 @@ pub mod wire;
 
 pub use fetch::{FETCHES_TREE, FetchIntent};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bayspace_contracts::agreement::AgreementId;
 use futures::StreamExt;
@@ -26,11 +27,13 @@ use libp2p::PeerId;
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::{Semaphore, mpsc};
+use zeroize::Zeroizing;
 
 use crate::admission::MembershipAdmission;
 use crate::audit::{Actor, AuditEvent};
 use crate::catalog::Catalog;
 use crate::crypto::{self, DataKey, SealedReader, SegmentBuf, SegmentCipher, SegmentWriter};
+use crate::limits::AuditBudget;
 use crate::negotiator::{AgreementRecord, Negotiator, NegotiatorError};
 use crate::p2p::{self, protocol::DATA_PROTOCOL};
 use crate::store::Store;
@@ -39,7 +42,23 @@ pub use release::ReleaseRefusal;
 use wire::{Frame, FrameError, TransferRequest, TransferStart, read_frame, write_frame};
 
 /// Transfers served at once; more wait for a slot.
-const MAX_CONCURRENT: usize = 8;
+pub const MAX_CONCURRENT: usize = 8;
+/// Transfers served to one peer at once; more are refused as `busy`, so
+/// one member cannot hold every slot.
+pub const MAX_PER_PEER: usize = 4;
+/// How long a peer has, once its stream is open, to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one frame may take to be written or read while data flows: a
+/// MiB segment at 17 KiB/s. A peer that drips slower is cut off.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the consumer has after the last segment to verify and sync the
+/// whole file and confirm it.
+pub const COMPLETION_TIMEOUT: Duration = Duration::from_secs(300);
+/// Refusal entries one peer can cause in the audit log at once, and how
+/// often it earns another: past that, refusals are counted into the next
+/// entry instead of each being written.
+pub const REFUSAL_BURST: u32 = 10;
+pub const REFUSAL_REFILL: Duration = Duration::from_secs(6);
 /// Segment buffers of one release (a MiB each): the worker seals into
 /// those the network is not sending.
 const AHEAD: usize = 4;
@@ -88,6 +107,59 @@ pub enum TransferError {
     Audit(#[from] crate::audit::AuditError),
 }
 
+/// Runs `f`, which does store or file I/O (an fsync, say), on the blocking
+/// pool, so that a slow disk holds up this transfer and not every task
+/// on the runtime's worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TransferError::Task(e.to_string()))?
+}
+
+/// `io` within `limit`, or [`FrameError::TimedOut`] naming `what`.
+async fn deadline<T>(
+    limit: Duration,
+    what: &'static str,
+    io: impl std::future::Future<Output = Result<T, FrameError>>,
+) -> Result<T, FrameError> {
+    tokio::time::timeout(limit, io)
+        .await
+        .map_err(|_| FrameError::TimedOut { what, after: limit })?
+}
+
+/// One of a peer's [`MAX_PER_PEER`] transfers, given back when dropped.
+struct PeerSlot<'a> {
+    counts: &'a Mutex<HashMap<PeerId, usize>>,
+    peer: PeerId,
+}
+
+impl<'a> PeerSlot<'a> {
+    fn take(counts: &'a Mutex<HashMap<PeerId, usize>>, peer: PeerId) -> Option<Self> {
+        let mut map = counts.lock().ok()?;
+        let n = map.entry(peer).or_default();
+        if *n >= MAX_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { counts, peer })
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.counts.lock()
+            && let Some(n) = map.get_mut(&self.peer)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// How far a fetch has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -118,6 +190,10 @@ pub struct Transfers {
     vault: Arc<Vault>,
     store: Arc<dyn Store>,
     slots: Semaphore,
+    /// Transfers being served to each peer now.
+    per_peer: Mutex<HashMap<PeerId, usize>>,
+    /// How many more refusals each peer may cause to be audited.
+    refusal_budget: Mutex<AuditBudget>,
     /// Agreements being fetched now: a second fetch of one would write the
     /// same partial file.
     fetching: Mutex<HashSet<AgreementId>>,
@@ -202,6 +278,8 @@ impl Transfers {
             vault,
             store,
             slots: Semaphore::new(MAX_CONCURRENT),
+            per_peer: Mutex::new(HashMap::new()),
+            refusal_budget: Mutex::new(AuditBudget::new(REFUSAL_BURST, REFUSAL_REFILL)),
             fetching: Mutex::new(HashSet::new()),
         })
     }
@@ -213,6 +291,10 @@ impl Transfers {
     // ----- provider -----
 
     /// Accept transfer streams until the swarm stops. Spawn once.
+    ///
+    /// Streams reach this point only on connections admission has opened
+    /// (see `p2p::gate`); the admission check here is the second lock on
+    /// the same door, made before anything is read.
     pub async fn serve(self: Arc<Self>) {
         let mut control = self.client.stream_control();
         let mut incoming = match control.accept(DATA_PROTOCOL) {
@@ -225,6 +307,17 @@ impl Transfers {
         while let Some((peer, stream)) = incoming.next().await {
             let this = self.clone();
             tokio::spawn(async move {
+                if !matches!(this.client.admitted_from(peer).await, Ok(Some(_))) {
+                    tracing::warn!(%peer, "transfer stream from a peer that is not admitted dropped unread");
+                    return;
+                }
+                let Some(_mine) = PeerSlot::take(&this.per_peer, peer) else {
+                    let reason = format!(
+                        "{peer} has {MAX_PER_PEER} transfers in progress here; try again when one ends"
+                    );
+                    let _ = this.refuse(peer, stream, None, "busy", reason, None).await;
+                    return;
+                };
                 let Ok(_slot) = this.slots.acquire().await else {
                     return;
                 };
@@ -240,82 +333,154 @@ impl Transfers {
         peer: PeerId,
         mut stream: libp2p::Stream,
     ) -> Result<(), TransferError> {
-        let req = match read_frame(&mut stream).await? {
-            Frame::Request(r) => r,
-            other => {
+        let req = match deadline(
+            REQUEST_TIMEOUT,
+            "the TransferRequestMessage",
+            read_frame(&mut stream),
+        )
+        .await
+        {
+            Ok(Frame::Request(r)) => r,
+            Ok(other) => {
                 let reason = format!("expected a TransferRequestMessage, got {}", other.kind());
-                write_frame(
-                    &mut stream,
-                    &Frame::terminate("unexpected-message", &reason),
-                )
-                .await?;
-                return Err(TransferError::Refused(reason));
+                return self
+                    .refuse(peer, stream, None, "unexpected-message", reason, None)
+                    .await;
+            }
+            Err(e @ FrameError::TimedOut { .. }) => {
+                return self
+                    .refuse(peer, stream, None, "timed-out", e.to_string(), None)
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .refuse(peer, stream, None, "malformed-request", e.to_string(), None)
+                    .await;
             }
         };
         let now = OffsetDateTime::now_utc();
-        let audit = self.negotiator.audit_log().clone();
         let release = match self.check_release(&peer, &req, now).await {
             Ok(r) => r,
             Err(refusal) => {
-                let reason = refusal.to_string();
-                audit.append(
-                    Actor::Peer(peer.to_string()),
-                    AuditEvent::TransferRefused,
-                    vec![req.agreement.to_string()],
-                    json!({
-                        "code": refusal.code(),
-                        "reason": reason,
-                        "researcher": req.researcher,
-                    }),
-                    now,
-                )?;
-                write_frame(&mut stream, &Frame::terminate(refusal.code(), &reason)).await?;
-                return Err(TransferError::Refused(reason));
+                let (code, reason) = (refusal.code(), refusal.to_string());
+                return self
+                    .refuse(
+                        peer,
+                        stream,
+                        Some(&req.agreement),
+                        code,
+                        reason,
+                        Some(&req.researcher),
+                    )
+                    .await;
             }
         };
-        let ag = &release.agreement.signed.agreement;
-        let key = DataKey::generate()?;
+        let ag = release.agreement.signed.agreement.clone();
         let segments = crypto::segment_count(release.size)?;
         if req.from_segment > segments {
             let reason = format!(
                 "segment {} asked for; the dataset has {segments}",
                 req.from_segment
             );
-            write_frame(&mut stream, &Frame::terminate("no-such-segment", &reason)).await?;
-            return Err(TransferError::Refused(reason));
+            return self
+                .refuse(
+                    peer,
+                    stream,
+                    Some(&ag.id),
+                    "no-such-segment",
+                    reason,
+                    Some(&req.researcher),
+                )
+                .await;
         }
-        // No audit, no key.
-        audit.append(
-            Actor::Node,
-            AuditEvent::KeyReleased,
-            vec![ag.id.to_string(), ag.dataset.to_string()],
-            json!({
+        // A fresh key for every attempt, resumes included: the nonces are
+        // fixed by the agreement and version, so a key is never reused.
+        let key = DataKey::generate()?;
+        let cipher = SegmentCipher::new(&key, ag.id.as_str(), ag.dataset_version);
+        // Opened before the use is taken, so that a file this node cannot
+        // read costs the consumer nothing.
+        let mut reader = match SealedReader::open(&release.path, cipher, req.from_segment) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("the provider cannot read the data: {e}");
+                return self
+                    .refuse(
+                        peer,
+                        stream,
+                        Some(&ag.id),
+                        "provider-error",
+                        reason,
+                        Some(&req.researcher),
+                    )
+                    .await;
+            }
+        };
+        // No audit, no key: the use is taken, audited and flushed first.
+        let reserved = {
+            let negotiator = self.negotiator.clone();
+            let id = ag.id.clone();
+            let details = json!({
                 "consumer": peer.to_string(),
                 "researcher": req.researcher,
                 "from_segment": req.from_segment,
                 "segments": segments,
-            }),
-            now,
-        )?;
-        write_frame(
-            &mut stream,
-            &Frame::Start(TransferStart {
-                key: key.as_bytes().to_vec(),
-                dataset_version: ag.dataset_version,
-                size: release.size,
-                segments,
-                content_hash: release.content_hash,
-                from_segment: req.from_segment,
-            }),
+                "personal": release.personal,
+                "sensitive": release.sensitive,
+            });
+            let ledger = (
+                release.assessment.clone(),
+                release.personal,
+                release.sensitive,
+            );
+            let resume = req.from_segment > 0;
+            blocking(move || {
+                Ok(negotiator.reserve_release(
+                    &id,
+                    Actor::Peer(peer.to_string()),
+                    details,
+                    ledger,
+                    resume,
+                    now,
+                )?)
+            })
+            .await
+        };
+        match reserved {
+            Ok(_) => {}
+            Err(TransferError::Negotiator(NegotiatorError::UsesExhausted { id, limit })) => {
+                let refusal = ReleaseRefusal::UsesExhausted { id, limit };
+                let (code, reason) = (refusal.code(), refusal.to_string());
+                return self
+                    .refuse(
+                        peer,
+                        stream,
+                        Some(&ag.id),
+                        code,
+                        reason,
+                        Some(&req.researcher),
+                    )
+                    .await;
+            }
+            Err(e) => return Err(e),
+        }
+        let start = Frame::Start(TransferStart {
+            key: Zeroizing::new(key.as_bytes().to_vec()),
+            dataset_version: ag.dataset_version,
+            size: release.size,
+            segments,
+            content_hash: release.content_hash,
+            from_segment: req.from_segment,
+        });
+        deadline(
+            FRAME_TIMEOUT,
+            "the TransferStartMessage",
+            write_frame(&mut stream, &start),
         )
         .await?;
-        // A fresh key for every attempt, resumes included: the nonces are
-        // fixed by the agreement and version, so a key is never reused.
-        let cipher = SegmentCipher::new(&key, ag.id.as_str(), ag.dataset_version);
+        drop(start);
         // A blocking worker reads and seals up to `AHEAD` segments ahead of
         // the network, so sealing overlaps with sending. Its buffers come
         // back once sent, so a release allocates them once.
-        let mut reader = SealedReader::open(&release.path, cipher, req.from_segment)?;
         let (full_tx, mut full) =
             mpsc::channel::<Result<(u32, bool, SegmentBuf), TransferError>>(AHEAD);
         let (free_tx, mut free) = buffer_pool(AHEAD);
@@ -334,13 +499,49 @@ impl Transfers {
                 }
             }
         });
+        let mut sent = 0u32;
         while let Some(item) = full.recv().await {
-            let (index, last, buf) = item?;
-            wire::write_segment(&mut stream, index, last, buf.as_ref()).await?;
+            let (index, last, buf) =
+                match item {
+                    Ok(segment) => segment,
+                    // The provider failed before any data left: the use goes back.
+                    Err(e) if sent == 0 => {
+                        let negotiator = self.negotiator.clone();
+                        let (id, reason) = (ag.id.clone(), e.to_string());
+                        blocking(move || {
+                            Ok(negotiator.give_back_release(
+                                &id,
+                                &reason,
+                                OffsetDateTime::now_utc(),
+                            )?)
+                        })
+                        .await?;
+                        let _ = write_frame(
+                            &mut stream,
+                            &Frame::terminate("provider-error", e.to_string()),
+                        )
+                        .await;
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                };
+            deadline(
+                FRAME_TIMEOUT,
+                "a segment",
+                wire::write_segment(&mut stream, index, last, buf.as_ref()),
+            )
+            .await?;
+            sent += 1;
             // Room for it: there are only `AHEAD` buffers.
             let _ = free_tx.try_send(buf);
         }
-        match read_frame(&mut stream).await? {
+        let confirmed = deadline(
+            COMPLETION_TIMEOUT,
+            "the TransferCompletionMessage",
+            read_frame(&mut stream),
+        )
+        .await?;
+        match confirmed {
             Frame::Completion { hash } if hash == release.content_hash => {}
             Frame::Completion { hash } => {
                 let reason = format!(
@@ -358,26 +559,82 @@ impl Transfers {
                 });
             }
         }
-        let counted = self.negotiator.count_release(
-            &ag.id,
-            Actor::Peer(peer.to_string()),
-            json!({
+        let completed = {
+            let negotiator = self.negotiator.clone();
+            let id = ag.id.clone();
+            let details = json!({
                 "role": "provider",
                 "bytes": release.size,
                 "from_segment": req.from_segment,
-                "personal": release.personal,
-                "sensitive": release.sensitive,
-            }),
-            Some((
-                release.assessment.clone(),
-                release.personal,
-                release.sensitive,
-            )),
-            OffsetDateTime::now_utc(),
-        )?;
-        tracing::info!(agreement = %ag.id, %peer, uses = counted.uses, "release completed");
-        write_frame(&mut stream, &Frame::Done).await?;
+            });
+            blocking(move || {
+                Ok(negotiator.complete_release(
+                    &id,
+                    Actor::Peer(peer.to_string()),
+                    details,
+                    OffsetDateTime::now_utc(),
+                )?)
+            })
+            .await?
+        };
+        tracing::info!(agreement = %ag.id, %peer, uses = completed.uses, "release completed");
+        deadline(
+            FRAME_TIMEOUT,
+            "the acknowledgement",
+            write_frame(&mut stream, &Frame::Done),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Refuses a request on `stream`: audited (within the peer's budget of
+    /// refusal entries; the rest are counted into the next entry), then
+    /// the termination with `code` is sent.
+    async fn refuse(
+        &self,
+        peer: PeerId,
+        mut stream: libp2p::Stream,
+        agreement: Option<&AgreementId>,
+        code: &str,
+        reason: String,
+        researcher: Option<&str>,
+    ) -> Result<(), TransferError> {
+        let budget = self
+            .refusal_budget
+            .lock()
+            .map_err(|_| TransferError::Poisoned)?
+            .take(&peer, std::time::Instant::now());
+        if let Some(suppressed) = budget {
+            let audit = self.negotiator.audit_log().clone();
+            let subjects = agreement.map(|a| vec![a.to_string()]).unwrap_or_default();
+            let mut details = json!({ "code": code, "reason": reason });
+            if let Some(r) = researcher {
+                details["researcher"] = r.into();
+            }
+            if suppressed > 0 {
+                details["suppressed_before"] = suppressed.into();
+            }
+            blocking(move || {
+                audit.append(
+                    Actor::Peer(peer.to_string()),
+                    AuditEvent::TransferRefused,
+                    subjects,
+                    details,
+                    OffsetDateTime::now_utc(),
+                )?;
+                Ok(())
+            })
+            .await?;
+        } else {
+            tracing::warn!(%peer, code, "transfer refused; over the peer's audit budget, counted only");
+        }
+        deadline(
+            FRAME_TIMEOUT,
+            "the termination",
+            write_frame(&mut stream, &Frame::terminate(code, &reason)),
+        )
+        .await?;
+        Err(TransferError::Refused(reason))
     }
 
     /// Every check of a release, at `now`; the first failure refuses.

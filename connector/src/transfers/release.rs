@@ -23,7 +23,7 @@ use crate::catalog::LocalFile;
 use crate::identity::{
     MembershipCredential, ResearcherChecks, ResearcherCredential, RevocationList,
 };
-use crate::negotiator::{AgreementRecord, NegotiationRecord};
+use crate::negotiator::{AgreementRecord, MAX_RESUMES, NegotiationRecord};
 
 /// Why the provider refuses a release. The message is the reason sent in
 /// the TransferTerminationMessage and shown to the researcher;
@@ -267,8 +267,21 @@ pub(super) fn judge(
             not_after: ag.not_after,
         });
     }
+    // A resume of the release still open continues its use; anything else
+    // needs one left. (The count is taken again, under the negotiator's
+    // lock, when the key is about to leave.)
+    let resuming = req.from_segment > 0
+        && agreement
+            .open_release
+            .as_ref()
+            .is_some_and(|o| o.resumes < MAX_RESUMES);
+    let uses_before = if resuming {
+        agreement.uses.saturating_sub(1)
+    } else {
+        agreement.uses
+    };
     if let Some(limit) = ag.constraints.use_limit()
-        && agreement.uses >= limit
+        && uses_before >= limit
     {
         return Err(ReleaseRefusal::UsesExhausted { id: id(), limit });
     }
@@ -328,7 +341,7 @@ pub(super) fn judge(
             purpose: ag.purpose.clone(),
             recipient_region: ag.consumer.region,
             now,
-            uses_so_far: agreement.uses,
+            uses_so_far: uses_before,
             onward_recipient: None,
         },
     );
@@ -382,7 +395,9 @@ mod tests {
     use crate::catalog::NewDataset;
     use crate::identity::NodeKey;
     use crate::negotiator::RecordsUpdate;
-    use crate::negotiator::tests::{Pair, agreement_of, ask, pair, publish, publish_with, pump};
+    use crate::negotiator::tests::{
+        Pair, agreement_of, ask, events, pair, publish, publish_with, pump,
+    };
 
     /// A pair and the agreement the provider signs when the consumer asks
     /// for an auto offer published with `terms`.
@@ -466,18 +481,95 @@ mod tests {
         assert!(e.to_string().contains("expired at"), "{e}");
     }
 
+    /// Takes a use as the release path does when the key is about to leave.
+    fn reserve(
+        p: &Pair,
+        id: &AgreementId,
+        resume: bool,
+    ) -> Result<AgreementRecord, crate::negotiator::NegotiatorError> {
+        let now = OffsetDateTime::now_utc();
+        let release = judged(p, facts(p, id, now), now).unwrap();
+        let ledger = (release.assessment, 0, 0);
+        p.provider
+            .n
+            .reserve_release(id, Actor::Node, json!({}), ledger, resume, now)
+    }
+
     #[tokio::test]
     async fn an_exhausted_use_count_is_refused() {
         let (p, id) = agreed(|d| d.use_limit = Some(1)).await;
+        reserve(&p, &id, false).unwrap();
         let now = OffsetDateTime::now_utc();
-        judged(&p, facts(&p, &id, now), now).unwrap();
-        p.provider
-            .n
-            .count_release(&id, Actor::Node, json!({}), None, now)
-            .unwrap();
         let e = refused(judged(&p, facts(&p, &id, now), now));
         assert_eq!(e, ReleaseRefusal::UsesExhausted { id, limit: 1 });
         assert_eq!(e.code(), "uses-exhausted");
+    }
+
+    #[tokio::test]
+    async fn a_use_is_taken_when_the_key_leaves_and_only_a_resume_continues_it() {
+        let (p, id) = agreed(|d| d.use_limit = Some(1)).await;
+        let now = OffsetDateTime::now_utc();
+        // Two requests judged before either takes its use both pass the
+        // checks; the reservation is what refuses the second.
+        let first = judged(&p, facts(&p, &id, now), now).unwrap();
+        let second = judged(&p, facts(&p, &id, now), now).unwrap();
+        let take = |release: &Release, resume| {
+            let ledger = (release.assessment.clone(), 0, 0);
+            p.provider
+                .n
+                .reserve_release(&id, Actor::Node, json!({}), ledger, resume, now)
+        };
+        let taken = take(&first, false).unwrap();
+        assert_eq!(taken.uses, 1);
+        assert!(taken.open_release.is_some());
+        let err = take(&second, false).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::negotiator::NegotiatorError::UsesExhausted { limit: 1, .. }
+            ),
+            "{err}"
+        );
+        // A resume of the open release passes the checks and takes no use.
+        let mut resume = transfer_request(&id, "r-1");
+        resume.from_segment = 1;
+        let anchors = p.provider.admission.anchors();
+        let again = judge(facts(&p, &id, now), &p.consumer.peer, &resume, anchors, now).unwrap();
+        let resumed = take(&again, true).unwrap();
+        assert_eq!(resumed.uses, 1);
+        assert_eq!(resumed.open_release.unwrap().resumes, 1);
+        // Confirmed, the release closes: a "resume" now needs a new use.
+        p.provider
+            .n
+            .complete_release(&id, Actor::Node, json!({}), now)
+            .unwrap();
+        let e = refused(judge(
+            facts(&p, &id, now),
+            &p.consumer.peer,
+            &resume,
+            anchors,
+            now,
+        ));
+        assert_eq!(e.code(), "uses-exhausted");
+        let keys = events(&p.provider)
+            .iter()
+            .filter(|e| **e == crate::audit::AuditEvent::KeyReleased)
+            .count();
+        assert_eq!(keys, 2, "every reservation is audited, the refused one not");
+    }
+
+    #[tokio::test]
+    async fn a_use_goes_back_only_through_the_providers_own_failure() {
+        let (p, id) = agreed(|d| d.use_limit = Some(1)).await;
+        reserve(&p, &id, false).unwrap();
+        let back = p
+            .provider
+            .n
+            .give_back_release(&id, "disk read failed", OffsetDateTime::now_utc())
+            .unwrap();
+        assert_eq!(back.uses, 0);
+        assert!(back.open_release.is_none());
+        reserve(&p, &id, false).unwrap();
     }
 
     #[tokio::test]

@@ -17,7 +17,23 @@ use bayspace_contracts::descriptor::Digest;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
+use zeroize::Zeroizing;
+
 use crate::crypto::SegmentBuf;
+
+/// The key as a CBOR byte string, decoded straight into wiped memory.
+mod key_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(key: &Zeroizing<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(key.as_slice(), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Zeroizing::new(b.into_vec()))
+    }
+}
 
 /// The kind byte of a CBOR message frame.
 pub const KIND_MESSAGE: u8 = 0;
@@ -27,6 +43,12 @@ pub const KIND_SEGMENT: u8 = 1;
 pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Longest termination reason, in bytes.
 pub const MAX_REASON: usize = 4096;
+/// Longest termination code, in bytes (the provider's codes are short
+/// kebab-case words).
+pub const MAX_CODE: usize = 64;
+/// Longest researcher id in a request, in bytes: a credential id is far
+/// shorter, and whatever a peer sends here may end up in the audit log.
+pub const MAX_RESEARCHER: usize = 256;
 /// The u32 length and the kind byte that start every frame.
 const FRAME_HEAD: usize = 5;
 /// Index and last-segment flag before a segment's sealed bytes.
@@ -45,9 +67,9 @@ pub struct TransferRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransferStart {
-    /// A fresh 256-bit key for this transfer only.
-    #[serde(with = "serde_bytes")]
-    pub key: Vec<u8>,
+    /// A fresh 256-bit key for this transfer only, wiped when dropped.
+    #[serde(with = "key_bytes")]
+    pub key: Zeroizing<Vec<u8>>,
     pub dataset_version: u64,
     pub size: u64,
     pub segments: u32,
@@ -123,11 +145,25 @@ pub enum FrameError {
     Encode(String),
     #[error("termination reason of {0} bytes, more than {MAX_REASON}")]
     LongReason(usize),
+    #[error("{field} of {len} bytes, more than the {max} allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("no {what} within {} s", after.as_secs())]
+    TimedOut {
+        what: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> Result<(), FrameError> {
-    let mut bytes = cbor4ii::serde::to_vec(vec![0u8; FRAME_HEAD], f)
-        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    // Wiped when dropped: a start message carries the data key.
+    let mut bytes = Zeroizing::new(
+        cbor4ii::serde::to_vec(vec![0u8; FRAME_HEAD], f)
+            .map_err(|e| FrameError::Encode(e.to_string()))?,
+    );
     let body = bytes.len() - FRAME_HEAD;
     if body > MAX_MESSAGE {
         return Err(FrameError::TooLarge(body));
@@ -166,6 +202,24 @@ pub async fn write_segment<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Refuses peer-supplied text longer than anything honest, before any of
+/// it reaches a log.
+fn check_lengths(f: &Frame) -> Result<(), FrameError> {
+    let too_long = |field, len, max| Err(FrameError::TooLong { field, len, max });
+    match f {
+        Frame::Termination { reason, .. } if reason.len() > MAX_REASON => {
+            Err(FrameError::LongReason(reason.len()))
+        }
+        Frame::Termination {
+            code: Some(code), ..
+        } if code.len() > MAX_CODE => too_long("termination code", code.len(), MAX_CODE),
+        Frame::Request(r) if r.researcher.len() > MAX_RESEARCHER => {
+            too_long("researcher id", r.researcher.len(), MAX_RESEARCHER)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Reads one message; a segment here is an error.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
     match read_incoming(r, None).await? {
@@ -190,15 +244,12 @@ pub async fn read_incoming<R: AsyncRead + Unpin>(
             if body > MAX_MESSAGE {
                 return Err(FrameError::TooLarge(body));
             }
-            let mut buf = vec![0u8; body];
+            // Wiped when dropped: a start message carries the data key.
+            let mut buf = Zeroizing::new(vec![0u8; body]);
             r.read_exact(&mut buf).await?;
             let f: Frame =
                 cbor4ii::serde::from_slice(&buf).map_err(|e| FrameError::Decode(e.to_string()))?;
-            if let Frame::Termination { reason, .. } = &f
-                && reason.len() > MAX_REASON
-            {
-                return Err(FrameError::LongReason(reason.len()));
-            }
+            check_lengths(&f)?;
             Ok(Incoming::Message(f))
         }
         KIND_SEGMENT => {

@@ -252,11 +252,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     })?;
     let storage_key = {
         let seed = zeroize::Zeroizing::new(key.signing_key().to_bytes());
-        bayspace_connector::crypto::storage_key_from_seed(&seed)
+        zeroize::Zeroizing::new(bayspace_connector::crypto::storage_key_from_seed(&seed))
     };
     let vault = Vault::open(
         resolve(dir, &config.sealed_dir),
-        storage_key,
+        *storage_key,
         store.clone(),
         audit.clone(),
     )?;

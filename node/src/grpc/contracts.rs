@@ -58,6 +58,7 @@ pub fn negotiator_status(e: NegotiatorError) -> Status {
         | E::OwnDataset(_)
         | E::NotOurDataset(_)
         | E::Filing(_) => Status::failed_precondition(msg),
+        E::UsesExhausted { .. } => Status::resource_exhausted(msg),
         E::UnknownOffer { .. } | E::OfferNeeded { .. } | E::BadInput { .. } | E::Wire(_) => {
             Status::invalid_argument(msg)
         }
@@ -68,6 +69,7 @@ pub fn negotiator_status(e: NegotiatorError) -> Status {
         | E::Store(_)
         | E::Catalog(_)
         | E::Ledger(_)
+        | E::Task(_)
         | E::Poisoned => {
             tracing::error!("negotiator: {msg}");
             Status::internal(msg)
