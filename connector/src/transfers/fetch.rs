@@ -31,7 +31,7 @@ use super::{
     deadline,
 };
 use crate::audit::{Actor, AuditEvent};
-use crate::crypto::{self, DataKey, SegmentBuf, SegmentCipher, SegmentWriter};
+use crate::crypto::{self, DataKey, SegmentBuf, SegmentCipher, SegmentWriter, Verified};
 use crate::negotiator::AgreementRecord;
 use crate::p2p::protocol::DATA_PROTOCOL;
 use crate::store::{TreeName, TypedTree};
@@ -67,6 +67,20 @@ async fn confirm(stream: &mut libp2p::Stream, hash: Digest) -> Result<(), Transf
             got: other.kind().into(),
         }),
     }
+}
+
+/// Hands verified data over (renames it into place) only once `record`
+/// has put its delivery on record: no audit, no action. Data kept sealed
+/// (`None`) is already where it belongs.
+fn deliver(
+    verified: Option<Verified>,
+    record: impl FnOnce() -> Result<(), TransferError>,
+) -> Result<(), TransferError> {
+    record()?;
+    if let Some(v) = verified {
+        v.commit()?;
+    }
+    Ok(())
 }
 
 /// A fetch that has not ended yet.
@@ -520,15 +534,14 @@ impl Transfers {
                 "sealed": sealed,
             });
             super::blocking(move || {
-                let now = OffsetDateTime::now_utc();
-                negotiator.note_received(&hash, &ag, now)?;
-                negotiator.count_received(&id, details, now)?;
-                Ok(())
+                deliver(verified, || {
+                    let now = OffsetDateTime::now_utc();
+                    negotiator.note_received(&hash, &ag, now)?;
+                    negotiator.count_received(&id, details, now)?;
+                    Ok(())
+                })
             })
             .await?;
-        }
-        if let Some(v) = verified {
-            super::blocking(move || Ok(v.commit()?)).await?;
         }
         // The provider counted the use when it released the key; this
         // confirmation only closes its release, so a lost one is no loss
@@ -545,5 +558,41 @@ impl Transfers {
             seconds: started.elapsed().as_secs_f64(),
             hash: start.content_hash.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(dir: &std::path::Path) -> Verified {
+        let out = dir.join("cohort.csv");
+        let mut w = SegmentWriter::create(&out).unwrap();
+        w.write_segment(0, true, b"id,age\n1,34\n").unwrap();
+        w.verify(&blake3::hash(b"id,age\n1,34\n")).unwrap()
+    }
+
+    #[test]
+    fn data_whose_delivery_cannot_be_recorded_is_not_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("cohort.csv");
+        let failed = deliver(Some(verified(dir.path())), || {
+            Err(TransferError::Task(
+                "the audit log refused the entry".into(),
+            ))
+        });
+        assert!(failed.is_err());
+        assert!(!out.exists(), "the file appeared without its audit entry");
+        assert!(crypto::part_path(&out).exists(), "kept to resume from");
+
+        let mut recorded = false;
+        deliver(Some(verified(dir.path())), || {
+            assert!(!out.exists(), "renamed before the record");
+            recorded = true;
+            Ok(())
+        })
+        .unwrap();
+        assert!(recorded);
+        assert_eq!(std::fs::read(&out).unwrap(), b"id,age\n1,34\n");
     }
 }

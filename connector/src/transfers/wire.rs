@@ -300,8 +300,44 @@ mod tests {
                 code: None,
                 reason: "the consumer gave up".into(),
             },
+            Frame::Start(TransferStart {
+                key: Zeroizing::new(vec![0xa5; 32]),
+                dataset_version: 2,
+                size: 13,
+                segments: 1,
+                content_hash: Digest([4; 32]),
+                from_segment: 0,
+            }),
             Frame::Done,
         ]
+    }
+
+    #[tokio::test]
+    async fn peer_supplied_text_past_its_bound_is_refused_before_it_is_used() {
+        let long = |n| "x".repeat(n);
+        let cases = [
+            (
+                Frame::Request(TransferRequest {
+                    agreement: AgreementId::from_random([1; 16]),
+                    researcher: long(MAX_RESEARCHER + 1),
+                    from_segment: 0,
+                }),
+                "researcher id of 257 bytes",
+            ),
+            (
+                Frame::Termination {
+                    code: Some(long(MAX_CODE + 1)),
+                    reason: "r".into(),
+                },
+                "termination code of 65 bytes",
+            ),
+        ];
+        for (frame, needle) in cases {
+            let mut wire = Vec::new();
+            write_frame(&mut wire, &frame).await.unwrap();
+            let e = read_frame(&mut Cursor::new(wire)).await.unwrap_err();
+            assert!(e.to_string().contains(needle), "{e}");
+        }
     }
 
     #[tokio::test]
