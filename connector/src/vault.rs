@@ -117,6 +117,13 @@ pub enum VaultError {
         agreement: AgreementId,
         deadline: OffsetDateTime,
     },
+    #[error(
+        "the retention of agreement {agreement} ended at {deadline}; its data can no longer be opened and is crypto-shredded"
+    )]
+    RetentionEnded {
+        agreement: AgreementId,
+        deadline: OffsetDateTime,
+    },
     #[error("agreement {id} is for researcher {expected}, not {caller}")]
     WrongResearcher {
         id: AgreementId,
@@ -338,6 +345,11 @@ impl Vault {
 
     /// Decrypts the sealed copy of `agreement` into `out` for `researcher`
     /// (`None`: an administrator). Audited before anything is decrypted.
+    ///
+    /// Refused at and after the retention deadline even if the retention
+    /// watcher has not shredded the copy yet. The lock is held until the
+    /// plaintext is written, so a shredding waits for an open in progress
+    /// and no decryption runs once a shredding is audited.
     pub fn open_to(
         &self,
         agreement: &AgreementId,
@@ -345,6 +357,7 @@ impl Vault {
         out: &Path,
         now: OffsetDateTime,
     ) -> Result<SealedRecord> {
+        let _g = self.guard()?;
         let record = self
             .get(agreement)?
             .ok_or_else(|| VaultError::NotFound(agreement.clone()))?;
@@ -368,6 +381,14 @@ impl Vault {
             }
             _ => return Err(VaultError::Incomplete(agreement.clone())),
         };
+        if let Some(deadline) = record.retention_deadline
+            && now >= deadline
+        {
+            return Err(VaultError::RetentionEnded {
+                agreement: agreement.clone(),
+                deadline,
+            });
+        }
         let key = self
             .read_key(agreement)?
             .ok_or_else(|| VaultError::KeyFile {
@@ -417,8 +438,14 @@ impl Vault {
         Ok(true)
     }
 
-    /// Crypto-shreds the copy of `agreement`: audit first, then destroy the
-    /// key, record it, and remove the sealed bytes.
+    /// Crypto-shreds the copy of `agreement`: audit first, record the copy
+    /// as shredded (flushed together with the audit entry), then destroy
+    /// the key and remove the sealed bytes.
+    ///
+    /// The record goes first so that a key whose destruction fails (an I/O
+    /// error, a crash) leaves a copy that is refused to [`Vault::open_to`]
+    /// all the same; [`Vault::shred_due`] destroys such a leftover key later.
+    /// A shredded copy whose key is still there is finished here too.
     pub fn shred(
         &self,
         agreement: &AgreementId,
@@ -431,13 +458,17 @@ impl Vault {
             .get(agreement)?
             .ok_or_else(|| VaultError::NotFound(agreement.clone()))?;
         if let (SealedState::Shredded, Some(at)) = (record.state, record.shredded_at) {
+            self.destroy_key(agreement)?;
             return Err(VaultError::Shredded {
                 agreement: agreement.clone(),
                 at,
                 reason: record.shred_reason.unwrap_or_default(),
             });
         }
-        self.audit.append(
+        // One flush covers both: the store keeps writes in order, so a
+        // crash can keep the entry without the new state, never the state
+        // without the entry.
+        self.audit.append_unflushed(
             actor,
             AuditEvent::DataShredded,
             vec![agreement.to_string(), record.dataset.to_string()],
@@ -448,12 +479,19 @@ impl Vault {
             }),
             now,
         )?;
-        self.destroy_key(agreement)?;
         record.state = SealedState::Shredded;
         record.shredded_at = Some(now);
         record.shred_reason = Some(reason.to_owned());
         self.records.insert(&agreement.to_string(), &record)?;
         self.store.flush()?;
+        if let Err(e) = self.destroy_key(agreement) {
+            return Err(VaultError::KeyFile {
+                path: self.key_path(agreement),
+                reason: format!(
+                    "the copy is recorded as shredded and no longer opens, but destroying its key failed ({e}); the retention watcher tries again"
+                ),
+            });
+        }
         // The key is gone, so what follows only frees space.
         let sealed = self.sealed_path(agreement);
         for path in [crypto::part_path(&sealed), sealed] {
@@ -469,9 +507,17 @@ impl Vault {
     /// One copy that cannot be shredded (its audit entry cannot be written,
     /// say) does not hold up the others; it is logged and tried again at
     /// the next round.
+    ///
+    /// Keys left behind by a shredding whose key destruction failed are
+    /// destroyed here too; those copies are not returned again.
     pub fn shred_due(&self, now: OffsetDateTime) -> Result<Vec<SealedRecord>> {
-        let due: Vec<AgreementId> = self
-            .list(None)?
+        let records = self.list(None)?;
+        for r in records.iter().filter(|r| r.state == SealedState::Shredded) {
+            if let Err(e) = self.finish_shredded(&r.agreement) {
+                tracing::error!(agreement = %r.agreement, "cannot destroy the key of a shredded copy: {e}");
+            }
+        }
+        let due: Vec<AgreementId> = records
             .into_iter()
             .filter(|r| r.state != SealedState::Shredded)
             .filter(|r| r.retention_deadline.is_some_and(|d| d <= now))
@@ -487,6 +533,17 @@ impl Vault {
             }
         }
         Ok(shredded)
+    }
+
+    /// Destroys the key of a copy recorded as shredded, if it is still
+    /// there. Under the lock, so it cannot race a fetch that replaces the
+    /// shredded copy with a new one under a new key.
+    fn finish_shredded(&self, agreement: &AgreementId) -> Result<()> {
+        let _g = self.guard()?;
+        match self.get(agreement)? {
+            Some(r) if r.state == SealedState::Shredded => self.destroy_key(agreement),
+            _ => Ok(()),
+        }
     }
 
     /// The earliest deadline still ahead of a copy that is not shredded.

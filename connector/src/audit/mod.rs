@@ -8,6 +8,7 @@
 
 mod record;
 mod verify;
+mod witness;
 
 use std::io::Write;
 use std::num::NonZeroU64;
@@ -19,13 +20,20 @@ use bayspace_contracts::signing::{
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::Value;
 use time::{OffsetDateTime, UtcOffset};
+use tokio::sync::watch;
 
 use crate::store::{Store, StoreError, TreeName, TypedTree, WriteSet};
 
 pub use record::{
     Actor, ActorError, AuditEntry, AuditEvent, AuditRecord, Checkpoint, Digest, DigestError,
 };
-pub use verify::{Broken, VerifyError, VerifyReport, verify_export};
+pub use verify::{
+    Broken, CheckpointSummary, VerifyError, VerifyReport, verify_export, verify_export_against,
+};
+pub use witness::{
+    Announcement, HeldCheckpoint, KEEP_PER_PEER, MAX_PEERS, Offered, PEER_CHECKPOINTS_TREE,
+    PeerCheckpoints, WitnessError, read_held,
+};
 
 /// The tree holding the log, keyed by record position (from 1): entries and
 /// checkpoints interleaved in the order they were written.
@@ -74,6 +82,8 @@ pub struct AuditLog {
     key: SigningKey,
     checkpoint_every: NonZeroU64,
     head: Mutex<Head>,
+    /// The latest checkpoint, for the task that sends it to peers.
+    latest: watch::Sender<Option<Checkpoint>>,
 }
 
 impl AuditLog {
@@ -86,14 +96,22 @@ impl AuditLog {
         checkpoint_every: NonZeroU64,
     ) -> Result<Self, AuditError> {
         let records = TypedTree::open(&*store, AUDIT_TREE)?;
-        let head = resume(&records, &signing_key.verifying_key())?;
+        let (head, last_checkpoint) = resume(&records, &signing_key.verifying_key())?;
         Ok(AuditLog {
             store,
             records,
             key: signing_key,
             checkpoint_every,
             head: Mutex::new(head),
+            latest: watch::Sender::new(last_checkpoint),
         })
+    }
+
+    /// The latest checkpoint, and a new value whenever one is signed. The
+    /// value is published once the checkpoint is stored, possibly a moment
+    /// before the flush that makes it durable.
+    pub fn checkpoints(&self) -> watch::Receiver<Option<Checkpoint>> {
+        self.latest.subscribe()
     }
 
     /// The key that verifies this log's checkpoints.
@@ -162,13 +180,22 @@ impl AuditLog {
         self.stage(&mut writes, position, &record)?;
         position += 1;
         let mut checkpoints = head.checkpoints;
+        let mut signed_now = None;
         if seq % self.checkpoint_every.get() == 0 {
             checkpoints += 1;
             let checkpoint = self.sign_checkpoint(checkpoints, seq, entry.digest, time)?;
-            self.stage(&mut writes, position, &AuditRecord::Checkpoint(checkpoint))?;
+            self.stage(
+                &mut writes,
+                position,
+                &AuditRecord::Checkpoint(checkpoint.clone()),
+            )?;
+            signed_now = Some(checkpoint);
             position += 1;
         }
         self.store.apply(&writes)?;
+        if signed_now.is_some() {
+            self.latest.send_replace(signed_now);
+        }
         let signed = checkpoints != head.checkpoints;
         *head = Head {
             next_position: position,
@@ -204,6 +231,7 @@ impl AuditLog {
         head.checkpoints = number;
         head.checkpointed = true;
         self.store.flush()?;
+        self.latest.send_replace(Some(checkpoint.clone()));
         Ok(Some(checkpoint))
     }
 
@@ -279,14 +307,20 @@ fn check_size(seq: u64, record: &AuditRecord) -> Result<(), AuditError> {
 /// Rebuild the head from the stored log. Only the last entry is rehashed and
 /// only the last checkpoint's signature checked: checking a whole long log is
 /// `verify_export`'s job, not every start's.
-fn resume(records: &TypedTree<u64, AuditRecord>, key: &VerifyingKey) -> Result<Head, AuditError> {
+fn resume(
+    records: &TypedTree<u64, AuditRecord>,
+    key: &VerifyingKey,
+) -> Result<(Head, Option<Checkpoint>), AuditError> {
     let Some((last_position, last_record)) = records.last()? else {
-        return Ok(Head {
-            next_position: 1,
-            last: None,
-            checkpoints: 0,
-            checkpointed: false,
-        });
+        return Ok((
+            Head {
+                next_position: 1,
+                last: None,
+                checkpoints: 0,
+                checkpointed: false,
+            },
+            None,
+        ));
     };
     let corrupt = |position: u64, reason: String| AuditError::Corrupt { position, reason };
     let mut last_entry: Option<(u64, Digest)> = None;
@@ -345,12 +379,15 @@ fn resume(records: &TypedTree<u64, AuditRecord>, key: &VerifyingKey) -> Result<H
             format!("checkpoint {} does not match the entry before it", c.number),
         ));
     }
-    Ok(Head {
-        next_position: last_position + 1,
-        last: last_entry,
-        checkpoints: last_checkpoint.map_or(0, |c| c.number),
-        checkpointed,
-    })
+    Ok((
+        Head {
+            next_position: last_position + 1,
+            last: last_entry,
+            checkpoints: last_checkpoint.as_ref().map_or(0, |c| c.number),
+            checkpointed,
+        },
+        last_checkpoint,
+    ))
 }
 
 #[cfg(test)]

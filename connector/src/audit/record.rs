@@ -3,7 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use bayspace_contracts::signing::{CanonicalError, canonical_bytes};
+use bayspace_contracts::signing::{CanonicalError, SigningContext, canonical_bytes, verify};
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -171,6 +172,9 @@ pub enum AuditEvent {
     DataOpened,
     /// The key of data kept sealed was destroyed (crypto-shredding).
     DataShredded,
+    /// A checkpoint of another member's log was not kept (bad signature,
+    /// rollback, fork, not admitted); rate-limited.
+    CheckpointRefused,
 }
 
 /// One audited event, chained to the one before it.
@@ -225,6 +229,15 @@ impl Checkpoint {
     /// The bytes the signature is over.
     pub fn signed_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
         canonical_without(self, "signature")
+    }
+
+    /// Whether `key` signed this checkpoint.
+    pub fn is_signed_by(&self, key: &VerifyingKey) -> bool {
+        let Ok(bytes) = self.signed_bytes() else {
+            return false;
+        };
+        let signature = Signature::from_bytes(&self.signature);
+        verify(key, SigningContext::AuditCheckpoint, &bytes, &signature).is_ok()
     }
 }
 

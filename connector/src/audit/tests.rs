@@ -471,3 +471,390 @@ fn the_documented_recipe_verifies_an_export() {
         }
     }
 }
+
+fn checkpoints_of(lines: &[Vec<u8>]) -> Vec<Checkpoint> {
+    lines
+        .iter()
+        .filter_map(|l| match serde_json::from_slice(l).unwrap() {
+            AuditRecord::Checkpoint(c) => Some(c),
+            AuditRecord::Entry(_) => None,
+        })
+        .collect()
+}
+
+fn check_against(lines: &[Vec<u8>], held: &[Checkpoint]) -> Result<VerifyReport, VerifyError> {
+    verify_export_against(Cursor::new(lines.concat()), &key().verifying_key(), held)
+}
+
+#[test]
+fn the_report_names_the_last_checkpoint() {
+    let (_log, lines) = sample();
+    let report = check(&lines).unwrap();
+    assert_eq!(
+        report.last_checkpoint,
+        Some(CheckpointSummary {
+            number: 3,
+            seq: 7,
+            time: t(100)
+        })
+    );
+    // Cut after checkpoint 2: still verifies, and says where it ends.
+    let report = check(&lines[..8]).unwrap();
+    assert_eq!(
+        report.last_checkpoint,
+        Some(CheckpointSummary {
+            number: 2,
+            seq: 6,
+            time: t(6)
+        })
+    );
+    assert!(report.fully_signed());
+    assert_eq!(report.witnessed_through, None);
+}
+
+#[test]
+fn a_log_cut_after_a_checkpoint_a_peer_holds_is_refused_naming_the_seq() {
+    let (_log, lines) = sample();
+    let held = checkpoints_of(&lines);
+    // The last entry and its checkpoint are cut off; checkpoint 2 is now
+    // the last, so the file alone looks whole and fully signed.
+    let cut = &lines[..8];
+    assert!(check(cut).unwrap().fully_signed());
+    let e = check_against(cut, &held).unwrap_err();
+    match &e {
+        VerifyError::Truncated {
+            last,
+            number,
+            seq,
+            time,
+        } => {
+            assert_eq!((*last, *number, *seq, *time), (Some(6), 3, 7, t(100)));
+        }
+        other => panic!("expected a truncation, got {other:?}"),
+    }
+    let msg = e.to_string();
+    assert!(
+        msg.contains("ends at seq 6") && msg.contains("checkpoint 3 for seq 7"),
+        "{msg}"
+    );
+    // Holding only the older checkpoint, the witness sees that cut further.
+    let e = check_against(&lines[..4], &held[1..2]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VerifyError::Truncated {
+                seq: 6,
+                number: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Everything cut: an empty file.
+    let e = check_against(&[], &held[..1]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VerifyError::Truncated {
+                last: None,
+                seq: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_intact_log_verifies_against_the_checkpoints_a_peer_holds() {
+    let (log, lines) = sample();
+    let held = checkpoints_of(&lines);
+    let report = check_against(&lines, &held).unwrap();
+    assert_eq!(report.witnessed_through, Some(7));
+    assert_eq!(report.entries, 7);
+    // A log that went on after the witness's checkpoints is fine too.
+    fill(&log, 8, 8);
+    let longer = export(&log);
+    let report = check_against(&longer, &held[..2]).unwrap();
+    assert_eq!(report.witnessed_through, Some(6));
+    assert_eq!(report.last.map(|(s, _)| s), Some(8));
+}
+
+#[test]
+fn a_fork_from_a_held_checkpoint_is_refused() {
+    let (_log, lines) = sample();
+    let held = checkpoints_of(&lines);
+    // The same key rewrites history from entry 5 on and signs it anew: the
+    // file verifies on its own.
+    let forked = temp_log(3);
+    fill(&forked, 1, 4);
+    forked
+        .append(
+            Actor::Admin,
+            AuditEvent::Approval,
+            vec!["dataset:5".into()],
+            json!({"n": 5, "rewritten": true}),
+            t(5),
+        )
+        .unwrap();
+    fill(&forked, 6, 7);
+    assert!(forked.checkpoint(t(100)).unwrap().is_some());
+    let lines_f = export(&forked);
+    assert!(check(&lines_f).unwrap().fully_signed());
+    // Checkpoint 2 held by a peer covers seq 6, whose digest now differs.
+    let (line, seq, reason) = broken_line(check_against(&lines_f, &held[1..2]));
+    assert_eq!((line, seq), (7, Some(6)));
+    assert_eq!(reason, Broken::Fork { number: 2, seq: 6 });
+    // Checkpoint 1 (seq 3) still agrees: the fork is after it.
+    assert!(check_against(&lines_f, &held[..1]).is_ok());
+    // Checkpoints renumbered: a peer's checkpoint 3 is for seq 7, but this
+    // log has checkpoint 3 for seq 6.
+    let renumbered = temp_log(100);
+    fill(&renumbered, 1, 3);
+    renumbered.checkpoint(t(3)).unwrap();
+    fill(&renumbered, 4, 5);
+    renumbered.checkpoint(t(5)).unwrap();
+    fill(&renumbered, 6, 6);
+    renumbered.checkpoint(t(6)).unwrap();
+    fill(&renumbered, 7, 7);
+    let lines_r = export(&renumbered);
+    let (_, _, reason) = broken_line(check_against(&lines_r, &held[2..]));
+    assert_eq!(
+        reason,
+        Broken::CheckpointFork {
+            number: 3,
+            seq: 6,
+            held_seq: 7
+        }
+    );
+}
+
+#[test]
+fn held_checkpoints_must_be_signed_by_the_node_and_agree() {
+    let (_log, lines) = sample();
+    let held = checkpoints_of(&lines);
+    let mut forged = held[2].clone();
+    forged.signature = sign(
+        &SigningKey::from_bytes(&[9; 32]),
+        SigningContext::AuditCheckpoint,
+        &forged.signed_bytes().unwrap(),
+    )
+    .to_bytes();
+    let e = check_against(&lines, &[forged]).unwrap_err();
+    assert!(
+        matches!(e, VerifyError::HeldSignature { number: 3, seq: 7 }),
+        "{e}"
+    );
+    // Two genuine checkpoints numbered 2 for different seqs: the node
+    // itself signed two histories.
+    let other = temp_log(2);
+    fill(&other, 1, 4);
+    let theirs = checkpoints_of(&export(&other));
+    assert_eq!((theirs[1].number, theirs[1].seq), (2, 4));
+    let e = check_against(&lines, &[held[1].clone(), theirs[1].clone()]).unwrap_err();
+    assert!(matches!(e, VerifyError::HeldFork { number: 2, .. }), "{e}");
+}
+
+mod witness {
+    use super::*;
+    use crate::identity::{NodeKey, PeerId};
+
+    /// A member whose log signs a checkpoint every 2 entries.
+    struct Member {
+        peer: PeerId,
+        log: AuditLog,
+    }
+
+    impl Member {
+        fn new() -> Member {
+            let key = NodeKey::generate().unwrap();
+            let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+            Member {
+                peer: key.peer_id(),
+                log: AuditLog::open(store, key.signing_key().clone(), every(2)).unwrap(),
+            }
+        }
+
+        /// The next `n` checkpoints, as announcements.
+        fn announce(&self, n: u64) -> Vec<Vec<u8>> {
+            let start = self.log.last().unwrap().map_or(0, |(s, _)| s) + 1;
+            fill(&self.log, start, start + 2 * n - 1);
+            checkpoints_of(&export(&self.log))
+                .into_iter()
+                .rev()
+                .take(n as usize)
+                .rev()
+                .map(|c| self.announcement(c))
+                .collect()
+        }
+
+        fn announcement(&self, checkpoint: Checkpoint) -> Vec<u8> {
+            Announcement {
+                peer: self.peer.to_string(),
+                checkpoint,
+            }
+            .encode()
+            .unwrap()
+        }
+    }
+
+    struct Witness {
+        held: PeerCheckpoints,
+        audit: Arc<AuditLog>,
+    }
+
+    fn witness() -> Witness {
+        let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+        let audit = Arc::new(
+            AuditLog::open(store.clone(), SigningKey::from_bytes(&[5; 32]), every(64)).unwrap(),
+        );
+        Witness {
+            held: PeerCheckpoints::open(store, audit.clone()).unwrap(),
+            audit,
+        }
+    }
+
+    fn offer(w: &Witness, m: &Member, bytes: &[u8]) -> Result<Offered, WitnessError> {
+        w.held
+            .receive(bytes, m.peer, m.peer, |p| *p == m.peer, t(0))
+    }
+
+    fn refusals(w: &Witness) -> usize {
+        let lines = export(&w.audit);
+        lines
+            .iter()
+            .filter(|l| {
+                matches!(serde_json::from_slice(l).unwrap(),
+                    AuditRecord::Entry(e) if e.event == AuditEvent::CheckpointRefused)
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_witness_keeps_the_latest_checkpoints_of_each_member_and_no_more() {
+        let w = witness();
+        let m = Member::new();
+        let all = m.announce(KEEP_PER_PEER as u64 + 4);
+        for a in &all {
+            assert_eq!(offer(&w, &m, a).unwrap(), Offered::Stored);
+        }
+        // A re-announcement is not stored twice, and not a refusal.
+        assert_eq!(
+            offer(&w, &m, all.last().unwrap()).unwrap(),
+            Offered::AlreadyHeld
+        );
+        let held = w.held.held(&m.peer.to_string()).unwrap();
+        assert_eq!(held.len(), KEEP_PER_PEER);
+        let numbers: Vec<u64> = held.iter().map(|h| h.checkpoint.number).collect();
+        let expected: Vec<u64> = (5..=KEEP_PER_PEER as u64 + 4).collect();
+        assert_eq!(numbers, expected);
+        assert_eq!(refusals(&w), 0);
+
+        // The export reads back as the member's checkpoints, and verifies
+        // the member's log.
+        let file = w.held.export(&m.peer.to_string()).unwrap();
+        let read = read_held(Cursor::new(&file), &m.peer.to_string()).unwrap();
+        assert_eq!(read.len(), KEEP_PER_PEER);
+        let report = verify_export_against(
+            Cursor::new(export(&m.log).concat()),
+            &m.log.verifying_key(),
+            &read,
+        )
+        .unwrap();
+        assert_eq!(
+            report.witnessed_through,
+            Some(2 * (KEEP_PER_PEER as u64 + 4))
+        );
+        // Someone else's checkpoints are refused, naming the line.
+        let other = Member::new();
+        let e = read_held(Cursor::new(&file), &other.peer.to_string()).unwrap_err();
+        assert!(e.to_string().starts_with("line 1: a checkpoint of"), "{e}");
+        let e = read_held(Cursor::new(b"{\"peer\":1}\n"), "x").unwrap_err();
+        assert!(e.to_string().starts_with("line 1: not a held"), "{e}");
+    }
+
+    #[test]
+    fn rollbacks_forks_forgeries_and_strangers_are_refused_and_audited_with_a_limit() {
+        let w = witness();
+        let m = Member::new();
+        let first = m.announce(3);
+        assert_eq!(offer(&w, &m, &first[2]).unwrap(), Offered::Stored);
+
+        // Rollback: an older checkpoint after a newer one.
+        let e = offer(&w, &m, &first[0]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WitnessError::Rollback {
+                    number: 1,
+                    held_number: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(!e.is_invalid());
+
+        // Fork: the member's log is truncated and re-grown; its new
+        // checkpoint 3 is for other entries.
+        let twin = Member {
+            peer: m.peer,
+            log: {
+                let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
+                let key = m.log.key.clone();
+                AuditLog::open(store, key, every(2)).unwrap()
+            },
+        };
+        twin.log
+            .append(Actor::Admin, AuditEvent::Rejection, vec![], json!({}), t(0))
+            .unwrap();
+        let forked = twin.announce(3);
+        let e = offer(&w, &m, &forked[2]).unwrap_err();
+        assert!(matches!(e, WitnessError::Fork { number: 3, .. }), "{e}");
+
+        // A forged signature, and a member that is not admitted.
+        let mut c: Announcement = serde_json::from_slice(&first[2]).unwrap();
+        c.checkpoint.number += 10;
+        let forged = c.encode().unwrap();
+        let e = offer(&w, &m, &forged).unwrap_err();
+        assert!(
+            matches!(e, WitnessError::Signature { .. }) && e.is_invalid(),
+            "{e}"
+        );
+        let stranger = Member::new();
+        let theirs = stranger.announce(1);
+        let e = w
+            .held
+            .receive(
+                &theirs[0],
+                stranger.peer,
+                stranger.peer,
+                |p| *p == m.peer,
+                t(0),
+            )
+            .unwrap_err();
+        assert!(matches!(e, WitnessError::NotAdmitted(_)), "{e}");
+        // Announced by someone other than the member.
+        let e = w
+            .held
+            .receive(&theirs[0], m.peer, m.peer, |_| true, t(0))
+            .unwrap_err();
+        assert!(
+            matches!(e, WitnessError::NotAuthor { .. }) && e.is_invalid(),
+            "{e}"
+        );
+        // Oversized and malformed.
+        let e = offer(&w, &m, &[b' '; 4096]).unwrap_err();
+        assert!(matches!(e, WitnessError::TooLarge { .. }), "{e}");
+        let e = offer(&w, &m, b"{}").unwrap_err();
+        assert!(matches!(e, WitnessError::Malformed(_)), "{e}");
+
+        // Nothing refused was stored.
+        let held = w.held.held(&m.peer.to_string()).unwrap();
+        assert_eq!(held.len(), 1);
+        assert!(w.held.held(&stranger.peer.to_string()).unwrap().is_empty());
+        // Seven refusals: the one relaying peer's first is audited, the rest
+        // within the interval are not; the stranger relayed one of them.
+        assert_eq!(refusals(&w), 2);
+    }
+}

@@ -1,11 +1,22 @@
 //! Offline verification of an exported audit log.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read as _};
 
 use bayspace_contracts::signing::{SigningContext, canonical_bytes, verify};
 use ed25519_dalek::{Signature, VerifyingKey};
+use time::OffsetDateTime;
 
-use super::{AuditRecord, Digest, MAX_LINE_BYTES};
+use super::{AuditRecord, Checkpoint, Digest, MAX_LINE_BYTES};
+
+/// Where the last checkpoint of an export stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointSummary {
+    pub number: u64,
+    pub seq: u64,
+    /// When the node signed it.
+    pub time: OffsetDateTime,
+}
 
 /// What a successful verification established.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +29,12 @@ pub struct VerifyReport {
     /// but not yet signed: anyone could have written them, and dropping them
     /// from the end of the file would not be detected.
     pub signed_through: Option<u64>,
+    /// The last checkpoint in the export. Cutting lines off the end of an
+    /// export moves it back, which only a checkpoint held elsewhere shows.
+    pub last_checkpoint: Option<CheckpointSummary>,
+    /// The highest seq confirmed by a checkpoint held by a peer
+    /// ([`verify_export_against`]); `None` without such checkpoints.
+    pub witnessed_through: Option<u64>,
 }
 
 impl VerifyReport {
@@ -29,6 +46,23 @@ impl VerifyReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    #[error(
+        "the log was cut short: it ends {}, but a peer holds checkpoint {number} for seq {seq}, signed at {time}; entries up to seq {seq} were removed from the end",
+        last.map_or("before its first entry".to_owned(), |l| format!("at seq {l}"))
+    )]
+    Truncated {
+        /// The last seq of the export.
+        last: Option<u64>,
+        number: u64,
+        seq: u64,
+        time: OffsetDateTime,
+    },
+    #[error("checkpoint {number} held by a peer (for seq {seq}) is not signed by this node's key")]
+    HeldSignature { number: u64, seq: u64 },
+    #[error(
+        "fork: the node signed checkpoint {number} for seq {seq} and another checkpoint that contradicts it; the peer checkpoints disagree among themselves"
+    )]
+    HeldFork { number: u64, seq: u64 },
     #[error("reading line {line} of the export failed: {source}")]
     Read {
         line: usize,
@@ -72,15 +106,57 @@ pub enum Broken {
     CheckpointDigest { seq: u64 },
     #[error("the checkpoint signature does not verify with the given key")]
     Signature,
+    #[error(
+        "fork: a peer holds checkpoint {number}, which gives entry {seq} another digest; this is not the log the node signed then"
+    )]
+    Fork { number: u64, seq: u64 },
+    #[error(
+        "fork: a peer holds checkpoint {number} for seq {held_seq}, but this log's checkpoint {number} is for seq {seq}"
+    )]
+    CheckpointFork {
+        number: u64,
+        seq: u64,
+        held_seq: u64,
+    },
 }
 
 /// Verify an export written by [`super::AuditLog::export`] against the
 /// node's public key, reading one bounded line at a time. Stops at the first
 /// line that is wrong and names it.
 pub fn verify_export<R: BufRead>(
-    mut reader: R,
+    reader: R,
     key: &VerifyingKey,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_export_against(reader, key, &[])
+}
+
+/// [`verify_export`], and also against checkpoints of this log that peers
+/// hold (`held`, e.g. read by [`super::read_held`]): each must be signed by
+/// `key`, its seq must be in the export, and the entry there must have its
+/// digest. A log cut short of a held checkpoint is [`VerifyError::Truncated`];
+/// one that disagrees with it is a fork ([`Broken::Fork`]).
+pub fn verify_export_against<R: BufRead>(
+    mut reader: R,
+    key: &VerifyingKey,
+    held: &[Checkpoint],
+) -> Result<VerifyReport, VerifyError> {
+    let mut witness = Witness::default();
+    for c in held {
+        if !c.is_signed_by(key) {
+            return Err(VerifyError::HeldSignature {
+                number: c.number,
+                seq: c.seq,
+            });
+        }
+        let by_seq = *witness.by_seq.entry(c.seq).or_insert(c);
+        let by_number = *witness.by_number.entry(c.number).or_insert(c);
+        if by_seq.digest != c.digest || by_number.seq != c.seq {
+            return Err(VerifyError::HeldFork {
+                number: c.number,
+                seq: c.seq,
+            });
+        }
+    }
     let mut report = VerifyReport::default();
     let mut buf = Vec::with_capacity(1024);
     let mut line = 0;
@@ -95,21 +171,39 @@ pub fn verify_export<R: BufRead>(
                 source,
             })?;
         if read == 0 {
-            return Ok(report);
+            break;
         }
         line += 1;
-        check_line(&buf, key, &mut report).map_err(|(seq, reason)| VerifyError::Broken {
-            line,
-            seq,
-            reason,
-        })?;
+        check_line(&buf, key, &mut report, &witness)
+            .map_err(|(seq, reason)| VerifyError::Broken { line, seq, reason })?;
     }
+    let last = report.last.map(|(seq, _)| seq);
+    if let Some((_, c)) = witness.by_seq.last_key_value()
+        && last.is_none_or(|l| l < c.seq)
+    {
+        return Err(VerifyError::Truncated {
+            last,
+            number: c.number,
+            seq: c.seq,
+            time: c.time,
+        });
+    }
+    report.witnessed_through = witness.by_seq.last_key_value().map(|(seq, _)| *seq);
+    Ok(report)
+}
+
+/// Checkpoints held by peers, by the seq and by the number they are for.
+#[derive(Default)]
+struct Witness<'a> {
+    by_seq: BTreeMap<u64, &'a Checkpoint>,
+    by_number: BTreeMap<u64, &'a Checkpoint>,
 }
 
 fn check_line(
     buf: &[u8],
     key: &VerifyingKey,
     report: &mut VerifyReport,
+    witness: &Witness<'_>,
 ) -> Result<(), (Option<u64>, Broken)> {
     let Some(body) = buf.strip_suffix(b"\n") else {
         let reason = if buf.len() >= MAX_LINE_BYTES {
@@ -158,6 +252,14 @@ fn check_line(
                     found: entry.digest,
                 }));
             }
+            if let Some(held) = witness.by_seq.get(&entry.seq)
+                && held.digest != entry.digest
+            {
+                return Err(broken(Broken::Fork {
+                    number: held.number,
+                    seq: entry.seq,
+                }));
+            }
             report.entries += 1;
             report.last = Some((entry.seq, entry.digest));
         }
@@ -186,8 +288,22 @@ fn check_line(
             let signature = Signature::from_bytes(&checkpoint.signature);
             verify(key, SigningContext::AuditCheckpoint, &signed, &signature)
                 .map_err(|_| broken(Broken::Signature))?;
+            if let Some(held) = witness.by_number.get(&checkpoint.number)
+                && held.seq != checkpoint.seq
+            {
+                return Err(broken(Broken::CheckpointFork {
+                    number: checkpoint.number,
+                    seq: checkpoint.seq,
+                    held_seq: held.seq,
+                }));
+            }
             report.checkpoints += 1;
             report.signed_through = Some(checkpoint.seq);
+            report.last_checkpoint = Some(CheckpointSummary {
+                number: checkpoint.number,
+                seq: checkpoint.seq,
+                time: checkpoint.time,
+            });
         }
     }
     Ok(())

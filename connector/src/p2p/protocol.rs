@@ -43,15 +43,18 @@ pub enum Topic {
     Descriptors,
     /// Signed revocation lists from the trust anchor.
     Revocations,
+    /// Members' signed audit checkpoints, kept by the others as witnesses.
+    Checkpoints,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 2] = [Topic::Descriptors, Topic::Revocations];
+    pub const ALL: [Topic; 3] = [Topic::Descriptors, Topic::Revocations, Topic::Checkpoints];
 
     pub fn name(self) -> &'static str {
         match self {
             Topic::Descriptors => "bayspace/descriptors/1",
             Topic::Revocations => "bayspace/revocations/1",
+            Topic::Checkpoints => "bayspace/audit-checkpoints/1",
         }
     }
 

@@ -18,6 +18,7 @@ struct Fixture {
     root: PathBuf,
     vault: Arc<Vault>,
     audit: Arc<AuditLog>,
+    store: Arc<dyn Store>,
 }
 
 fn fixture() -> Fixture {
@@ -34,12 +35,13 @@ fn fixture() -> Fixture {
         .unwrap(),
     );
     let storage = crypto::storage_key_from_seed(&key.signing_key().to_bytes());
-    let vault = Vault::open(root.join("sealed"), storage, store, audit.clone()).unwrap();
+    let vault = Vault::open(root.join("sealed"), storage, store.clone(), audit.clone()).unwrap();
     Fixture {
         _dir: dir,
         root,
         vault,
         audit,
+        store,
     }
 }
 
@@ -352,4 +354,166 @@ fn a_copy_that_never_received_data_is_forgotten_and_one_with_data_is_kept() {
     let complete = agreement(None);
     receive(&f.vault, &complete, &data(10)).unwrap();
     assert!(!f.vault.abandon_if_empty(&complete.id).unwrap());
+}
+
+#[test]
+fn a_wrong_storage_key_unwraps_no_data_key() {
+    let f = fixture();
+    let ag = agreement(None);
+    receive(&f.vault, &ag, &data(100)).unwrap();
+    // The same records and key files, under the storage key of another node
+    // key: a copied sealed directory opens nothing elsewhere.
+    let other = crypto::storage_key_from_seed(&[7; 32]);
+    let stranger = Vault::open(
+        f.root.join("sealed"),
+        other,
+        f.store.clone(),
+        f.audit.clone(),
+    )
+    .unwrap();
+    let out = f.root.join("x");
+    let e = stranger.open_to(&ag.id, None, &out, NOW).unwrap_err();
+    assert!(
+        matches!(e, VaultError::Crypto(CryptoError::Unwrap { .. })),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn opening_at_or_after_the_retention_deadline_is_refused_before_the_shredder_runs() {
+    let f = fixture();
+    let ag = agreement(Some(date!(2026 - 12 - 31)));
+    let bytes = data(1000);
+    receive(&f.vault, &ag, &bytes).unwrap();
+    // Midnight after 31 December in the GBA is 16:00 UTC that day.
+    let deadline = datetime!(2026-12-31 16:00 UTC);
+    let before = f.root.join("before.bin");
+    f.vault
+        .open_to(&ag.id, None, &before, deadline - time::Duration::SECOND)
+        .unwrap();
+    assert_eq!(fs::read(&before).unwrap(), bytes);
+    // The retention watcher has not run: the copy is still "sealed", and
+    // its key is still there. Opening is refused all the same.
+    for at in [deadline, deadline + time::Duration::days(3)] {
+        assert_eq!(
+            f.vault.get(&ag.id).unwrap().unwrap().state,
+            SealedState::Sealed
+        );
+        let out = f.root.join("late.bin");
+        let e = f
+            .vault
+            .open_to(&ag.id, Some("r-chan"), &out, at)
+            .unwrap_err();
+        assert!(
+            matches!(&e, VaultError::RetentionEnded { deadline: d, .. } if *d == deadline),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("ended at 2027-01-01 0:00:00.0 +08:00:00"),
+            "{e}"
+        );
+        assert!(!out.exists());
+    }
+    // Only the one open before the deadline is audited.
+    assert_eq!(
+        events(&f.audit),
+        vec![(AuditEvent::DataOpened, Actor::Admin)]
+    );
+}
+
+#[test]
+fn a_shred_whose_key_destruction_fails_still_leaves_the_copy_unopenable() {
+    let f = fixture();
+    let ag = agreement(None);
+    let bytes = data(2000);
+    receive(&f.vault, &ag, &bytes).unwrap();
+    let key_path = f.vault.key_path(&ag.id);
+    let wrapped = fs::read(&key_path).unwrap();
+    // A directory where the key file is: opening it for the overwrite fails
+    // with EISDIR, root or not.
+    fs::remove_file(&key_path).unwrap();
+    fs::create_dir(&key_path).unwrap();
+    fs::write(key_path.join("keep"), b"x").unwrap();
+    let e = f
+        .vault
+        .shred(&ag.id, Actor::Admin, "consent withdrawn", NOW)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(&key_path.display().to_string()),
+        "{e}"
+    );
+    assert!(
+        events(&f.audit).contains(&(AuditEvent::DataShredded, Actor::Admin)),
+        "the shredding was audited before the key was touched"
+    );
+    // The key survived the failed destruction (as it would on a device
+    // that refused the write): the copy must not open all the same.
+    fs::remove_dir_all(&key_path).unwrap();
+    fs::write(&key_path, &wrapped).unwrap();
+    let out = f.root.join("after-shred.bin");
+    let opened = f.vault.open_to(&ag.id, None, &out, NOW);
+    assert!(
+        !out.exists(),
+        "the data was decrypted after its shredding was audited"
+    );
+    let e = opened.unwrap_err();
+    assert!(matches!(e, VaultError::Shredded { .. }), "{e}");
+    assert!(e.to_string().contains("consent withdrawn"), "{e}");
+    // The retention watcher finishes the destruction of the leftover key,
+    // without a second audit entry.
+    assert!(f.vault.shred_due(NOW).unwrap().is_empty());
+    assert!(!key_path.exists());
+    let shreds = events(&f.audit)
+        .into_iter()
+        .filter(|(e, _)| *e == AuditEvent::DataShredded)
+        .count();
+    assert_eq!(shreds, 1);
+}
+
+#[test]
+fn an_open_racing_a_shred_cannot_decrypt_after_the_shred_is_audited() {
+    let f = fixture();
+    let ag = agreement(None);
+    // Large enough that decrypting takes far longer than a shred.
+    let bytes = data(48 * 1024 * 1024);
+    receive(&f.vault, &ag, &bytes).unwrap();
+    drop(bytes);
+    let out = f.root.join("race.bin");
+    let opened_before = f.audit.last().unwrap();
+    let opener = {
+        let vault = f.vault.clone();
+        let out = out.clone();
+        std::thread::spawn(move || vault.open_to(&ag.id.clone(), None, &out, NOW))
+    };
+    // Shred as soon as the open is audited, i.e. while it decrypts.
+    let started = std::time::Instant::now();
+    while f.audit.last().unwrap() == opened_before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "open never began"
+        );
+        std::thread::yield_now();
+    }
+    let id = f.vault.list(None).unwrap()[0].agreement.clone();
+    f.vault
+        .shred(&id, Actor::Admin, "consent withdrawn", NOW)
+        .unwrap();
+    // The shred is audited and done; nothing may be decrypted from here on.
+    let decrypted_at_shred = out.exists();
+    let opened = opener.join().unwrap();
+    if opened.is_ok() {
+        assert!(
+            decrypted_at_shred,
+            "the open went on decrypting after the shred was audited"
+        );
+    }
+    let last = entries(&f.audit).pop().unwrap();
+    assert_eq!(last.event, AuditEvent::DataShredded);
+    let e = f
+        .vault
+        .open_to(&id, None, &f.root.join("again.bin"), NOW)
+        .unwrap_err();
+    assert!(matches!(e, VaultError::Shredded { .. }), "{e}");
 }

@@ -40,6 +40,13 @@ pub async fn run(ctx: Arc<NodeContext>, mut events: mpsc::Receiver<P2pEvent>) {
                 id,
                 ..
             } => on_revocation_gossip(&ctx, from, &data, id).await,
+            P2pEvent::Gossip {
+                topic: Topic::Checkpoints,
+                from,
+                author,
+                data,
+                id,
+            } => super::witness::on_gossip(&ctx, from, author, data, id).await,
             P2pEvent::InboundControl {
                 peer,
                 request,

@@ -7,6 +7,7 @@
 
 mod bootstrap;
 pub(crate) mod events;
+mod witness;
 
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bayspace_connector::admission::MembershipAdmission;
-use bayspace_connector::audit::AuditLog;
+use bayspace_connector::audit::{AuditLog, PeerCheckpoints};
 use bayspace_connector::catalog::Catalog;
 use bayspace_connector::config::{CONFIG_FILE, NodeConfig};
 use bayspace_connector::identity::{
@@ -52,6 +53,8 @@ pub struct NodeContext {
     pub key: Arc<NodeKey>,
     pub negotiator: Arc<Negotiator>,
     pub transfers: Arc<Transfers>,
+    /// Other members' audit checkpoints, kept as witnesses.
+    pub witness: Arc<PeerCheckpoints>,
 }
 
 /// Everything loaded from the node directory before the node starts.
@@ -224,6 +227,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         key.signing_key().clone(),
         CHECKPOINT_EVERY,
     )?);
+    let witness = Arc::new(PeerCheckpoints::open(store.clone(), audit.clone())?);
     let researchers = Researchers::open(store.clone())?;
     let catalog = Arc::new(Catalog::open(store.clone())?);
     let ledger = Arc::new(LedgerStore::open(store.clone())?);
@@ -290,6 +294,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         key,
         negotiator: negotiator.clone(),
         transfers: transfers.clone(),
+        witness,
         config,
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
@@ -298,6 +303,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let transfer_task = tokio::spawn(transfers.serve());
     let retention_task = tokio::spawn(vault.run());
     let redial_task = tokio::spawn(bootstrap::keep_connected(client.clone(), bootstrap));
+    let witness_task = tokio::spawn(witness::announce(client.clone(), audit.clone(), peer_id));
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let grpc_task = grpc::serve(ctx.clone(), admin_hash, async {
@@ -315,6 +321,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         Err(e) => tracing::error!("gRPC server task: {e}"),
     }
     redial_task.abort();
+    witness_task.abort();
     if let Err(e) = client.shutdown().await {
         tracing::warn!("p2p shutdown: {e}");
     }

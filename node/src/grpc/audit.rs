@@ -5,7 +5,8 @@ use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bayspace_connector::audit::AuditLog;
+use bayspace_connector::audit::{AuditLog, PeerCheckpoints};
+use bayspace_connector::identity::PeerId;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -19,7 +20,10 @@ const CHUNK: usize = 64 * 1024;
 /// Chunks in flight between the exporting thread and the client.
 const IN_FLIGHT: usize = 8;
 
-pub struct AuditApi(pub Arc<AuditLog>);
+pub struct AuditApi {
+    pub log: Arc<AuditLog>,
+    pub witness: Arc<PeerCheckpoints>,
+}
 
 /// A `Write` that ships full chunks to the response stream, blocking the
 /// exporting thread while the client is slow (back-pressure).
@@ -65,11 +69,11 @@ impl proto::audit_service_server::AuditService for AuditApi {
         require_admin(&req)?;
         // Sign everything written so far, so the export can be verified to
         // its last line.
-        self.0
+        self.log
             .checkpoint(OffsetDateTime::now_utc())
             .map_err(|e| Status::internal(format!("audit checkpoint: {e}")))?;
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
-        let log = self.0.clone();
+        let log = self.log.clone();
         tokio::task::spawn_blocking(move || {
             let mut w = ChunkWriter {
                 buf: Vec::with_capacity(CHUNK),
@@ -84,5 +88,22 @@ impl proto::audit_service_server::AuditService for AuditApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn peer_checkpoints(
+        &self,
+        req: Request<proto::PeerCheckpointsRequest>,
+    ) -> Result<Response<proto::PeerCheckpointsResponse>, Status> {
+        require_admin(&req)?;
+        let peer = req.into_inner().peer_id;
+        let peer: PeerId = peer.parse().map_err(|e| {
+            Status::invalid_argument(format!("peer_id `{peer}` is not a PeerId: {e}"))
+        })?;
+        let witness = self.witness.clone();
+        let data = tokio::task::spawn_blocking(move || witness.export(&peer.to_string()))
+            .await
+            .map_err(|e| Status::internal(format!("peer checkpoints: {e}")))?
+            .map_err(|e| Status::internal(format!("peer checkpoints: {e}")))?;
+        Ok(Response::new(proto::PeerCheckpointsResponse { data }))
     }
 }

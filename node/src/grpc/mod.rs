@@ -155,7 +155,10 @@ fn catalog_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator
         ))
         .add_service(DatasetServiceServer::with_interceptor(api, auth.clone()))
         .add_service(AuditServiceServer::with_interceptor(
-            AuditApi(ctx.audit.clone()),
+            AuditApi {
+                log: ctx.audit.clone(),
+                witness: ctx.witness.clone(),
+            },
             auth.clone(),
         ))
 }

@@ -50,7 +50,8 @@ fn vault_status(e: &VaultError) -> Status {
         VaultError::Incomplete(_)
         | VaultError::Shredded { .. }
         | VaultError::AlreadySealed(_)
-        | VaultError::RetentionPassed { .. } => Status::failed_precondition(msg),
+        | VaultError::RetentionPassed { .. }
+        | VaultError::RetentionEnded { .. } => Status::failed_precondition(msg),
         VaultError::Crypto(
             CryptoError::Segment { .. }
             | CryptoError::SealedLength { .. }
