@@ -66,7 +66,10 @@ fn print_summary(r: &AgreementRecord) {
     let a = &r.signed.agreement;
     let route = match (a.variant, &a.certificate) {
         (Some(v), _) => format!("{} ({v})", a.route),
-        (None, Some(c)) => format!("{} (certificate {c})", a.route),
+        (None, Some(c)) => format!(
+            "{} (certificate {}, valid until {})",
+            a.route, c.reference, c.valid_until
+        ),
         (None, None) => a.route.to_string(),
     };
     let obligations: Vec<String> = a.obligations.iter().map(ToString::to_string).collect();
