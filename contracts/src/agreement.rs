@@ -113,17 +113,15 @@ impl Certificate {
 
     /// Bounds of a certificate from an untrusted source; `at` is its field.
     pub fn validate(&self, at: &str) -> Result<(), FieldError> {
-        line(
-            &format!("{at}.reference"),
-            &self.reference,
-            1,
-            Self::MAX_REFERENCE,
-        )?;
-        if self.reference.trim().is_empty() {
-            return Err(FieldError::new(
-                format!("{at}.reference"),
-                "must not be blank",
-            ));
+        Self::check_reference(&format!("{at}.reference"), &self.reference)
+    }
+
+    /// Bounds of a certificate reference, checked where it enters (the
+    /// records on file) as well as in agreements; `field` names it.
+    pub fn check_reference(field: &str, reference: &str) -> Result<(), FieldError> {
+        line(field, reference, 1, Self::MAX_REFERENCE)?;
+        if reference.trim().is_empty() {
+            return Err(FieldError::new(field, "must not be blank"));
         }
         Ok(())
     }

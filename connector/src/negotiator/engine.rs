@@ -354,13 +354,14 @@ impl Negotiator {
             check_text("pipia_reference", p)?;
         }
         if let Some(c) = &update.certification_reference {
-            check_text("certification_reference", c)?;
-            if c.len() > Certificate::MAX_REFERENCE {
-                return Err(NegotiatorError::BadInput {
+            // Checked as an agreement will check it, so a certificate on
+            // record can always be signed into one.
+            Certificate::check_reference("certification_reference", c).map_err(|e| {
+                NegotiatorError::BadInput {
                     field: "certification_reference",
-                    reason: format!("longer than {} bytes", Certificate::MAX_REFERENCE),
-                });
-            }
+                    reason: e.reason,
+                }
+            })?;
         }
         self.own_dataset(dataset)?;
         let now = timestamp::whole_seconds(OffsetDateTime::now_utc());

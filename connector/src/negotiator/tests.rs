@@ -557,6 +557,13 @@ async fn a_certificate_needs_its_reference_and_its_date() {
     };
     let e = p.provider.n.set_records(&ds, blank).await.unwrap_err();
     assert!(e.to_string().starts_with("certification_reference:"), "{e}");
+    let two_lines = RecordsUpdate {
+        certification_reference: Some("CQC-1\nCQC-2".into()),
+        certification_valid_until: Some(Some(gba_today_plus(30))),
+        ..Default::default()
+    };
+    let e = p.provider.n.set_records(&ds, two_lines).await.unwrap_err();
+    assert!(e.to_string().contains("control character"), "{e}");
     assert_eq!(p.provider.n.records(&ds).unwrap(), DatasetRecords::default(), "nothing stored");
 
     p.provider.n.set_records(&ds, certified(gba_today_plus(30))).await.unwrap();
