@@ -82,6 +82,7 @@ fn agreement(delete_by: Option<time::Date>) -> Agreement {
         variant: None,
         obligations: vec![],
         created: NOW,
+        certificate: None,
     }
 }
 
