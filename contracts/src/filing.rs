@@ -103,7 +103,9 @@ pub enum FilingError {
     DeadlineOutOfRange { effective: Date },
     #[error("agreement {0} is on the certification route but names no certificate")]
     MissingCertificate(AgreementId),
-    #[error("the re-application date before {valid_until} falls before the first representable date")]
+    #[error(
+        "the re-application date before {valid_until} falls before the first representable date"
+    )]
     ReapplyOutOfRange { valid_until: Date },
 }
 

@@ -231,8 +231,14 @@ fn a_certificate_on_record_is_the_route_in_the_band() {
     assert_eq!(route(&a), ("certification", None, None));
     assert_eq!(a["allowed_now"], json!(true));
     let obligations = strs(&a["obligations"]);
-    assert!(obligations.contains(&"certification-renewal"), "{obligations:?}");
-    assert!(!obligations.contains(&"filing-10-working-days"), "{obligations:?}");
+    assert!(
+        obligations.contains(&"certification-renewal"),
+        "{obligations:?}"
+    );
+    assert!(
+        !obligations.contains(&"filing-10-working-days"),
+        "{obligations:?}"
+    );
     assert_eq!(strs(&a["rules"])[..3], ["M8", "M8a", "M10"]);
     let cited = a["citations"][1].as_str().unwrap();
     assert!(
@@ -259,9 +265,17 @@ fn a_certificate_on_record_is_the_route_in_the_band() {
         "security-assessment"
     );
     // Not for a CIIO, not for important data.
-    let ciio = with(certified(150_000, 0, "2029-01-01"), "/exporter/ciio", json!(true));
+    let ciio = with(
+        certified(150_000, 0, "2029-01-01"),
+        "/exporter/ciio",
+        json!(true),
+    );
     assert_eq!(route(&assess(&ciio)).0, "security-assessment");
-    let important = with(certified(150_000, 0, "2029-01-01"), "/data/level", json!("important"));
+    let important = with(
+        certified(150_000, 0, "2029-01-01"),
+        "/data/level",
+        json!("important"),
+    );
     assert_eq!(route(&assess(&important)).0, "security-assessment");
 }
 
@@ -366,14 +380,23 @@ fn bad_input_exits_2_with_one_line_naming_the_field() {
     assert_bad_input(no_date.to_string().as_bytes(), "date");
     let bad_basis = with(base(), "/basis", json!("because"));
     assert_bad_input(bad_basis.to_string().as_bytes(), "basis");
-    for bad in [json!("2028-02-30"), json!("30/06/2028"), json!("2028-6-30"), json!(20280630)] {
+    for bad in [
+        json!("2028-02-30"),
+        json!("30/06/2028"),
+        json!("2028-6-30"),
+        json!(20280630),
+    ] {
         let bad_cert = with(base(), "/records/pi_certification_valid_until", bad.clone());
         assert_bad_input(
             bad_cert.to_string().as_bytes(),
             "records.pi_certification_valid_until",
         );
     }
-    let misspelt = with(base(), "/records/pi_certification_valid", json!("2028-06-30"));
+    let misspelt = with(
+        base(),
+        "/records/pi_certification_valid",
+        json!("2028-06-30"),
+    );
     assert_bad_input(misspelt.to_string().as_bytes(), "pi_certification_valid");
 }
 

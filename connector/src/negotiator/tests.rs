@@ -468,14 +468,23 @@ async fn a_certificate_on_record_moves_a_pending_request_to_certification() {
         .set_records(&ds, certified(until))
         .await
         .unwrap();
-    assert_eq!(records.certification_reference.as_deref(), Some("CQC-PI-2026-0042"));
+    assert_eq!(
+        records.certification_reference.as_deref(),
+        Some("CQC-PI-2026-0042")
+    );
     assert_eq!(records.records.pi_certification_valid_until, Some(until));
     assert_eq!(touched.len(), 1, "the pending request was re-assessed");
     let a = touched[0].assessment.as_ref().unwrap();
-    assert_eq!(a.route, bayspace_contracts::compliance::Route::Certification);
+    assert_eq!(
+        a.route,
+        bayspace_contracts::compliance::Route::Certification
+    );
     assert!(a.allowed_now, "{:?}", a.blockers);
     let cert = touched[0].certificate.clone().unwrap();
-    assert_eq!((cert.reference.as_str(), cert.valid_until), ("CQC-PI-2026-0042", until));
+    assert_eq!(
+        (cert.reference.as_str(), cert.valid_until),
+        ("CQC-PI-2026-0042", until)
+    );
 
     p.provider.n.approve(&r.id, None).await.unwrap();
     pump(&p.provider, &p.consumer);
@@ -483,10 +492,19 @@ async fn a_certificate_on_record_moves_a_pending_request_to_certification() {
     for side in [&p.provider, &p.consumer] {
         let id = agreement_of(side, &r.id);
         let ag = side.n.agreement(&id).unwrap().unwrap().signed.agreement;
-        assert_eq!(ag.route, bayspace_contracts::compliance::Route::Certification);
+        assert_eq!(
+            ag.route,
+            bayspace_contracts::compliance::Route::Certification
+        );
         assert_eq!(ag.certificate.as_ref(), Some(&cert));
-        assert!(ag.obligations.contains(&bayspace_contracts::compliance::Obligation::CertificationRenewal));
-        assert_eq!(side.n.get(&r.id).unwrap().unwrap().certificate.as_ref(), Some(&cert));
+        assert!(
+            ag.obligations
+                .contains(&bayspace_contracts::compliance::Obligation::CertificationRenewal)
+        );
+        assert_eq!(
+            side.n.get(&r.id).unwrap().unwrap().certificate.as_ref(),
+            Some(&cert)
+        );
     }
     // The filing export owes no contract filing but the renewal.
     let id = agreement_of(&p.provider, &r.id);
@@ -538,16 +556,33 @@ async fn a_certificate_needs_its_reference_and_its_date() {
     };
     let e = p.provider.n.set_records(&ds, date_only).await.unwrap_err();
     assert!(
-        matches!(e, NegotiatorError::BadInput { field: "certification_reference", .. }),
+        matches!(
+            e,
+            NegotiatorError::BadInput {
+                field: "certification_reference",
+                ..
+            }
+        ),
         "{e}"
     );
     let reference_only = RecordsUpdate {
         certification_reference: Some("CQC-1".into()),
         ..Default::default()
     };
-    let e = p.provider.n.set_records(&ds, reference_only).await.unwrap_err();
+    let e = p
+        .provider
+        .n
+        .set_records(&ds, reference_only)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(e, NegotiatorError::BadInput { field: "certification_valid_until", .. }),
+        matches!(
+            e,
+            NegotiatorError::BadInput {
+                field: "certification_valid_until",
+                ..
+            }
+        ),
         "{e}"
     );
     let blank = RecordsUpdate {
@@ -564,16 +599,27 @@ async fn a_certificate_needs_its_reference_and_its_date() {
     };
     let e = p.provider.n.set_records(&ds, two_lines).await.unwrap_err();
     assert!(e.to_string().contains("control character"), "{e}");
-    assert_eq!(p.provider.n.records(&ds).unwrap(), DatasetRecords::default(), "nothing stored");
+    assert_eq!(
+        p.provider.n.records(&ds).unwrap(),
+        DatasetRecords::default(),
+        "nothing stored"
+    );
 
-    p.provider.n.set_records(&ds, certified(gba_today_plus(30))).await.unwrap();
+    p.provider
+        .n
+        .set_records(&ds, certified(gba_today_plus(30)))
+        .await
+        .unwrap();
     let clear = RecordsUpdate {
         certification_valid_until: Some(None),
         ..Default::default()
     };
     let (records, _) = p.provider.n.set_records(&ds, clear).await.unwrap();
     assert_eq!(records.certificate(), None);
-    assert_eq!(records.certification_reference, None, "cleared with its date");
+    assert_eq!(
+        records.certification_reference, None,
+        "cleared with its date"
+    );
 }
 
 #[test]

@@ -11,10 +11,10 @@ use bayspace_contracts::compliance::{Assessment, Blocker, Route};
 use bayspace_contracts::descriptor::{DatasetId, SignedDescriptor};
 use bayspace_contracts::negotiation::Role;
 use bayspace_contracts::policy::{Action, Refusal, RequestContext, evaluate};
+use bayspace_contracts::region::GBA_UTC_OFFSET;
 use ed25519_dalek::VerifyingKey;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use bayspace_contracts::region::GBA_UTC_OFFSET;
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 
@@ -636,11 +636,22 @@ mod tests {
         let ds = publish(&p, 150_000, ApprovalMode::Manual, &["hk"]);
         let r = ask(&p, &ds).await;
         let until = gba_today_plus(10);
-        p.provider.n.set_records(&ds, certified(until)).await.unwrap();
+        p.provider
+            .n
+            .set_records(&ds, certified(until))
+            .await
+            .unwrap();
         p.provider.n.approve(&r.id, None).await.unwrap();
         pump(&p.provider, &p.consumer);
         let id = agreement_of(&p.provider, &r.id);
-        let ag = p.provider.n.agreement(&id).unwrap().unwrap().signed.agreement;
+        let ag = p
+            .provider
+            .n
+            .agreement(&id)
+            .unwrap()
+            .unwrap()
+            .signed
+            .agreement;
         assert_eq!(ag.route, Route::Certification);
 
         // On the certificate's last day (noon GBA time) the release goes ahead.
@@ -683,7 +694,11 @@ mod tests {
         assert!(e.to_string().contains("(blockers: pipia)"), "{e}");
 
         // A renewed certificate keeps the agreement releasable.
-        p.provider.n.set_records(&ds, certified(until + Duration::days(1000))).await.unwrap();
+        p.provider
+            .n
+            .set_records(&ds, certified(until + Duration::days(1000)))
+            .await
+            .unwrap();
         judged(&p, facts(&p, &id, next_day), next_day).unwrap();
     }
 

@@ -238,15 +238,14 @@ fn mainland(rulebook: &Rulebook, s: &Scenario) -> Decision {
         .year_to_date
         .sensitive
         .saturating_add(s.data.sensitive_individuals);
-    let mut national = if sens >= t.security_assessment_sensitive
-        || p >= t.security_assessment_personal
-    {
-        Decision::route(Step::M10, Route::SecurityAssessment)
-    } else if sens >= t.standard_contract_sensitive || p >= t.standard_contract_personal {
-        Decision::route(Step::M10, Route::StandardContract)
-    } else {
-        Decision::exempt(Step::M10, Exemption::BelowThreshold)
-    };
+    let mut national =
+        if sens >= t.security_assessment_sensitive || p >= t.security_assessment_personal {
+            Decision::route(Step::M10, Route::SecurityAssessment)
+        } else if sens >= t.standard_contract_sensitive || p >= t.standard_contract_personal {
+            Decision::route(Step::M10, Route::StandardContract)
+        } else {
+            Decision::exempt(Step::M10, Exemption::BelowThreshold)
+        };
     let mut leading = vec![Step::M8];
 
     // M8a: inside the standard-contract band the law lets the exporter pick
@@ -832,9 +831,15 @@ mod tests {
             .route
         };
         assert_eq!(route_on("2028-06-30", "2028-06-30"), Route::Certification);
-        assert_eq!(route_on("2028-07-01", "2028-06-30"), Route::StandardContract);
+        assert_eq!(
+            route_on("2028-07-01", "2028-06-30"),
+            Route::StandardContract
+        );
         assert_eq!(route_on("2028-02-29", "2028-02-29"), Route::Certification);
-        assert_eq!(route_on("2028-03-01", "2028-02-29"), Route::StandardContract);
+        assert_eq!(
+            route_on("2028-03-01", "2028-02-29"),
+            Route::StandardContract
+        );
         assert_eq!(route_on("2026-01-01", "2028-06-30"), Route::Certification);
     }
 
@@ -852,12 +857,21 @@ mod tests {
         assert_eq!(out["obligations"], json!(CERT_DUTIES));
         assert_eq!(
             out["rules"],
-            json!(["M8", "M8a", "M10", "obligation:notice-and-separate-consent",
-                   "obligation:pipia", "obligation:certification-renewal"])
+            json!([
+                "M8",
+                "M8a",
+                "M10",
+                "obligation:notice-and-separate-consent",
+                "obligation:pipia",
+                "obligation:certification-renewal"
+            ])
         );
         let measures = "Measures for the Certification of Personal Information Export (CAC and SAMR, Order No. 20, in force 1 Jan 2026)";
         assert!(
-            out["citations"][1].as_str().unwrap().starts_with(&format!("M8a: {measures}")),
+            out["citations"][1]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("M8a: {measures}")),
             "{}",
             out["citations"][1]
         );

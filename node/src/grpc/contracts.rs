@@ -695,13 +695,19 @@ mod tests {
             ..Default::default()
         };
         let u = records_update(&r).unwrap();
-        assert_eq!(u.certification_reference.as_deref(), Some("CQC-PI-2026-0042"));
+        assert_eq!(
+            u.certification_reference.as_deref(),
+            Some("CQC-PI-2026-0042")
+        );
         assert_eq!(
             u.certification_valid_until,
             Some(Some(time::macros::date!(2028 - 06 - 30)))
         );
         r.certification_valid_until = Some("NONE".into());
-        assert_eq!(records_update(&r).unwrap().certification_valid_until, Some(None));
+        assert_eq!(
+            records_update(&r).unwrap().certification_valid_until,
+            Some(None)
+        );
         for bad in ["2028-02-30", "30/06/2028", "2028-6-30"] {
             r.certification_valid_until = Some(bad.into());
             let e = records_update(&r).unwrap_err();
@@ -715,6 +721,10 @@ mod tests {
         r.certification_valid_until = None;
         r.certification_reference = Some("".into());
         let e = records_update(&r).unwrap_err();
-        assert!(e.message().starts_with("certification-ref"), "{}", e.message());
+        assert!(
+            e.message().starts_with("certification-ref"),
+            "{}",
+            e.message()
+        );
     }
 }
