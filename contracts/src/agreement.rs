@@ -12,7 +12,7 @@ use std::fmt;
 
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use crate::compliance::{GbaVariant, Obligation, Route};
 use crate::descriptor::DescriptorError;
@@ -96,6 +96,43 @@ pub struct Researcher {
     pub orcid: Option<Orcid>,
 }
 
+/// The exporter's personal information export certificate: what an
+/// agreement on the `certification` route relies on instead of a contract
+/// filing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// The certificate number the certification body issued.
+    pub reference: String,
+    /// The last day on which the certificate is valid (`YYYY-MM-DD`).
+    pub valid_until: Date,
+}
+
+impl Certificate {
+    pub const MAX_REFERENCE: usize = 128;
+
+    /// Bounds of a certificate from an untrusted source; `at` is its field.
+    pub fn validate(&self, at: &str) -> Result<(), FieldError> {
+        Self::check_reference(&format!("{at}.reference"), &self.reference)
+    }
+
+    /// Bounds of a certificate reference, checked where it enters (the
+    /// records on file) as well as in agreements; `field` names it.
+    pub fn check_reference(field: &str, reference: &str) -> Result<(), FieldError> {
+        line(field, reference, 1, Self::MAX_REFERENCE)?;
+        if reference.trim().is_empty() {
+            return Err(FieldError::new(field, "must not be blank"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (valid until {})", self.reference, self.valid_until)
+    }
+}
+
 /// What both institutions agreed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +160,11 @@ pub struct Agreement {
     pub obligations: Vec<Obligation>,
     #[serde(with = "time::serde::rfc3339")]
     pub created: OffsetDateTime,
+    /// The certificate the route relies on, exactly when the route is
+    /// `certification`. Left out of the canonical form when absent, so
+    /// agreements signed before the field existed still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Certificate>,
 }
 
 impl Agreement {
@@ -187,6 +229,22 @@ impl Agreement {
                 ));
             }
             _ => {}
+        }
+        match (self.route, &self.certificate) {
+            (Route::Certification, None) => {
+                return Err(FieldError::new(
+                    "certificate",
+                    "the certification route needs the certificate it relies on",
+                ));
+            }
+            (Route::Certification, Some(c)) => c.validate("certificate")?,
+            (r, Some(c)) => {
+                return Err(FieldError::new(
+                    "certificate",
+                    format!("certificate {} given for route {r}", c.reference),
+                ));
+            }
+            (_, None) => {}
         }
         if self.obligations.len() > Self::MAX_OBLIGATIONS {
             return Err(FieldError::new(
@@ -454,7 +512,44 @@ pub(crate) mod tests {
                 Obligation::NoOnwardTransferOutsideGba,
             ],
             created: datetime!(2025-03-15 10:30 +8),
+            certificate: None,
         }
+    }
+
+    /// `agreement()` on the certification route.
+    pub(crate) fn certified_agreement() -> Agreement {
+        let mut a = agreement();
+        a.route = Route::Certification;
+        a.variant = None;
+        a.obligations = vec![
+            Obligation::NoticeAndSeparateConsent,
+            Obligation::Pipia,
+            Obligation::CertificationRenewal,
+        ];
+        a.certificate = Some(Certificate {
+            reference: "CQC-PI-2026-0042".into(),
+            valid_until: time::macros::date!(2028 - 08 - 31),
+        });
+        a
+    }
+
+    #[test]
+    fn a_certified_agreement_signs_and_round_trips() {
+        let signed = SignedAgreement::sign_as_provider(certified_agreement(), &key(1))
+            .unwrap()
+            .countersign(&key(2), None)
+            .unwrap();
+        signed.verify(None, None).unwrap();
+        let json = serde_json::to_value(&signed).unwrap();
+        assert_eq!(
+            json["agreement"]["certificate"],
+            serde_json::json!({"reference": "CQC-PI-2026-0042", "valid_until": "2028-08-31"})
+        );
+        let back: SignedAgreement = serde_json::from_value(json).unwrap();
+        back.verify(None, None).unwrap();
+        // Without a certificate the field is absent, as before it existed.
+        let plain = serde_json::to_value(agreement()).unwrap();
+        assert!(plain.get("certificate").is_none(), "{plain}");
     }
 
     fn complete() -> SignedAgreement {
@@ -645,6 +740,35 @@ pub(crate) mod tests {
             ("variant", Box::new(|a| a.variant = None)),
             ("variant", Box::new(|a| a.route = Route::StandardContract)),
             ("route", Box::new(|a| a.route = Route::Prohibited)),
+            (
+                "certificate",
+                Box::new(|a| {
+                    *a = certified_agreement();
+                    a.certificate = None;
+                }),
+            ),
+            (
+                "certificate",
+                Box::new(|a| a.certificate = certified_agreement().certificate),
+            ),
+            (
+                "certificate.reference",
+                Box::new(|a| {
+                    *a = certified_agreement();
+                    if let Some(c) = &mut a.certificate {
+                        c.reference = " ".into();
+                    }
+                }),
+            ),
+            (
+                "certificate.reference",
+                Box::new(|a| {
+                    *a = certified_agreement();
+                    if let Some(c) = &mut a.certificate {
+                        c.reference = "x".repeat(Certificate::MAX_REFERENCE + 1);
+                    }
+                }),
+            ),
             (
                 "obligations[2]",
                 Box::new(|a| a.obligations.push(a.obligations[0])),

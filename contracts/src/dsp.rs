@@ -23,6 +23,12 @@ pub const CONTEXT: &str = "https://w3id.org/dspace/2025/1/context.jsonld";
 pub const ODRL_PROFILE: &str = "urn:bayspace:odrl-profile:1";
 /// Left operand for "onward transfers may go only to these regions".
 pub const ONWARD_TRANSFER_REGION: &str = "urn:bayspace:odrl:onwardTransferRegion";
+/// Action of the duty an agreement on the `certification` route carries:
+/// the export relies on the provider's personal information export
+/// certificate, named by the constraints on [`CERTIFICATE`] and `dateTime`.
+pub const EXPORT_UNDER_CERTIFICATION: &str = "urn:bayspace:odrl:exportUnderCertification";
+/// Left operand naming the certificate's reference.
+pub const CERTIFICATE: &str = "urn:bayspace:odrl:piExportCertificate";
 /// The distribution format: encrypted segments pulled over a libp2p stream.
 pub const FORMAT: &str = "urn:bayspace:format:libp2p-stream-pull";
 /// The `endpointType` of a Bayspace data address: the endpoint is a
@@ -162,6 +168,23 @@ pub fn contract_agreement(
         });
     }
     let mut agreement = odrl_policy(a.id.as_str(), "Agreement", &policy)?;
+    if let Some(c) = &a.certificate {
+        // The route is not a usage term, so it goes in as a duty of the
+        // provider's: export only while the certificate is valid.
+        let duty = json!({
+            "action": EXPORT_UNDER_CERTIFICATION,
+            "constraint": [
+                {"leftOperand": CERTIFICATE, "operator": "eq", "rightOperand": c.reference},
+                {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": c.valid_until.to_string()},
+            ],
+        });
+        match agreement.get_mut("obligation") {
+            Some(Value::Array(duties)) => duties.push(duty),
+            _ => {
+                agreement.insert("obligation".into(), Value::Array(vec![duty]));
+            }
+        }
+    }
     agreement.insert("target".into(), a.dataset.to_string().into());
     agreement.insert("assigner".into(), a.provider.peer_id.clone().into());
     agreement.insert("assignee".into(), a.consumer.peer_id.clone().into());
@@ -386,6 +409,25 @@ mod tests {
         assert_eq!(pro["constraint"][0]["leftOperand"], ONWARD_TRANSFER_REGION);
         assert!(m["agreement"].get("obligation").is_none());
         assert_eq!(m["agreement"]["assignee"], a.consumer.peer_id.as_str());
+    }
+
+    #[test]
+    fn a_certified_agreement_names_its_certificate() {
+        let a = crate::agreement::tests::certified_agreement();
+        let m = contract_agreement("urn:p", "urn:c", &a).unwrap();
+        assert_eq!(
+            m["agreement"]["obligation"],
+            json!([{
+                "action": EXPORT_UNDER_CERTIFICATION,
+                "constraint": [
+                    {"leftOperand": CERTIFICATE, "operator": "eq", "rightOperand": "CQC-PI-2026-0042"},
+                    {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": "2028-08-31"},
+                ],
+            }])
+        );
+        // Other routes carry no such duty.
+        let plain = contract_agreement("urn:p", "urn:c", &agreement()).unwrap();
+        assert!(plain["agreement"].get("obligation").is_none());
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The filing package for an agreement on a contract route: the
 //! `filing-10-working-days` obligation of COMPLIANCE.md, prepared as data
 //! (JSON) and as a readable document with the fields of the contract's annex.
+//! An agreement on the `certification` route files nothing; what it tracks
+//! instead is `certification-renewal`, the day to re-apply
+//! ([`CertificationRenewal`]).
 //!
 //! The agreement takes effect on the GBA civil date of its `not_before`
 //! (UTC+8, [`GBA_UTC_OFFSET`]); the filing is due a number of working days
@@ -11,9 +14,9 @@ use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
-use time::{Date, Weekday};
+use time::{Date, Month, Weekday};
 
-use crate::agreement::{Agreement, AgreementId};
+use crate::agreement::{Agreement, AgreementId, Certificate};
 use crate::classification::DataProfile;
 use crate::compliance::{GbaVariant, Obligation, Route, Rulebook};
 use crate::descriptor::Institution;
@@ -43,6 +46,17 @@ pub fn deadline(effective: Date, working_days: u32, holidays: &BTreeSet<Date>) -
         }
     }
     Some(day)
+}
+
+/// The same calendar day `months` months before `date`, or the last day of
+/// that month when it is shorter (31 August less 6 months is the end of
+/// February). `None` only before the first representable year.
+pub fn months_before(date: Date, months: u32) -> Option<Date> {
+    let index = i64::from(date.year()) * 12 + i64::from(u8::from(date.month())) - 1;
+    let target = index - i64::from(months);
+    let year = i32::try_from(target.div_euclid(12)).ok()?;
+    let month = Month::try_from(u8::try_from(target.rem_euclid(12) + 1).ok()?).ok()?;
+    Date::from_calendar_date(year, month, date.day().min(month.length(year))).ok()
 }
 
 /// An office a contract is filed with.
@@ -87,6 +101,12 @@ pub enum FilingError {
     MissingVariant,
     #[error("the filing deadline from {effective} falls past the last representable date")]
     DeadlineOutOfRange { effective: Date },
+    #[error("agreement {0} is on the certification route but names no certificate")]
+    MissingCertificate(AgreementId),
+    #[error(
+        "the re-application date before {valid_until} falls before the first representable date"
+    )]
+    ReapplyOutOfRange { valid_until: Date },
 }
 
 /// The authorities to file with: each party to a GBA Standard Contract
@@ -107,6 +127,86 @@ pub fn authorities(
         (Route::GbaStandardContract, None) => Err(FilingError::MissingVariant),
         (Route::StandardContract, _) => Ok(vec![Authority::ProvincialCac]),
         (route, _) => Err(FilingError::NoFiling { route }),
+    }
+}
+
+/// What an agreement on the `certification` route tracks instead of a
+/// filing: the certificate it relies on and the `certification-renewal`
+/// date, the rulebook's months before the certificate's last valid day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificationRenewal {
+    pub agreement_id: AgreementId,
+    pub certificate: Certificate,
+    /// Re-apply to the certification body by this day.
+    pub reapply_by: Date,
+}
+
+impl CertificationRenewal {
+    pub fn for_agreement(agreement: &Agreement) -> Result<CertificationRenewal, FilingError> {
+        let certificate = agreement
+            .certificate
+            .clone()
+            .ok_or_else(|| FilingError::MissingCertificate(agreement.id.clone()))?;
+        let months = Rulebook::embedded()
+            .validity()
+            .certification_reapply_months_before_expiry;
+        let reapply_by = months_before(certificate.valid_until, months).ok_or(
+            FilingError::ReapplyOutOfRange {
+                valid_until: certificate.valid_until,
+            },
+        )?;
+        Ok(CertificationRenewal {
+            agreement_id: agreement.id.clone(),
+            certificate,
+            reapply_by,
+        })
+    }
+
+    /// What to tell the administrator, one line each.
+    pub fn lines(&self) -> Vec<String> {
+        vec![
+            format!(
+                "no contract filing is due for agreement {} on route {}",
+                self.agreement_id,
+                Route::Certification
+            ),
+            format!(
+                "certificate {} valid until {}",
+                self.certificate.reference, self.certificate.valid_until
+            ),
+            format!(
+                "{}: re-apply by {}",
+                Obligation::CertificationRenewal,
+                self.reapply_by
+            ),
+        ]
+    }
+}
+
+/// What an agreement owes the regulator after it is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilingDue {
+    /// A standard contract or GBA contract: the filing package.
+    Contract(Box<Filing>),
+    /// A certification: no filing, the certificate's renewal instead.
+    Certification(CertificationRenewal),
+}
+
+impl FilingDue {
+    /// The filing package, or the certificate's renewal on the
+    /// certification route; refused on routes that owe neither.
+    pub fn for_agreement(
+        agreement: &Agreement,
+        data: &DataProfile,
+        pipia_reference: Option<String>,
+        holidays: &BTreeSet<Date>,
+    ) -> Result<FilingDue, FilingError> {
+        if agreement.route == Route::Certification {
+            return CertificationRenewal::for_agreement(agreement).map(FilingDue::Certification);
+        }
+        Filing::for_agreement(agreement, data, pipia_reference, holidays)
+            .map(|f| FilingDue::Contract(Box::new(f)))
     }
 }
 
@@ -357,6 +457,7 @@ mod tests {
             Route::Exempt,
             Route::SecurityAssessment,
             Route::MacaoAuthorisation,
+            Route::Certification,
         ] {
             assert_eq!(
                 authorities(route, None),
@@ -447,6 +548,74 @@ mod tests {
         let md = f.to_markdown();
         assert!(md.contains("Onward-transfer limit: none"), "{md}");
         assert!(md.contains("PIPIA reference: not recorded"), "{md}");
+    }
+
+    #[test]
+    fn months_before_clamps_to_the_end_of_a_shorter_month() {
+        assert_eq!(
+            months_before(date!(2028 - 06 - 30), 6),
+            Some(date!(2027 - 12 - 30))
+        );
+        assert_eq!(
+            months_before(date!(2028 - 08 - 31), 6),
+            Some(date!(2028 - 02 - 29))
+        );
+        assert_eq!(
+            months_before(date!(2027 - 08 - 31), 6),
+            Some(date!(2027 - 02 - 28))
+        );
+        assert_eq!(
+            months_before(date!(2029 - 03 - 15), 6),
+            Some(date!(2028 - 09 - 15))
+        );
+        assert_eq!(
+            months_before(date!(2029 - 03 - 15), 0),
+            Some(date!(2029 - 03 - 15))
+        );
+        assert_eq!(months_before(Date::MIN, 1), None);
+    }
+
+    #[test]
+    fn a_certified_agreement_owes_no_filing_but_a_renewal() {
+        let a = crate::agreement::tests::certified_agreement();
+        assert_eq!(
+            Filing::for_agreement(&a, &profile(), None, &none()),
+            Err(FilingError::NoFiling {
+                route: Route::Certification
+            })
+        );
+        let FilingDue::Certification(r) =
+            FilingDue::for_agreement(&a, &profile(), None, &none()).unwrap()
+        else {
+            panic!("expected a certification renewal");
+        };
+        assert_eq!(r.certificate.reference, "CQC-PI-2026-0042");
+        assert_eq!(r.certificate.valid_until, date!(2028 - 08 - 31));
+        assert_eq!(r.reapply_by, date!(2028 - 02 - 29));
+        let lines = r.lines().join("\n");
+        for needle in [
+            "no contract filing is due",
+            "on route certification",
+            "certificate CQC-PI-2026-0042 valid until 2028-08-31",
+            "certification-renewal: re-apply by 2028-02-29",
+        ] {
+            assert!(lines.contains(needle), "missing {needle:?} in\n{lines}");
+        }
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["reapply_by"], "2028-02-29");
+        assert_eq!(json["certificate"]["valid_until"], "2028-08-31");
+
+        let mut broken = a.clone();
+        broken.certificate = None;
+        assert_eq!(
+            FilingDue::for_agreement(&broken, &profile(), None, &none()),
+            Err(FilingError::MissingCertificate(a.id.clone()))
+        );
+        // A contract route still gets its package.
+        assert!(matches!(
+            FilingDue::for_agreement(&agreement(), &profile(), None, &none()),
+            Ok(FilingDue::Contract(_))
+        ));
     }
 
     #[test]

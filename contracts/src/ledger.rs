@@ -7,7 +7,9 @@
 //! on 31 December.
 //!
 //! Which transfers count (see [`counts_toward_year_to_date`]):
-//! - `security-assessment` and `standard-contract`: national routes.
+//! - `security-assessment`, `standard-contract` and `certification`:
+//!   national routes. A certification stands in for a standard contract
+//!   inside the same Art. 8 band, so it counts towards leaving that band.
 //! - `exempt` with `below-threshold`: the national route M8 chose because
 //!   the running total was still small, so it must accumulate towards the
 //!   100 000 and 1 000 000 thresholds. An `exempt` route with no exemption
@@ -49,7 +51,7 @@ pub struct Ledger {
 /// gives the reading.
 pub fn counts_toward_year_to_date(route: Route, exemption: Option<Exemption>) -> bool {
     match route {
-        Route::SecurityAssessment | Route::StandardContract => true,
+        Route::SecurityAssessment | Route::StandardContract | Route::Certification => true,
         Route::Exempt => matches!(exemption, None | Some(Exemption::BelowThreshold)),
         Route::GbaStandardContract | Route::MacaoAuthorisation | Route::Prohibited => false,
     }
@@ -140,6 +142,8 @@ mod tests {
         l.record(at, Route::StandardContract, None, 5, 3);
         l.record(at, Route::Exempt, Some(Exemption::BelowThreshold), 40, 0);
         assert_eq!(l.year_to_date(at), ytd(55, 3));
+        assert!(l.record(at, Route::Certification, None, 100_000, 2));
+        assert_eq!(l.year_to_date(at), ytd(100_055, 5));
         l.record(at, Route::StandardContract, None, u64::MAX, u64::MAX);
         assert_eq!(l.year_to_date(at), ytd(u64::MAX, u64::MAX));
     }

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bayspace_contracts::agreement::{Agreement, AgreementId, NegotiationId, Researcher};
+use bayspace_contracts::agreement::{
+    Agreement, AgreementId, Certificate, NegotiationId, Researcher,
+};
 use bayspace_contracts::classification::{DataLevel, DataProfile};
 use bayspace_contracts::compliance::{GbaVariant, Obligation, Route};
 use bayspace_contracts::descriptor::{
@@ -153,6 +155,7 @@ fn agreement(d: &DatasetDescriptor) -> Agreement {
         variant: Some(GbaVariant::MainlandMacao),
         obligations: vec![Obligation::Filing10WorkingDays],
         created: datetime!(2025-03-15 10:30 +8),
+        certificate: None,
     }
 }
 
@@ -165,6 +168,14 @@ fn renderings() -> Vec<(&'static str, &'static str, Value)> {
     let mut withdrawn = descriptor("old");
     withdrawn.withdrawn = true;
     let a = agreement(&d);
+    let mut certified = agreement(&d);
+    certified.route = Route::Certification;
+    certified.variant = None;
+    certified.obligations = vec![Obligation::CertificationRenewal];
+    certified.certificate = Some(Certificate {
+        reference: "CQC-PI-2026-0042".into(),
+        valid_until: date!(2028 - 08 - 31),
+    });
     let o = &d.offers[0];
     vec![
         (
@@ -215,6 +226,11 @@ fn renderings() -> Vec<(&'static str, &'static str, Value)> {
             "contract-agreement",
             "contract-agreement",
             dsp::contract_agreement("urn:uuid:p1", "urn:uuid:c1", &a).unwrap(),
+        ),
+        (
+            "contract-agreement-certification",
+            "contract-agreement",
+            dsp::contract_agreement("urn:uuid:p1", "urn:uuid:c1", &certified).unwrap(),
         ),
         (
             "transfer-request",

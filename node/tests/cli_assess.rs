@@ -88,7 +88,8 @@ fn the_documented_example_and_output_shape() {
       "records": { "pipia": true, "consent": true,
                    "security_assessment_valid_until": null,
                    "macao_authorisation": false,
-                   "hgr_filing": false, "hgr_security_review": false }
+                   "hgr_filing": false, "hgr_security_review": false,
+                   "pi_certification_valid_until": null }
     });
     let a = assess(&example);
     // M7: the free-trade-zone data is not on the negative list.
@@ -106,7 +107,7 @@ fn the_documented_example_and_output_shape() {
     ] {
         assert!(obligations.contains(&o), "{o} missing from {obligations:?}");
     }
-    assert_eq!(a["rulebook"], json!("gba-2024.1"));
+    assert_eq!(a["rulebook"], json!("gba-2026.1"));
     assert!(!a["citations"].as_array().unwrap().is_empty());
     for key in [
         "route",
@@ -217,6 +218,68 @@ fn security_assessment_validity_is_inclusive_of_the_last_day() {
 }
 
 #[test]
+fn a_certificate_on_record_is_the_route_in_the_band() {
+    let certified = |p: u64, s: u64, until: &str| {
+        with(
+            data(p, s),
+            "/records/pi_certification_valid_until",
+            json!(until),
+        )
+    };
+    // Valid on the assessment day itself: certification, not the GBA contract.
+    let a = assess(&certified(150_000, 0, "2026-11-23"));
+    assert_eq!(route(&a), ("certification", None, None));
+    assert_eq!(a["allowed_now"], json!(true));
+    let obligations = strs(&a["obligations"]);
+    assert!(
+        obligations.contains(&"certification-renewal"),
+        "{obligations:?}"
+    );
+    assert!(
+        !obligations.contains(&"filing-10-working-days"),
+        "{obligations:?}"
+    );
+    assert_eq!(strs(&a["rules"])[..3], ["M8", "M8a", "M10"]);
+    let cited = a["citations"][1].as_str().unwrap();
+    assert!(
+        cited.starts_with("M8a: Measures for the Certification of Personal Information Export (CAC and SAMR, Order No. 20, in force 1 Jan 2026)"),
+        "{cited}"
+    );
+    // Expired the day before: the GBA contract again.
+    assert_eq!(
+        route(&assess(&certified(150_000, 0, "2026-11-22"))),
+        ("gba-standard-contract", Some("mainland-hk"), None)
+    );
+    // Top of the band and above it.
+    let foreign = |v: Value| with(v, "/recipient/region", json!("foreign:de"));
+    assert_eq!(
+        route(&assess(&foreign(certified(999_999, 0, "2029-01-01")))).0,
+        "certification"
+    );
+    assert_eq!(
+        route(&assess(&foreign(certified(1_000_000, 0, "2029-01-01")))).0,
+        "security-assessment"
+    );
+    assert_eq!(
+        route(&assess(&foreign(certified(0, 10_000, "2029-01-01")))).0,
+        "security-assessment"
+    );
+    // Not for a CIIO, not for important data.
+    let ciio = with(
+        certified(150_000, 0, "2029-01-01"),
+        "/exporter/ciio",
+        json!(true),
+    );
+    assert_eq!(route(&assess(&ciio)).0, "security-assessment");
+    let important = with(
+        certified(150_000, 0, "2029-01-01"),
+        "/data/level",
+        json!("important"),
+    );
+    assert_eq!(route(&assess(&important)).0, "security-assessment");
+}
+
+#[test]
 fn core_data_is_prohibited_but_still_exit_zero() {
     let a = assess(&with(base(), "/data/level", json!("core")));
     assert_eq!(route(&a).0, "prohibited");
@@ -317,6 +380,24 @@ fn bad_input_exits_2_with_one_line_naming_the_field() {
     assert_bad_input(no_date.to_string().as_bytes(), "date");
     let bad_basis = with(base(), "/basis", json!("because"));
     assert_bad_input(bad_basis.to_string().as_bytes(), "basis");
+    for bad in [
+        json!("2028-02-30"),
+        json!("30/06/2028"),
+        json!("2028-6-30"),
+        json!(20280630),
+    ] {
+        let bad_cert = with(base(), "/records/pi_certification_valid_until", bad.clone());
+        assert_bad_input(
+            bad_cert.to_string().as_bytes(),
+            "records.pi_certification_valid_until",
+        );
+    }
+    let misspelt = with(
+        base(),
+        "/records/pi_certification_valid",
+        json!("2028-06-30"),
+    );
+    assert_bad_input(misspelt.to_string().as_bytes(), "pi_certification_valid");
 }
 
 #[test]

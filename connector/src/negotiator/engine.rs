@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bayspace_contracts::agreement::{
-    Agreement, AgreementId, NegotiationId, Orcid as AgreementOrcid, Researcher, SignedAgreement,
+    Agreement, AgreementId, Certificate, NegotiationId, Orcid as AgreementOrcid, Researcher,
+    SignedAgreement,
 };
 use bayspace_contracts::compliance::{
     Assessment, Exporter, ExporterRegion, Recipient, Route, Scenario, assess,
@@ -16,7 +17,7 @@ use bayspace_contracts::compliance::{
 use bayspace_contracts::descriptor::{
     ApprovalMode, DatasetDescriptor, DatasetId, Institution, Offer, PublicKey,
 };
-use bayspace_contracts::filing::Filing;
+use bayspace_contracts::filing::FilingDue;
 use bayspace_contracts::negotiation::{Event, Role, State, transition};
 use bayspace_contracts::policy::{Action, RequestContext, evaluate};
 use bayspace_contracts::region::{GBA_UTC_OFFSET, Region};
@@ -63,8 +64,16 @@ struct Checked {
     requester: Requester,
     descriptor: Option<DatasetDescriptor>,
     offer: Option<Offer>,
-    assessment: Option<Assessment>,
+    assessment: Option<Assessed>,
     refusals: Vec<String>,
+}
+
+/// An assessment with the certificate its route relies on: the one on
+/// record for the dataset, exactly when the route is `certification`.
+#[derive(Debug, Clone)]
+pub(crate) struct Assessed {
+    pub assessment: Assessment,
+    pub certificate: Option<Certificate>,
 }
 
 fn random_id() -> Result<[u8; 16], NegotiatorError> {
@@ -178,6 +187,7 @@ impl Negotiator {
             },
             researcher: req.requester.clone(),
             assessment: None,
+            certificate: None,
             reasons: Vec::new(),
             agreement_id: None,
             note: None,
@@ -343,6 +353,16 @@ impl Negotiator {
         if let Some(p) = &update.pipia_reference {
             check_text("pipia_reference", p)?;
         }
+        if let Some(c) = &update.certification_reference {
+            // Checked as an agreement will check it, so a certificate on
+            // record can always be signed into one.
+            Certificate::check_reference("certification_reference", c).map_err(|e| {
+                NegotiatorError::BadInput {
+                    field: "certification_reference",
+                    reason: e.reason,
+                }
+            })?;
+        }
         self.own_dataset(dataset)?;
         let now = timestamp::whole_seconds(OffsetDateTime::now_utc());
         let mut keys = Vec::new();
@@ -351,6 +371,7 @@ impl Negotiator {
             let _w = self.lock()?;
             let mut records = self.records.get(&dataset.to_string())?.unwrap_or_default();
             update.apply(&mut records);
+            check_certificate(&records)?;
             records.updated_at = Some(now);
             self.audit.append_unflushed(
                 Actor::Admin,
@@ -370,11 +391,15 @@ impl Negotiator {
                 };
                 let auto = self.offer_of(&r)?.map(|o| o.approval) == Some(ApprovalMode::Auto);
                 let mut w = WriteSet::new();
-                if auto && reassessed.allowed_now && self.policy_refusals(&r, now)?.is_empty() {
+                if auto
+                    && reassessed.assessment.allowed_now
+                    && self.policy_refusals(&r, now)?.is_empty()
+                {
                     let m = self.approve_locked(&mut w, &mut r, Actor::Node, None, now)?;
                     keys.push(self.stage_send(&mut w, &r, m, now)?);
                 } else {
-                    r.assessment = Some(reassessed);
+                    r.assessment = Some(reassessed.assessment);
+                    r.certificate = reassessed.certificate;
                     r.updated_at = now;
                 }
                 self.stage_record(&mut w, &r)?;
@@ -449,12 +474,13 @@ impl Negotiator {
             .ok_or_else(|| NegotiatorError::UnknownAgreement(id.clone()))
     }
 
-    /// The filing package of an agreement on a route that needs one.
+    /// The filing package of an agreement on a route that needs one, or
+    /// the certificate's renewal on the certification route.
     pub fn filing(
         &self,
         id: &AgreementId,
         holidays: &BTreeSet<Date>,
-    ) -> Result<Filing, NegotiatorError> {
+    ) -> Result<FilingDue, NegotiatorError> {
         let a = self
             .agreement(id)?
             .ok_or_else(|| NegotiatorError::UnknownAgreement(id.clone()))?;
@@ -471,7 +497,7 @@ impl Negotiator {
                 .and_then(|r| r.pipia_reference),
             Role::Consumer => None,
         };
-        Ok(Filing::for_agreement(ag, &profile, pipia, holidays)?)
+        Ok(FilingDue::for_agreement(ag, &profile, pipia, holidays)?)
     }
 
     pub(crate) fn own_dataset(&self, dataset: &DatasetId) -> Result<(), NegotiatorError> {
@@ -689,7 +715,11 @@ impl Negotiator {
                 region: member.region,
             },
             researcher: checked.requester.clone(),
-            assessment: checked.assessment.clone(),
+            assessment: checked.assessment.as_ref().map(|a| a.assessment.clone()),
+            certificate: checked
+                .assessment
+                .as_ref()
+                .and_then(|a| a.certificate.clone()),
             reasons: Vec::new(),
             agreement_id: None,
             note: None,
@@ -721,7 +751,10 @@ impl Negotiator {
         }
         let mut w = WriteSet::new();
         let auto = checked.offer.as_ref().map(|o| o.approval) == Some(ApprovalMode::Auto);
-        let allowed = checked.assessment.as_ref().is_some_and(|a| a.allowed_now);
+        let allowed = checked
+            .assessment
+            .as_ref()
+            .is_some_and(|a| a.assessment.allowed_now);
         let reply = if !checked.refusals.is_empty() {
             self.terminate_locked(&mut r, Actor::Node, checked.refusals, now)?
         } else if auto && allowed {
@@ -821,7 +854,8 @@ impl Negotiator {
         out.refusals
             .extend(policy_refusals(&offer, &req.purpose, recipient, now));
         // 3. The compliance assessment.
-        let assessment = self.assess_for(&descriptor, recipient, now)?;
+        let assessed = self.assess_for(&descriptor, recipient, now)?;
+        let assessment = &assessed.assessment;
         if assessment.route == Route::Prohibited {
             out.refusals.push(format!(
                 "the cross-border route is prohibited (rulebook {}: {})",
@@ -829,28 +863,29 @@ impl Negotiator {
                 assessment.citations.join("; ")
             ));
         }
-        out.assessment = Some(assessment);
+        out.assessment = Some(assessed);
         out.descriptor = Some(descriptor);
         out.offer = Some(offer);
         Ok(out)
     }
 
+    /// The assessment of a transfer of `d` to `recipient` at `now`, with
+    /// the dataset's records and this year's ledger. The date is `now`'s
+    /// GBA civil date, so a certificate or approval that lapsed since an
+    /// earlier assessment no longer counts.
     pub(crate) fn assess_for(
         &self,
         d: &DatasetDescriptor,
         recipient: Region,
         now: OffsetDateTime,
-    ) -> Result<Assessment, NegotiatorError> {
+    ) -> Result<Assessed, NegotiatorError> {
         let exporter =
             ExporterRegion::try_from(d.region).map_err(|e| NegotiatorError::BadInput {
                 field: "dataset.region",
                 reason: e.to_string(),
             })?;
-        let records = self
-            .records
-            .get(&d.id.to_string())?
-            .unwrap_or_default()
-            .records;
+        let on_file = self.records.get(&d.id.to_string())?.unwrap_or_default();
+        let records = on_file.records;
         let scenario = Scenario {
             date: now.to_offset(GBA_UTC_OFFSET).date(),
             exporter: Exporter {
@@ -864,15 +899,25 @@ impl Negotiator {
             year_to_date: self.ledger.year_to_date(now)?,
             records,
         };
-        Ok(assess(&scenario))
+        let assessment = assess(&scenario);
+        let certificate = if assessment.route == Route::Certification {
+            on_file.certificate()
+        } else {
+            None
+        };
+        Ok(Assessed {
+            assessment,
+            certificate,
+        })
     }
 
     fn audit_assessment(
         &self,
         r: &NegotiationRecord,
-        a: &Assessment,
+        assessed: &Assessed,
         now: OffsetDateTime,
     ) -> Result<(), NegotiatorError> {
+        let a = &assessed.assessment;
         self.audit.append_unflushed(
             Actor::Node,
             AuditEvent::Assessment,
@@ -885,6 +930,7 @@ impl Negotiator {
                 "obligations": a.obligations,
                 "rulebook": a.rulebook,
                 "rules": a.rules,
+                "certificate": assessed.certificate,
             }),
             now,
         )?;
@@ -915,7 +961,7 @@ impl Negotiator {
         &self,
         r: &NegotiationRecord,
         now: OffsetDateTime,
-    ) -> Result<Option<Assessment>, NegotiatorError> {
+    ) -> Result<Option<Assessed>, NegotiatorError> {
         let Some(s) = self.catalog.get(&r.dataset)? else {
             return Ok(None);
         };
@@ -955,7 +1001,10 @@ impl Negotiator {
                 offer: r.offer.clone(),
                 offers: offers_of(&d),
             })?;
-        let a = self.assess_for(&d, r.counterparty.region, now)?;
+        let Assessed {
+            assessment: a,
+            certificate,
+        } = self.assess_for(&d, r.counterparty.region, now)?;
         if a.route == Route::Prohibited {
             return Err(NegotiatorError::PolicyRefuses {
                 id: r.id.clone(),
@@ -1004,6 +1053,7 @@ impl Negotiator {
             variant: a.variant,
             obligations: a.obligations.clone(),
             created: now,
+            certificate: certificate.clone(),
         };
         let signed = SignedAgreement::sign_as_provider(agreement, self.key.signing_key())
             .map_err(|e| NegotiatorError::Sign(e.to_string()))?;
@@ -1021,6 +1071,7 @@ impl Negotiator {
                 "route": a.route,
                 "variant": a.variant,
                 "obligations": a.obligations,
+                "certificate": certificate,
                 "not_after": signed.agreement.not_after.unix_timestamp(),
             }),
             now,
@@ -1037,6 +1088,7 @@ impl Negotiator {
             },
         )?;
         r.assessment = Some(a);
+        r.certificate = certificate;
         r.agreement_id = Some(agreement_id);
         r.note = note;
         r.push(State::Agreed, now, &actor.to_string());
@@ -1124,6 +1176,7 @@ impl Negotiator {
                     },
                 )?;
                 r.agreement_id = Some(ag.id.clone());
+                r.certificate = ag.certificate.clone();
                 let m = Message::AgreementVerification {
                     negotiation: r.id.clone(),
                     agreement: Box::new(countersigned),
@@ -1548,6 +1601,30 @@ fn policy_refusals(
         },
     );
     decision.reasons.iter().map(ToString::to_string).collect()
+}
+
+/// A certificate on record needs both its reference and its last valid
+/// day: a date alone could not be named in an agreement, a reference alone
+/// would never change a route.
+fn check_certificate(r: &DatasetRecords) -> Result<(), NegotiatorError> {
+    match (
+        &r.certification_reference,
+        r.records.pi_certification_valid_until,
+    ) {
+        (None, Some(until)) => Err(NegotiatorError::BadInput {
+            field: "certification_reference",
+            reason: format!(
+                "a certificate valid until {until} needs its reference (--certification-ref)"
+            ),
+        }),
+        (Some(reference), None) => Err(NegotiatorError::BadInput {
+            field: "certification_valid_until",
+            reason: format!(
+                "certificate {reference} needs its last valid day (--certification-valid-until)"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn parse_peer(s: &str) -> Result<PeerId, NegotiatorError> {

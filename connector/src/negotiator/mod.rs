@@ -549,7 +549,7 @@ impl Negotiator {
         recipient: bayspace_contracts::region::Region,
         now: time::OffsetDateTime,
     ) -> Result<bayspace_contracts::compliance::Assessment, NegotiatorError> {
-        self.assess_for(d, recipient, now)
+        self.assess_for(d, recipient, now).map(|a| a.assessment)
     }
 
     pub fn audit_log(&self) -> &Arc<AuditLog> {

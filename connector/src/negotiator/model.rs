@@ -3,7 +3,9 @@
 //! All of them are stored as JSON in their own trees; the JSON form is also
 //! what `--json` prints, so field names are part of the interface.
 
-use bayspace_contracts::agreement::{AgreementId, NegotiationId, Orcid, SignedAgreement};
+use bayspace_contracts::agreement::{
+    AgreementId, Certificate, NegotiationId, Orcid, SignedAgreement,
+};
 use bayspace_contracts::compliance::{Assessment, Records};
 use bayspace_contracts::descriptor::{DatasetId, OfferId};
 use bayspace_contracts::negotiation::{Role, State};
@@ -63,6 +65,11 @@ pub struct NegotiationRecord {
     /// agreement (route, variant, obligations) or the termination reasons.
     #[serde(default)]
     pub assessment: Option<Assessment>,
+    /// The certificate the assessment's `certification` route relies on
+    /// (the provider's records), or the one the agreement names (the
+    /// consumer's side); `None` on every other route.
+    #[serde(default)]
+    pub certificate: Option<Certificate>,
     /// Why it ended in TERMINATED, one sentence each.
     #[serde(default)]
     pub reasons: Vec<String>,
@@ -166,8 +173,29 @@ pub struct DatasetRecords {
     /// The identifier of the PIPIA report, cited in filings.
     #[serde(default)]
     pub pipia_reference: Option<String>,
+    /// The number of the exporter's PI export certificate, whose last valid
+    /// day is `records.pi_certification_valid_until`; both or neither are
+    /// set. Named in agreements on the certification route.
+    #[serde(default)]
+    pub certification_reference: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub updated_at: Option<OffsetDateTime>,
+}
+
+impl DatasetRecords {
+    /// The certificate on record, whatever its validity.
+    pub fn certificate(&self) -> Option<Certificate> {
+        match (
+            &self.certification_reference,
+            self.records.pi_certification_valid_until,
+        ) {
+            (Some(reference), Some(valid_until)) => Some(Certificate {
+                reference: reference.clone(),
+                valid_until,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A change to a dataset's records: each `Some` replaces that fact.
@@ -181,6 +209,9 @@ pub struct RecordsUpdate {
     pub hgr_filing: Option<bool>,
     pub hgr_security_review: Option<bool>,
     pub macao_authorisation: Option<bool>,
+    pub certification_reference: Option<String>,
+    /// `Some(None)` clears the certificate, its reference with it.
+    pub certification_valid_until: Option<Option<time::Date>>,
 }
 
 impl RecordsUpdate {
@@ -200,6 +231,15 @@ impl RecordsUpdate {
         }
         if let Some(p) = &self.pipia_reference {
             r.pipia_reference = Some(p.clone());
+        }
+        if let Some(d) = self.certification_valid_until {
+            r.records.pi_certification_valid_until = d;
+            if d.is_none() {
+                r.certification_reference = None;
+            }
+        }
+        if let Some(c) = &self.certification_reference {
+            r.certification_reference = Some(c.clone());
         }
     }
 }

@@ -442,6 +442,209 @@ async fn manual_approval_waits_for_records_then_finalizes() {
     assert_eq!(state(&p.consumer, &r.id), State::Finalized);
 }
 
+/// Today's GBA civil date plus `days`.
+pub(crate) fn gba_today_plus(days: i64) -> time::Date {
+    OffsetDateTime::now_utc()
+        .to_offset(bayspace_contracts::region::GBA_UTC_OFFSET)
+        .date()
+        + time::Duration::days(days)
+}
+
+/// PIPIA, consent and a certificate valid until `until`.
+pub(crate) fn certified(until: time::Date) -> RecordsUpdate {
+    RecordsUpdate {
+        pipia: Some(true),
+        consent: Some(true),
+        certification_reference: Some("CQC-PI-2026-0042".into()),
+        certification_valid_until: Some(Some(until)),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_on_record_moves_a_pending_request_to_certification() {
+    let p = pair();
+    let ds = publish(&p, 150_000, ApprovalMode::Manual, &["hk"]);
+    let r = ask(&p, &ds).await;
+    let pending = &p.provider.n.pending().unwrap()[0];
+    assert_eq!(
+        pending.assessment.as_ref().unwrap().route.to_string(),
+        "gba-standard-contract"
+    );
+    assert_eq!(pending.certificate, None);
+
+    let until = gba_today_plus(400);
+    let (records, touched) = p
+        .provider
+        .n
+        .set_records(&ds, certified(until))
+        .await
+        .unwrap();
+    assert_eq!(
+        records.certification_reference.as_deref(),
+        Some("CQC-PI-2026-0042")
+    );
+    assert_eq!(records.records.pi_certification_valid_until, Some(until));
+    assert_eq!(touched.len(), 1, "the pending request was re-assessed");
+    let a = touched[0].assessment.as_ref().unwrap();
+    assert_eq!(
+        a.route,
+        bayspace_contracts::compliance::Route::Certification
+    );
+    assert!(a.allowed_now, "{:?}", a.blockers);
+    let cert = touched[0].certificate.clone().unwrap();
+    assert_eq!(
+        (cert.reference.as_str(), cert.valid_until),
+        ("CQC-PI-2026-0042", until)
+    );
+
+    p.provider.n.approve(&r.id, None).await.unwrap();
+    pump(&p.provider, &p.consumer);
+    assert_eq!(state(&p.consumer, &r.id), State::Finalized);
+    for side in [&p.provider, &p.consumer] {
+        let id = agreement_of(side, &r.id);
+        let ag = side.n.agreement(&id).unwrap().unwrap().signed.agreement;
+        assert_eq!(
+            ag.route,
+            bayspace_contracts::compliance::Route::Certification
+        );
+        assert_eq!(ag.certificate.as_ref(), Some(&cert));
+        assert!(
+            ag.obligations
+                .contains(&bayspace_contracts::compliance::Obligation::CertificationRenewal)
+        );
+        assert_eq!(
+            side.n.get(&r.id).unwrap().unwrap().certificate.as_ref(),
+            Some(&cert)
+        );
+    }
+    // The filing export owes no contract filing but the renewal.
+    let id = agreement_of(&p.provider, &r.id);
+    let due = p.provider.n.filing(&id, &Default::default()).unwrap();
+    let bayspace_contracts::filing::FilingDue::Certification(renewal) = due else {
+        panic!("expected the certificate's renewal, got {due:?}");
+    };
+    assert_eq!(renewal.certificate, cert);
+    assert_eq!(
+        renewal.reapply_by,
+        bayspace_contracts::filing::months_before(until, 6).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn an_expired_certificate_leaves_the_route_alone() {
+    let p = pair();
+    let ds = publish(&p, 150_000, ApprovalMode::Manual, &["hk"]);
+    ask(&p, &ds).await;
+    let (_, touched) = p
+        .provider
+        .n
+        .set_records(&ds, certified(gba_today_plus(-1)))
+        .await
+        .unwrap();
+    let a = touched[0].assessment.as_ref().unwrap();
+    assert_eq!(a.route.to_string(), "gba-standard-contract");
+    assert_eq!(touched[0].certificate, None);
+    // Valid through today.
+    let (_, touched) = p
+        .provider
+        .n
+        .set_records(&ds, certified(gba_today_plus(0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        touched[0].assessment.as_ref().unwrap().route.to_string(),
+        "certification"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_needs_its_reference_and_its_date() {
+    let p = pair();
+    let ds = publish(&p, 150_000, ApprovalMode::Manual, &["hk"]);
+    let date_only = RecordsUpdate {
+        certification_valid_until: Some(Some(gba_today_plus(30))),
+        ..Default::default()
+    };
+    let e = p.provider.n.set_records(&ds, date_only).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            NegotiatorError::BadInput {
+                field: "certification_reference",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let reference_only = RecordsUpdate {
+        certification_reference: Some("CQC-1".into()),
+        ..Default::default()
+    };
+    let e = p
+        .provider
+        .n
+        .set_records(&ds, reference_only)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            NegotiatorError::BadInput {
+                field: "certification_valid_until",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let blank = RecordsUpdate {
+        certification_reference: Some(" ".into()),
+        certification_valid_until: Some(Some(gba_today_plus(30))),
+        ..Default::default()
+    };
+    let e = p.provider.n.set_records(&ds, blank).await.unwrap_err();
+    assert!(e.to_string().starts_with("certification_reference:"), "{e}");
+    let two_lines = RecordsUpdate {
+        certification_reference: Some("CQC-1\nCQC-2".into()),
+        certification_valid_until: Some(Some(gba_today_plus(30))),
+        ..Default::default()
+    };
+    let e = p.provider.n.set_records(&ds, two_lines).await.unwrap_err();
+    assert!(e.to_string().contains("control character"), "{e}");
+    assert_eq!(
+        p.provider.n.records(&ds).unwrap(),
+        DatasetRecords::default(),
+        "nothing stored"
+    );
+
+    p.provider
+        .n
+        .set_records(&ds, certified(gba_today_plus(30)))
+        .await
+        .unwrap();
+    let clear = RecordsUpdate {
+        certification_valid_until: Some(None),
+        ..Default::default()
+    };
+    let (records, _) = p.provider.n.set_records(&ds, clear).await.unwrap();
+    assert_eq!(records.certificate(), None);
+    assert_eq!(
+        records.certification_reference, None,
+        "cleared with its date"
+    );
+}
+
+#[test]
+fn records_stored_before_certificates_still_load() {
+    let old = r#"{"records":{"pipia":true,"consent":true,"security_assessment_valid_until":null,
+                 "macao_authorisation":false,"hgr_filing":false,"hgr_security_review":false},
+                 "pipia_reference":"PIPIA-1","updated_at":"2026-03-01T08:00:00Z"}"#;
+    let r: DatasetRecords = serde_json::from_str(old).unwrap();
+    assert!(r.records.pipia);
+    assert_eq!(r.certificate(), None);
+    assert_eq!(r.certification_reference, None);
+}
+
 #[tokio::test]
 async fn a_rejection_reaches_the_consumer_with_its_reason() {
     let p = pair();

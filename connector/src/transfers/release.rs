@@ -6,16 +6,17 @@
 use std::fmt;
 use std::path::Path;
 
-use bayspace_contracts::agreement::AgreementId;
+use bayspace_contracts::agreement::{AgreementId, Certificate};
 use bayspace_contracts::compliance::{Assessment, Blocker, Route};
 use bayspace_contracts::descriptor::{DatasetId, SignedDescriptor};
 use bayspace_contracts::negotiation::Role;
 use bayspace_contracts::policy::{Action, Refusal, RequestContext, evaluate};
+use bayspace_contracts::region::GBA_UTC_OFFSET;
 use ed25519_dalek::VerifyingKey;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
 
 use super::wire::TransferRequest;
 use super::{Release, Transfers};
@@ -92,6 +93,19 @@ pub enum ReleaseRefusal {
         route: Route,
         blockers: Vec<Blocker>,
     },
+    #[error(
+        "agreement {id} relies on {}, but the assessment today gives route {route} (blockers: {}); a new agreement is needed",
+        Lapse(certificate.as_ref(), *today),
+        if blockers.is_empty() { "none".to_owned() } else { Joined(blockers, ", ").to_string() }
+    )]
+    CertificationLapsed {
+        id: AgreementId,
+        certificate: Option<Certificate>,
+        /// The GBA civil date of the release request.
+        today: Date,
+        route: Route,
+        blockers: Vec<Blocker>,
+    },
     #[error("the provider cannot check the release now: {0}")]
     Internal(String),
 }
@@ -117,6 +131,7 @@ impl ReleaseRefusal {
             ReleaseRefusal::DatasetChanged { .. } => "dataset-changed",
             ReleaseRefusal::FileMissing(_) => "file-missing",
             ReleaseRefusal::Blocked { .. } => "blocked",
+            ReleaseRefusal::CertificationLapsed { .. } => "certification-lapsed",
             ReleaseRefusal::Internal(_) => "internal",
         }
     }
@@ -133,6 +148,23 @@ impl fmt::Display for Instant<'_> {
         match self.0.format(&Rfc3339) {
             Ok(s) => f.write_str(&s),
             Err(_) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// The certificate an agreement relied on, and whether it has expired.
+struct Lapse<'a>(Option<&'a Certificate>, Date);
+
+impl fmt::Display for Lapse<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("a certification"),
+            Some(c) if c.valid_until < self.1 => write!(
+                f,
+                "certificate {}, which expired after {}",
+                c.reference, c.valid_until
+            ),
+            Some(c) => write!(f, "certification under certificate {c}"),
         }
     }
 }
@@ -366,6 +398,19 @@ pub(super) fn judge(
     let assessment = assessment.ok_or_else(|| {
         ReleaseRefusal::Internal(format!("no assessment of dataset {}", ag.dataset))
     })?;
+    // An agreement on the certification route fixed no contract, no filing
+    // and none of the recipient duties another route brings, so once the
+    // route has moved (the certificate lapsed, or the year's count left
+    // the band) it no longer covers the release.
+    if ag.route == Route::Certification && assessment.route != Route::Certification {
+        return Err(ReleaseRefusal::CertificationLapsed {
+            id: id(),
+            certificate: ag.certificate.clone(),
+            today: now.to_offset(GBA_UTC_OFFSET).date(),
+            route: assessment.route,
+            blockers: assessment.blockers,
+        });
+    }
     if assessment.route == Route::Prohibited || !assessment.allowed_now {
         return Err(ReleaseRefusal::Blocked {
             route: assessment.route,
@@ -386,7 +431,6 @@ pub(super) fn judge(
 #[cfg(test)]
 mod tests {
     use bayspace_contracts::descriptor::ApprovalMode;
-    use bayspace_contracts::region::GBA_UTC_OFFSET;
     use serde_json::json;
     use time::{Duration, Time};
 
@@ -675,6 +719,79 @@ mod tests {
         assert_eq!(blockers, &vec![Blocker::Pipia]);
         assert_eq!(e.code(), "blocked");
         assert!(e.to_string().contains("pipia"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_certificate_that_lapses_after_the_agreement_refuses_the_release() {
+        use crate::negotiator::tests::{certified, gba_today_plus};
+        let p = pair();
+        let ds = publish(&p, 150_000, ApprovalMode::Manual, &["hk"]);
+        let r = ask(&p, &ds).await;
+        let until = gba_today_plus(10);
+        p.provider
+            .n
+            .set_records(&ds, certified(until))
+            .await
+            .unwrap();
+        p.provider.n.approve(&r.id, None).await.unwrap();
+        pump(&p.provider, &p.consumer);
+        let id = agreement_of(&p.provider, &r.id);
+        let ag = p
+            .provider
+            .n
+            .agreement(&id)
+            .unwrap()
+            .unwrap()
+            .signed
+            .agreement;
+        assert_eq!(ag.route, Route::Certification);
+
+        // On the certificate's last day (noon GBA time) the release goes ahead.
+        let last_day = until
+            .with_time(Time::from_hms(12, 0, 0).unwrap())
+            .assume_offset(GBA_UTC_OFFSET);
+        let release = judged(&p, facts(&p, &id, last_day), last_day).unwrap();
+        assert_eq!(release.assessment.route, Route::Certification);
+
+        // The day after, the route is the GBA contract: refused, naming why.
+        let next_day = last_day + Duration::days(1);
+        let e = refused(judged(&p, facts(&p, &id, next_day), next_day));
+        assert_eq!(
+            e,
+            ReleaseRefusal::CertificationLapsed {
+                id: id.clone(),
+                certificate: ag.certificate.clone(),
+                today: until + Duration::days(1),
+                route: Route::GbaStandardContract,
+                blockers: vec![],
+            }
+        );
+        assert_eq!(e.code(), "certification-lapsed");
+        let text = e.to_string();
+        for needle in [
+            "certificate CQC-PI-2026-0042, which expired after",
+            "route gba-standard-contract",
+            "a new agreement is needed",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in {text}");
+        }
+
+        // With the PIPIA withdrawn too, the blockers of the new route are named.
+        let withdraw = RecordsUpdate {
+            pipia: Some(false),
+            ..Default::default()
+        };
+        p.provider.n.set_records(&ds, withdraw).await.unwrap();
+        let e = refused(judged(&p, facts(&p, &id, next_day), next_day));
+        assert!(e.to_string().contains("(blockers: pipia)"), "{e}");
+
+        // A renewed certificate keeps the agreement releasable.
+        p.provider
+            .n
+            .set_records(&ds, certified(until + Duration::days(1000)))
+            .await
+            .unwrap();
+        judged(&p, facts(&p, &id, next_day), next_day).unwrap();
     }
 
     #[test]

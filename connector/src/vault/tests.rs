@@ -84,6 +84,7 @@ fn agreement(delete_by: Option<time::Date>) -> Agreement {
         variant: None,
         obligations: vec![],
         created: NOW,
+        certificate: None,
     }
 }
 

@@ -11,6 +11,8 @@ pub enum Route {
     Prohibited,
     SecurityAssessment,
     StandardContract,
+    /// A personal information export certification held by the exporter.
+    Certification,
     GbaStandardContract,
     MacaoAuthorisation,
     Exempt,
@@ -73,6 +75,7 @@ pub enum Obligation {
     Pipia,
     #[serde(rename = "filing-10-working-days")]
     Filing10WorkingDays,
+    CertificationRenewal,
     NoOnwardTransferOutsideGba,
     #[serde(rename = "recipient-records-3-years")]
     RecipientRecords3Years,
@@ -83,10 +86,11 @@ pub enum Obligation {
 
 impl Obligation {
     /// Every obligation, in the order an assessment lists them.
-    pub const ALL: [Obligation; 8] = [
+    pub const ALL: [Obligation; 9] = [
         Obligation::NoticeAndSeparateConsent,
         Obligation::Pipia,
         Obligation::Filing10WorkingDays,
+        Obligation::CertificationRenewal,
         Obligation::NoOnwardTransferOutsideGba,
         Obligation::RecipientRecords3Years,
         Obligation::SecurityAssessmentRenewal,
@@ -150,5 +154,10 @@ mod tests {
             "recipient-records-3-years"
         );
         assert_eq!(Basis::ContractNecessity.to_string(), "contract-necessity");
+        assert_eq!(Route::Certification.to_string(), "certification");
+        assert_eq!(
+            Obligation::CertificationRenewal.to_string(),
+            "certification-renewal"
+        );
     }
 }

@@ -43,6 +43,7 @@ pub(super) enum Step {
     M6,
     M7,
     M8,
+    M8a,
     M9,
     M10,
     H0,
@@ -56,7 +57,7 @@ pub(super) enum Step {
 }
 
 impl Step {
-    pub(super) const ALL: [Step; 19] = [
+    pub(super) const ALL: [Step; 20] = [
         Step::M0,
         Step::M1,
         Step::M2,
@@ -66,6 +67,7 @@ impl Step {
         Step::M6,
         Step::M7,
         Step::M8,
+        Step::M8a,
         Step::M9,
         Step::M10,
         Step::H0,
@@ -89,6 +91,7 @@ impl Step {
             Step::M6 => "M6",
             Step::M7 => "M7",
             Step::M8 => "M8",
+            Step::M8a => "M8a",
             Step::M9 => "M9",
             Step::M10 => "M10",
             Step::H0 => "H0",
@@ -104,7 +107,8 @@ impl Step {
 }
 
 /// The route part of a decision, with the steps that led to it. M9 and M10
-/// list M8 first, since its count is what made them apply.
+/// list M8 first, since its count is what made them apply, and M8a between
+/// them when a certification took the place of M8's standard contract.
 struct Decision {
     steps: Vec<Step>,
     route: Route,
@@ -234,29 +238,48 @@ fn mainland(rulebook: &Rulebook, s: &Scenario) -> Decision {
         .year_to_date
         .sensitive
         .saturating_add(s.data.sensitive_individuals);
-    let national = if sens >= t.security_assessment_sensitive || p >= t.security_assessment_personal
-    {
-        Decision::route(Step::M10, Route::SecurityAssessment)
-    } else if sens >= t.standard_contract_sensitive || p >= t.standard_contract_personal {
-        Decision::route(Step::M10, Route::StandardContract)
-    } else {
-        Decision::exempt(Step::M10, Exemption::BelowThreshold)
-    };
+    let mut national =
+        if sens >= t.security_assessment_sensitive || p >= t.security_assessment_personal {
+            Decision::route(Step::M10, Route::SecurityAssessment)
+        } else if sens >= t.standard_contract_sensitive || p >= t.standard_contract_personal {
+            Decision::route(Step::M10, Route::StandardContract)
+        } else {
+            Decision::exempt(Step::M10, Exemption::BelowThreshold)
+        };
+    let mut leading = vec![Step::M8];
+
+    // M8a: inside the standard-contract band the law lets the exporter pick
+    // a certification instead, and the data space prefers one on record
+    // since it needs no filing per transfer. Above the band, and for CIIOs
+    // and important data (already decided by M2 and M3), it does not help.
+    let certified = s
+        .records
+        .pi_certification_valid_until
+        .is_some_and(|until| until >= s.date);
+    if national.route == Route::StandardContract && certified {
+        national.route = Route::Certification;
+        leading.push(Step::M8a);
+    }
 
     let gba_variant = match s.recipient.region {
         Region::HongKong => Some(GbaVariant::MainlandHk),
         Region::Macao => Some(GbaVariant::MainlandMacao),
         _ => None,
     };
+    // M9 replaces only the two contract-or-assessment routes: the GBA
+    // contract has no volume limit, but a certification already needs no
+    // per-transfer filing, so swapping it for a contract would add work.
+    let replaceable = matches!(
+        national.route,
+        Route::StandardContract | Route::SecurityAssessment
+    );
     let mut decision = match gba_variant {
-        Some(v)
-            if national.route != Route::Exempt && in_gba9(rulebook, s.exporter.region.region()) =>
-        {
+        Some(v) if replaceable && in_gba9(rulebook, s.exporter.region.region()) => {
             Decision::gba(Step::M9, v)
         }
         _ => national,
     };
-    decision.steps.insert(0, Step::M8);
+    decision.steps.splice(0..0, leading);
     decision
 }
 
@@ -333,6 +356,7 @@ fn binds(s: &Scenario, d: &Decision, obligation: Obligation) -> bool {
             d.route,
             Route::StandardContract | Route::GbaStandardContract
         ),
+        Obligation::CertificationRenewal => d.route == Route::Certification,
         Obligation::NoOnwardTransferOutsideGba => d.route == Route::GbaStandardContract,
         Obligation::SecurityAssessmentRenewal => d.route == Route::SecurityAssessment,
         Obligation::PdpoNotice => exporter == Region::HongKong && pi,
@@ -362,6 +386,8 @@ mod tests {
     const RENEWAL: &str = "security-assessment-renewal";
     const PDPO: &str = "pdpo-notice";
     const SECTOR: &str = "sector-catalogue-check";
+    const CERT_RENEWAL: &str = "certification-renewal";
+    const CERT_DUTIES: [&str; 3] = [NC, PIPIA, CERT_RENEWAL];
     const GBA_DUTIES: [&str; 5] = [NC, PIPIA, FILING, ONWARD, RECORDS];
 
     /// Shenzhen to Hong Kong, 5 000 individuals, PIPIA and consent on record.
@@ -442,7 +468,8 @@ mod tests {
 
     fn all_records() -> Value {
         json!({ "pipia": true, "consent": true, "security_assessment_valid_until": "2099-12-31",
-                "macao_authorisation": true, "hgr_filing": true, "hgr_security_review": true })
+                "macao_authorisation": true, "hgr_filing": true, "hgr_security_review": true,
+                "pi_certification_valid_until": "2099-12-31" })
     }
 
     fn no_records() -> Value {
@@ -451,6 +478,17 @@ mod tests {
 
     fn to_de() -> Value {
         json!({ "region": "foreign:de" })
+    }
+
+    /// A certificate valid well past the base date (2026-11-23).
+    fn certified() -> Value {
+        json!({ "pi_certification_valid_until": "2028-06-30" })
+    }
+
+    /// `certified()` on top of PIPIA and consent, as a records patch.
+    fn certified_with(mut records: Value) -> Value {
+        merge(&mut records, certified());
+        records
     }
 
     #[rustfmt::skip]
@@ -462,6 +500,7 @@ mod tests {
         const GBA_HK: &str = "gba-standard-contract/mainland-hk";
         const GBA_MO: &str = "gba-standard-contract/mainland-macao";
         const APPROVAL: &str = "security-assessment-approval";
+        const CERT: &str = "certification";
         vec![
             // Mainland exporter: M0..M7.
             row("base: below threshold, so no GBA contract", json!({}), BELOW, "M8 M10", &[], &[NC, PIPIA]),
@@ -563,6 +602,85 @@ mod tests {
             row("M10 Mainland outside the GBA to Hong Kong",
                 json!({"exporter": {"region": "mainland:other"}, "data": {"personal_individuals": 100_000}}),
                 SC, "M8 M10", &[], &[NC, PIPIA, FILING, RECORDS]),
+            // M8a: a certification in the standard-contract band, and M9 not replacing it.
+            row("M8a Shenzhen to Hong Kong at 100 000, certified",
+                json!({"data": {"personal_individuals": 100_000}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a certificate valid on the assessment day itself",
+                json!({"data": {"personal_individuals": 100_000}, "records": {"pi_certification_valid_until": "2026-11-23"}}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a certificate expired the day before: back to the GBA contract",
+                json!({"data": {"personal_individuals": 100_000}, "records": {"pi_certification_valid_until": "2026-11-22"}}),
+                GBA_HK, "M8 M9", &[], &GBA_DUTIES),
+            row("M8a expired, foreign recipient: back to the standard contract",
+                json!({"recipient": to_de(), "data": {"personal_individuals": 100_000}, "records": {"pi_certification_valid_until": "2026-11-22"}}),
+                SC, "M8 M10", &[], &[NC, PIPIA, FILING, RECORDS]),
+            row("M8a bottom of the band, one sensitive", json!({"recipient": to_de(), "data": {"personal_individuals": 0, "sensitive_individuals": 1}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a bottom of the band, 100 000 non-sensitive", json!({"recipient": to_de(), "data": {"personal_individuals": 100_000}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a below the band the certificate changes nothing",
+                json!({"recipient": to_de(), "data": {"personal_individuals": 99_999}, "records": certified()}),
+                BELOW, "M8 M10", &[], &[NC, PIPIA]),
+            row("M8a top of the band, 999 999 non-sensitive",
+                json!({"recipient": to_de(), "data": {"personal_individuals": 999_999}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a top of the band, 9 999 sensitive",
+                json!({"recipient": to_de(), "data": {"personal_individuals": 0, "sensitive_individuals": 9_999}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a above the band, 1 000 000 non-sensitive: security assessment",
+                json!({"recipient": to_de(), "data": {"personal_individuals": 1_000_000}, "records": certified()}),
+                SA, "M8 M10", &[APPROVAL], &[NC, PIPIA, RENEWAL]),
+            row("M8a above the band, 10 000 sensitive: security assessment",
+                json!({"recipient": to_de(), "data": {"personal_individuals": 0, "sensitive_individuals": 10_000}, "records": certified()}),
+                SA, "M8 M10", &[APPROVAL], &[NC, PIPIA, RENEWAL]),
+            row("M8a year to date leaves the band",
+                json!({"recipient": to_de(), "year_to_date": {"personal": 995_000}, "records": certified()}),
+                SA, "M8 M10", &[APPROVAL], &[NC, PIPIA, RENEWAL]),
+            row("M8a year to date enters the band",
+                json!({"recipient": to_de(), "year_to_date": {"personal": 95_000}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a not for a CIIO", json!({"exporter": {"ciio": true}, "records": certified()}),
+                SA, "M3", &[APPROVAL], &[NC, PIPIA, RENEWAL]),
+            row("M8a not for important data", json!({"data": {"level": "important"}, "records": certified()}),
+                SA, "M2", &[APPROVAL], &[NC, PIPIA, RENEWAL]),
+            row("M8a not for core data", json!({"data": {"level": "core"}, "records": certified()}),
+                "prohibited", "M1", &["core-data"], &[NC, PIPIA]),
+            row("M8a after the FTZ exemption",
+                json!({"exporter": {"ftz": {"zone": "qianhai", "on_negative_list": false}}, "data": {"personal_individuals": 100_000}, "records": certified()}),
+                "exempt/ftz-not-on-negative-list", "M7", &[], &[NC, PIPIA]),
+            row("M8a FTZ data on the negative list",
+                json!({"exporter": {"ftz": {"zone": "qianhai", "on_negative_list": true}}, "data": {"personal_individuals": 100_000}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a after the other exemptions",
+                json!({"basis": "contract-necessity", "data": {"personal_individuals": 100_000}, "records": certified()}),
+                "exempt/contract-necessity", "M6", &[], &[NC, PIPIA]),
+            row("M8a still needs pipia and consent",
+                json!({"data": {"personal_individuals": 100_000}, "records": certified_with(no_records())}),
+                CERT, "M8 M8a M10", &["pipia", "consent"], &CERT_DUTIES),
+            row("M8a genomic data still needs its HGR records",
+                json!({"recipient": to_de(), "data": {"personal_individuals": 100_000, "categories": ["genomic"]}, "records": certified()}),
+                CERT, "M8 M8a M10", &["hgr-filing", "hgr-security-review"], &CERT_DUTIES),
+            row("M8a Mainland outside the GBA to Hong Kong",
+                json!({"exporter": {"region": "mainland:other"}, "data": {"personal_individuals": 100_000}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a Zhaoqing to Macao", json!({"exporter": {"region": "mainland:zhaoqing"}, "recipient": {"region": "macao"},
+                                                 "data": {"sensitive_individuals": 10}, "records": certified()}),
+                CERT, "M8 M8a M10", &[], &CERT_DUTIES),
+            row("M8a not within the Mainland",
+                json!({"recipient": {"region": "mainland:guangzhou"}, "data": {"personal_individuals": 100_000}, "records": certified()}),
+                "exempt/not-cross-border", "M0", &[], &[NC, PIPIA]),
+            row("M9 replaces a security assessment above the band, certified or not",
+                json!({"data": {"personal_individuals": 1_000_000}, "records": certified()}),
+                GBA_HK, "M8 M9", &[], &GBA_DUTIES),
+            row("M9 replaces a standard contract without a certificate", json!({"data": {"personal_individuals": 100_000}}),
+                GBA_HK, "M8 M9", &[], &GBA_DUTIES),
+            row("certificate no help to a Hong Kong exporter",
+                json!({"exporter": {"region": "hk"}, "recipient": {"region": "mainland:dongguan"}, "records": certified()}),
+                GBA_HK, "H2", &[], &[PIPIA, FILING, ONWARD, RECORDS, PDPO]),
+            row("certificate no help to a Macao exporter",
+                json!({"exporter": {"region": "macao"}, "records": certified()}),
+                "macao-authorisation", "K3", &["macao-authorisation"], &[PIPIA]),
             // Hong Kong exporter.
             row("H0 Hong Kong to Hong Kong", json!({"exporter": {"region": "hk"}}),
                 "exempt/not-cross-border", "H0", &[], &[PIPIA, PDPO]),
@@ -702,6 +820,73 @@ mod tests {
     }
 
     #[test]
+    fn certificate_valid_through_its_last_day() {
+        let route_on = |date: &str, until: &str| {
+            assess(&scenario(json!({
+                "date": date,
+                "recipient": to_de(),
+                "data": {"personal_individuals": 150_000},
+                "records": {"pi_certification_valid_until": until}
+            })))
+            .route
+        };
+        assert_eq!(route_on("2028-06-30", "2028-06-30"), Route::Certification);
+        assert_eq!(
+            route_on("2028-07-01", "2028-06-30"),
+            Route::StandardContract
+        );
+        assert_eq!(route_on("2028-02-29", "2028-02-29"), Route::Certification);
+        assert_eq!(
+            route_on("2028-03-01", "2028-02-29"),
+            Route::StandardContract
+        );
+        assert_eq!(route_on("2026-01-01", "2028-06-30"), Route::Certification);
+    }
+
+    #[test]
+    fn certification_output_cites_the_measures() {
+        let a = assess(&scenario(json!({
+            "data": {"personal_individuals": 200_000},
+            "records": certified()
+        })));
+        let out = serde_json::to_value(&a).unwrap();
+        assert_eq!(out["route"], "certification");
+        assert_eq!(out["variant"], Value::Null);
+        assert_eq!(out["exemption"], Value::Null);
+        assert_eq!(out["allowed_now"], true);
+        assert_eq!(out["obligations"], json!(CERT_DUTIES));
+        assert_eq!(
+            out["rules"],
+            json!([
+                "M8",
+                "M8a",
+                "M10",
+                "obligation:notice-and-separate-consent",
+                "obligation:pipia",
+                "obligation:certification-renewal"
+            ])
+        );
+        let measures = "Measures for the Certification of Personal Information Export (CAC and SAMR, Order No. 20, in force 1 Jan 2026)";
+        assert!(
+            out["citations"][1]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("M8a: {measures}")),
+            "{}",
+            out["citations"][1]
+        );
+        assert!(
+            out["citations"][5]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("obligation:certification-renewal: {measures}")),
+            "{}",
+            out["citations"][5]
+        );
+        assert_eq!(out["rulebook"], "gba-2026.1");
+    }
+
+    #[test]
     fn compliance_md_example() {
         let input = r#"{
   "date": "2026-11-23",
@@ -716,7 +901,8 @@ mod tests {
   "records": { "pipia": true, "consent": true,
                "security_assessment_valid_until": null,
                "macao_authorisation": false,
-               "hgr_filing": false, "hgr_security_review": false }
+               "hgr_filing": false, "hgr_security_review": false,
+               "pi_certification_valid_until": null }
 }"#;
         let s: Scenario = serde_json::from_str(input).unwrap();
         let a = assess(&s);
@@ -762,7 +948,7 @@ mod tests {
         assert_eq!(out["route"], "exempt");
         assert_eq!(out["variant"], Value::Null);
         assert_eq!(out["exemption"], "ftz-not-on-negative-list");
-        assert_eq!(out["rulebook"], "gba-2024.1");
+        assert_eq!(out["rulebook"], "gba-2026.1");
         assert_eq!(out["obligations"][2], "sector-catalogue-check");
         assert_eq!(
             out["citations"][0],
@@ -795,7 +981,7 @@ mod tests {
     #[test]
     fn custom_rulebook_moves_the_threshold() {
         let text = include_str!("rulebook.toml")
-            .replacen("id = \"gba-2024.1\"", "id = \"test-1\"", 1)
+            .replacen("id = \"gba-2026.1\"", "id = \"test-1\"", 1)
             .replacen(
                 "standard_contract_personal = 100_000",
                 "standard_contract_personal = 50_000",
@@ -846,7 +1032,10 @@ mod tests {
                 collected_abroad in any::<bool>(),
                 basis in prop::sample::select(vec!["consent", "contract-necessity", "hr-management", "emergency"]),
                 records in prop::array::uniform5(any::<bool>()),
-                valid_until in prop::option::of(prop::sample::select(vec!["2026-11-22", "2026-11-23"])),
+                (valid_until, certified_until) in (
+                    prop::option::of(prop::sample::select(vec!["2026-11-22", "2026-11-23"])),
+                    prop::option::of(prop::sample::select(vec!["2026-11-22", "2026-11-23"])),
+                ),
             ) -> Scenario {
                 serde_json::from_value(json!({
                     "date": "2026-11-23",
@@ -861,7 +1050,8 @@ mod tests {
                     "records": { "pipia": records[0], "consent": records[1],
                                  "security_assessment_valid_until": valid_until,
                                  "macao_authorisation": records[2], "hgr_filing": records[3],
-                                 "hgr_security_review": records[4] }
+                                 "hgr_security_review": records[4],
+                                 "pi_certification_valid_until": certified_until }
                 }))
                 .unwrap()
             }
@@ -883,7 +1073,17 @@ mod tests {
                     a.obligations.contains(&Obligation::Pipia),
                     s.data.has_personal_information()
                 );
-                prop_assert_eq!(a.rulebook.as_str(), "gba-2024.1");
+                prop_assert_eq!(a.rulebook.as_str(), "gba-2026.1");
+                // A certification is only ever chosen by M8a, on a valid
+                // certificate, and always carries its renewal duty.
+                let cert = a.route == Route::Certification;
+                prop_assert_eq!(cert, a.rules.iter().any(|r| r == "M8a"));
+                prop_assert_eq!(cert, a.obligations.contains(&Obligation::CertificationRenewal));
+                if cert {
+                    prop_assert!(s.records.pi_certification_valid_until.is_some_and(|u| u >= s.date));
+                    prop_assert!(!s.exporter.ciio && s.data.level == DataLevel::General);
+                    prop_assert!(a.obligations.iter().all(|o| *o != Obligation::Filing10WorkingDays));
+                }
                 let json = serde_json::to_string(&s).unwrap();
                 prop_assert_eq!(serde_json::from_str::<Scenario>(&json).unwrap(), s);
             }

@@ -52,6 +52,10 @@ pub struct Validity {
     pub filing_working_days: u32,
     pub recipient_records_years: u32,
     pub renewal_working_days_before_expiry: u32,
+    /// How long a personal information export certificate is valid.
+    pub certification_years: u32,
+    /// How long before the certificate's expiry the exporter re-applies.
+    pub certification_reapply_months_before_expiry: u32,
 }
 
 /// A rule id's meaning and where it comes from.
@@ -269,8 +273,8 @@ mod tests {
     #[test]
     fn embedded_rulebook_parses() {
         let rb = Rulebook::parse(EMBEDDED_TOML).unwrap();
-        assert_eq!(rb.id(), "gba-2024.1");
-        assert_eq!(rb.effective(), time::macros::date!(2024 - 11 - 01));
+        assert_eq!(rb.id(), "gba-2026.1");
+        assert_eq!(rb.effective(), time::macros::date!(2026 - 01 - 01));
         assert_eq!(&rb, Rulebook::embedded());
     }
 
@@ -299,6 +303,8 @@ mod tests {
                 filing_working_days: 10,
                 recipient_records_years: 3,
                 renewal_working_days_before_expiry: 60,
+                certification_years: 3,
+                certification_reapply_months_before_expiry: 6,
             }
         );
     }
@@ -308,7 +314,7 @@ mod tests {
         let rb = Rulebook::embedded();
         let ids: BTreeSet<String> = rb.rules().map(|(id, _)| id.to_owned()).collect();
         assert_eq!(ids, engine_rule_ids());
-        assert_eq!(ids.len(), 11 + 4 + 4 + 7 + 8);
+        assert_eq!(ids.len(), 12 + 4 + 4 + 7 + 9);
         for (id, rule) in rb.rules() {
             assert!(!rule.statement.trim().is_empty(), "{id} has no statement");
             assert!(!rule.article.trim().is_empty(), "{id} has no article");
@@ -318,6 +324,13 @@ mod tests {
             "Provisions on Promoting and Regulating Cross-border Data Flow (CAC, 22 Mar 2024), Art. 5"
         );
         assert_eq!(rb.citation("M11"), None);
+        for id in ["M8a", "obligation:certification-renewal"] {
+            let c = rb.citation(id).unwrap();
+            assert!(
+                c.starts_with("Measures for the Certification of Personal Information Export (CAC and SAMR, Order No. 20, in force 1 Jan 2026)"),
+                "{id}: {c}"
+            );
+        }
     }
 
     fn edited(from: &str, to: &str) -> Result<Rulebook, RulebookError> {
@@ -328,11 +341,11 @@ mod tests {
     #[test]
     fn refuses_bad_rulebooks() {
         assert!(matches!(
-            edited("id = \"gba-2024.1\"", "id = \"x\"\nextra = 1"),
+            edited("id = \"gba-2026.1\"", "id = \"x\"\nextra = 1"),
             Err(RulebookError::Toml(_))
         ));
         assert!(matches!(
-            edited("effective = 2024-11-01", "effective = 2024-11-01T00:00:00Z"),
+            edited("effective = 2026-01-01", "effective = 2026-01-01T00:00:00Z"),
             Err(RulebookError::BadEffectiveDate(_))
         ));
         assert_eq!(

@@ -86,6 +86,11 @@ pub struct Records {
     pub hgr_filing: bool,
     #[serde(default)]
     pub hgr_security_review: bool,
+    /// The last day on which the exporter's personal information export
+    /// certificate is valid; it covers this dataset and recipient (the
+    /// steward records it only where its scope does).
+    #[serde(default, with = "ymd::option")]
+    pub pi_certification_valid_until: Option<Date>,
 }
 
 /// A region a node can export from: anywhere but `foreign:*`, since every
@@ -245,6 +250,7 @@ mod tests {
         assert_eq!(s.year_to_date, YearToDate::default());
         assert_eq!(s.records, Records::default());
         assert_eq!(s.records.security_assessment_valid_until, None);
+        assert_eq!(s.records.pi_certification_valid_until, None);
     }
 
     #[test]
@@ -337,6 +343,24 @@ mod tests {
                 "records.security_assessment_valid_until",
                 "",
             ),
+            (
+                "/records",
+                json!({"pi_certification_valid_until": "2028-02-30"}),
+                "records.pi_certification_valid_until",
+                "expected a date as YYYY-MM-DD, found `2028-02-30`",
+            ),
+            (
+                "/records",
+                json!({"pi_certification_valid_until": "30/06/2028"}),
+                "records.pi_certification_valid_until",
+                "expected a date as YYYY-MM-DD",
+            ),
+            (
+                "/records",
+                json!({"pi_certification_valid_until": 20280630}),
+                "records.pi_certification_valid_until",
+                "",
+            ),
         ];
         for (pointer, value, path, msg) in cases {
             let mut v = minimal();
@@ -377,7 +401,8 @@ mod tests {
     #[test]
     fn round_trips_through_json() {
         let mut v = minimal();
-        v["records"] = json!({"security_assessment_valid_until": "2027-01-31", "pipia": true});
+        v["records"] = json!({"security_assessment_valid_until": "2027-01-31", "pipia": true,
+                              "pi_certification_valid_until": "2028-06-30"});
         v["exporter"]["ftz"] = json!({"zone": "hengqin", "on_negative_list": true});
         let s = parse(&v.to_string()).unwrap();
         let out = serde_json::to_value(&s).unwrap();
@@ -386,6 +411,7 @@ mod tests {
             out["records"]["security_assessment_valid_until"],
             "2027-01-31"
         );
+        assert_eq!(out["records"]["pi_certification_valid_until"], "2028-06-30");
         assert_eq!(out["exporter"]["region"], "mainland:shenzhen");
         assert_eq!(serde_json::from_value::<Scenario>(out).unwrap(), s);
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bayspace_connector::negotiator::AgreementRecord;
+use bayspace_contracts::filing::CertificationRenewal;
 use serde_json::Value;
 
 use crate::client::{self, ClientArgs};
@@ -63,9 +64,13 @@ fn status(r: &AgreementRecord) -> String {
 
 fn print_summary(r: &AgreementRecord) {
     let a = &r.signed.agreement;
-    let route = match a.variant {
-        Some(v) => format!("{} ({v})", a.route),
-        None => a.route.to_string(),
+    let route = match (a.variant, &a.certificate) {
+        (Some(v), _) => format!("{} ({v})", a.route),
+        (None, Some(c)) => format!(
+            "{} (certificate {}, valid until {})",
+            a.route, c.reference, c.valid_until
+        ),
+        (None, None) => a.route.to_string(),
     };
     let obligations: Vec<String> = a.obligations.iter().map(ToString::to_string).collect();
     println!("agreement {} ({} side)", a.id, r.role);
@@ -91,6 +96,15 @@ fn print_summary(r: &AgreementRecord) {
         println!("  obligations: none");
     } else {
         println!("  obligations: {}", obligations.join(", "));
+    }
+    // The renewal date is the certification route's counterpart of a
+    // filing deadline, so it is shown wherever the agreement is.
+    if let Ok(renewal) = CertificationRenewal::for_agreement(a) {
+        println!(
+            "  {}: re-apply by {}",
+            bayspace_contracts::compliance::Obligation::CertificationRenewal,
+            renewal.reapply_by
+        );
     }
     println!("  releases:    {}", r.uses);
 }

@@ -69,9 +69,15 @@ fn or_none(items: &[String]) -> String {
 }
 
 /// The route as people read it: `gba-standard-contract (mainland-hk)`.
+/// The route as people read it: with the GBA variant, or with the
+/// certificate a certification relies on.
 pub fn route(n: &Negotiation) -> String {
     match (n.route.as_str(), n.variant.as_str()) {
         ("", _) => "not assessed yet".into(),
+        (r, "") if !n.certification_reference.is_empty() => format!(
+            "{r} (certificate {}, valid until {})",
+            n.certification_reference, n.certification_valid_until
+        ),
         (r, "") => r.into(),
         (r, v) => format!("{r} ({v})"),
     }

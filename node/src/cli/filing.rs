@@ -1,5 +1,7 @@
 //! `bayspace filing export`: the regulator filing package of an agreement
-//! on a standard-contract route, as JSON and as a readable document.
+//! on a standard-contract route, as JSON and as a readable document. On the
+//! certification route no filing is due and nothing is written; the
+//! command names the certificate and its `certification-renewal` date.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +15,8 @@ use crate::proto::filing_service_client::FilingServiceClient;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FilingCommand {
-    /// Write DIR/filing-<id>.json and DIR/filing-<id>.md (administrator).
+    /// Write DIR/filing-<id>.json and DIR/filing-<id>.md (administrator);
+    /// on the certification route, say why none is due.
     Export {
         agreement_id: String,
         /// Created if missing; existing files of the same name are replaced.
@@ -58,6 +61,15 @@ pub fn run(cmd: FilingCommand) -> anyhow::Result<ExitCode> {
             .map_err(client::refused)?
             .into_inner())
     })?;
+    if let Some(c) = &pkg.certification {
+        println!(
+            "no contract filing is due for agreement {} on route {}; nothing written",
+            pkg.agreement_id, pkg.route
+        );
+        println!("certificate {} valid until {}", c.reference, c.valid_until);
+        println!("certification-renewal: re-apply by {}", c.reapply_by);
+        return Ok(ExitCode::SUCCESS);
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let stem = file_stem(&pkg.agreement_id);
     let (json, md) = (

@@ -53,10 +53,23 @@ fn pending_json(n: &Negotiation) -> Value {
         "purpose": n.purpose,
         "route": n.route,
         "variant": (!n.variant.is_empty()).then_some(&n.variant),
+        "certificate": certificate_json(n),
         "blockers": n.blockers,
         "obligations": n.obligations,
         "requested_at": n.requested_at,
     })
+}
+
+/// The certificate a `certification` route relies on, or null.
+pub fn certificate_json(n: &Negotiation) -> Value {
+    if n.certification_reference.is_empty() {
+        Value::Null
+    } else {
+        json!({
+            "reference": n.certification_reference,
+            "valid_until": n.certification_valid_until,
+        })
+    }
 }
 
 fn print_pending(n: &Negotiation) {

@@ -1,6 +1,6 @@
 //! `bayspace records set|show`: the records an administrator has on file
-//! for one of this node's datasets (PIPIA, consent, approvals, filings),
-//! which the compliance assessment reads.
+//! for one of this node's datasets (PIPIA, consent, approvals, filings, the
+//! PI export certificate), which the compliance assessment reads.
 
 use std::process::ExitCode;
 
@@ -62,6 +62,15 @@ struct SetArgs {
     /// Macao's authorisation for the transfer was obtained.
     #[arg(long)]
     macao_authorisation: bool,
+    /// The number of the exporter's personal information export certificate
+    /// whose scope covers this dataset; needs --certification-valid-until
+    /// unless one is on file.
+    #[arg(long = "certification-ref")]
+    certification_ref: Option<String>,
+    /// Last day the certificate is valid (YYYY-MM-DD), or `none` to clear
+    /// the certificate.
+    #[arg(long)]
+    certification_valid_until: Option<String>,
     /// Print the records and the re-assessed requests as JSON.
     #[arg(long)]
     json: bool,
@@ -87,6 +96,8 @@ fn set_request(a: &SetArgs) -> anyhow::Result<SetRecordsRequest> {
         hgr_filing: a.hgr_filing.then_some(true),
         hgr_security_review: a.hgr_security_review.then_some(true),
         macao_authorisation: a.macao_authorisation.then_some(true),
+        certification_reference: a.certification_ref.clone(),
+        certification_valid_until: a.certification_valid_until.clone(),
     };
     let nothing = r.pipia.is_none()
         && r.pipia_reference.is_none()
@@ -94,10 +105,12 @@ fn set_request(a: &SetArgs) -> anyhow::Result<SetRecordsRequest> {
         && r.security_assessment_until.is_none()
         && r.hgr_filing.is_none()
         && r.hgr_security_review.is_none()
-        && r.macao_authorisation.is_none();
+        && r.macao_authorisation.is_none()
+        && r.certification_reference.is_none()
+        && r.certification_valid_until.is_none();
     if nothing {
         bail!(
-            "nothing to set: pass at least one of --pipia, --pipia-ref, --consent, --security-assessment-until, --hgr-filing, --hgr-security-review, --macao-authorisation"
+            "nothing to set: pass at least one of --pipia, --pipia-ref, --consent, --security-assessment-until, --hgr-filing, --hgr-security-review, --macao-authorisation, --certification-ref, --certification-valid-until"
         );
     }
     Ok(r)
@@ -114,6 +127,8 @@ fn records_json(r: &DatasetRecords) -> Value {
         "hgr_filing": r.hgr_filing,
         "hgr_security_review": r.hgr_security_review,
         "macao_authorisation": r.macao_authorisation,
+        "certification_reference": opt(&r.certification_reference),
+        "certification_valid_until": opt(&r.certification_valid_until),
         "updated_at": opt(&r.updated_at),
     })
 }
@@ -151,6 +166,15 @@ fn print_records(r: &DatasetRecords) {
         "  macao authorisation:        {}",
         yes(r.macao_authorisation)
     );
+    if r.certification_reference.is_empty() {
+        println!("  pi export certificate:      none");
+    } else {
+        println!(
+            "  pi export certificate:      {} (valid until {})",
+            r.certification_reference,
+            or(&r.certification_valid_until, "unknown")
+        );
+    }
     println!(
         "  updated:                    {}",
         or(&r.updated_at, "never")

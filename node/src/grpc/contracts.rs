@@ -13,7 +13,9 @@ use bayspace_connector::negotiator::{
     RecordsUpdate, Requester, Viewer,
 };
 use bayspace_contracts::agreement::{AgreementId, NegotiationId, Orcid};
+use bayspace_contracts::compliance::Route;
 use bayspace_contracts::descriptor::{DatasetId, OfferId};
+use bayspace_contracts::filing::FilingDue;
 use bayspace_contracts::negotiation::Role as Side;
 use bayspace_contracts::policy::Purpose;
 use serde::Serialize;
@@ -104,6 +106,10 @@ fn ymd(d: Date) -> String {
         .unwrap_or_else(|_| d.to_string())
 }
 
+fn pretty<T: Serialize>(v: &T) -> Result<String, Status> {
+    serde_json::to_string_pretty(v).map_err(|e| Status::internal(format!("json: {e}")))
+}
+
 fn to_json<T: Serialize>(v: &T) -> Result<String, Status> {
     serde_json::to_string(v).map_err(|e| Status::internal(format!("json: {e}")))
 }
@@ -148,6 +154,16 @@ pub fn negotiation(r: &NegotiationRecord) -> Result<proto::Negotiation, Status> 
         requested_at: rfc3339(r.requested_at),
         updated_at: rfc3339(r.updated_at),
         json: to_json(r)?,
+        certification_reference: r
+            .certificate
+            .as_ref()
+            .map(|c| c.reference.clone())
+            .unwrap_or_default(),
+        certification_valid_until: r
+            .certificate
+            .as_ref()
+            .map(|c| ymd(c.valid_until))
+            .unwrap_or_default(),
     })
 }
 
@@ -172,21 +188,45 @@ fn records(dataset: &DatasetId, r: &DatasetRecords) -> proto::DatasetRecords {
         hgr_security_review: r.records.hgr_security_review,
         macao_authorisation: r.records.macao_authorisation,
         updated_at: r.updated_at.map(rfc3339).unwrap_or_default(),
+        certification_reference: r.certification_reference.clone().unwrap_or_default(),
+        certification_valid_until: r
+            .records
+            .pi_certification_valid_until
+            .map(ymd)
+            .unwrap_or_default(),
+    }
+}
+
+/// A `YYYY-MM-DD` date, or `none` to clear it; `flag` names the option in
+/// the error.
+fn date_or_none(flag: &str, value: Option<&str>) -> Result<Option<Option<Date>>, Status> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().eq_ignore_ascii_case("none") => Ok(Some(None)),
+        Some(v) => Date::parse(v.trim(), format_description!("[year]-[month]-[day]"))
+            .map(|d| Some(Some(d)))
+            .map_err(|e| {
+                Status::invalid_argument(format!(
+                    "{flag}: `{v}` is not a date like 2027-06-30 (or `none`): {e}"
+                ))
+            }),
     }
 }
 
 fn records_update(r: &proto::SetRecordsRequest) -> Result<RecordsUpdate, Status> {
-    let security_assessment_valid_until = match r.security_assessment_until.as_deref() {
-        None => None,
-        Some(v) if v.trim().eq_ignore_ascii_case("none") => Some(None),
-        Some(v) => Some(Some(
-            Date::parse(v.trim(), format_description!("[year]-[month]-[day]")).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "security-assessment-until: `{v}` is not a date like 2027-06-30 (or `none`): {e}"
-                ))
-            })?,
-        )),
-    };
+    let security_assessment_valid_until = date_or_none(
+        "security-assessment-until",
+        r.security_assessment_until.as_deref(),
+    )?;
+    let certification_valid_until = date_or_none(
+        "certification-valid-until",
+        r.certification_valid_until.as_deref(),
+    )?;
+    let certification_reference = r
+        .certification_reference
+        .clone()
+        .map(|c| required("certification-ref", c))
+        .transpose()?;
     let pipia_reference = r
         .pipia_reference
         .clone()
@@ -200,6 +240,8 @@ fn records_update(r: &proto::SetRecordsRequest) -> Result<RecordsUpdate, Status>
         hgr_filing: r.hgr_filing,
         hgr_security_review: r.hgr_security_review,
         macao_authorisation: r.macao_authorisation,
+        certification_reference,
+        certification_valid_until,
     })
 }
 
@@ -556,18 +598,33 @@ impl proto::filing_service_server::FilingService for ContractsApi {
     ) -> Result<Response<proto::FilingPackage>, Status> {
         require_admin(&req)?;
         let id: AgreementId = parse_field("agreement", &req.into_inner().agreement_id)?;
-        let filing = self
+        let due = self
             .negotiator
             .filing(&id, &self.holidays)
             .map_err(negotiator_status)?;
-        Ok(Response::new(proto::FilingPackage {
-            agreement_id: id.to_string(),
-            json: serde_json::to_string_pretty(&filing)
-                .map_err(|e| Status::internal(format!("json: {e}")))?,
-            markdown: filing.to_markdown(),
-            deadline: ymd(filing.deadline),
-            authorities: filing.authorities.iter().map(ToString::to_string).collect(),
-        }))
+        let package = match due {
+            FilingDue::Contract(filing) => proto::FilingPackage {
+                agreement_id: id.to_string(),
+                json: pretty(&*filing)?,
+                markdown: filing.to_markdown(),
+                deadline: ymd(filing.deadline),
+                authorities: filing.authorities.iter().map(ToString::to_string).collect(),
+                route: filing.route.to_string(),
+                certification: None,
+            },
+            FilingDue::Certification(renewal) => proto::FilingPackage {
+                agreement_id: id.to_string(),
+                route: Route::Certification.to_string(),
+                certification: Some(proto::CertificationRenewal {
+                    reference: renewal.certificate.reference.clone(),
+                    valid_until: ymd(renewal.certificate.valid_until),
+                    reapply_by: ymd(renewal.reapply_by),
+                    json: pretty(&renewal)?,
+                }),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(package))
     }
 }
 
@@ -629,5 +686,47 @@ mod tests {
         r.security_assessment_until = None;
         r.pipia_reference = Some("  ".into());
         assert!(records_update(&r).is_err());
+    }
+
+    #[test]
+    fn records_update_parses_the_certificate() {
+        let mut r = proto::SetRecordsRequest {
+            dataset_id: "urn:x".into(),
+            certification_reference: Some(" CQC-PI-2026-0042 ".into()),
+            certification_valid_until: Some("2028-06-30".into()),
+            ..Default::default()
+        };
+        let u = records_update(&r).unwrap();
+        assert_eq!(
+            u.certification_reference.as_deref(),
+            Some("CQC-PI-2026-0042")
+        );
+        assert_eq!(
+            u.certification_valid_until,
+            Some(Some(time::macros::date!(2028 - 06 - 30)))
+        );
+        r.certification_valid_until = Some("NONE".into());
+        assert_eq!(
+            records_update(&r).unwrap().certification_valid_until,
+            Some(None)
+        );
+        for bad in ["2028-02-30", "30/06/2028", "2028-6-30"] {
+            r.certification_valid_until = Some(bad.into());
+            let e = records_update(&r).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(
+                e.message().starts_with("certification-valid-until: `"),
+                "{}",
+                e.message()
+            );
+        }
+        r.certification_valid_until = None;
+        r.certification_reference = Some("".into());
+        let e = records_update(&r).unwrap_err();
+        assert!(
+            e.message().starts_with("certification-ref"),
+            "{}",
+            e.message()
+        );
     }
 }
