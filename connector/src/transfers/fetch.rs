@@ -177,9 +177,9 @@ impl Transfers {
                 caller: caller.to_owned(),
             });
         }
-        self.intents()?.insert(
-            &agreement.to_string(),
-            &FetchIntent {
+        {
+            let (intents, store) = (self.intents()?, self.store.clone());
+            let intent = FetchIntent {
                 agreement: agreement.clone(),
                 out: match dest {
                     Destination::File(p) => Some(p.to_path_buf()),
@@ -187,9 +187,14 @@ impl Transfers {
                 },
                 researcher: researcher.map(str::to_owned),
                 since: OffsetDateTime::now_utc(),
-            },
-        )?;
-        self.store.flush()?;
+            };
+            super::blocking(move || {
+                intents.insert(&intent.agreement.to_string(), &intent)?;
+                store.flush()?;
+                Ok(())
+            })
+            .await?;
+        }
         let mut delay = FIRST_RETRY;
         let mut attempt = 1;
         loop {
