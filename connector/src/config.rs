@@ -15,6 +15,7 @@ use time::Date;
 use time::macros::format_description;
 
 use crate::identity::files::{self, FileError};
+use crate::p2p::TcpSecurity;
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const DEFAULT_LISTEN: [&str; 2] = ["/ip6/::/tcp/4710", "/ip6/::/udp/4710/quic-v1"];
@@ -57,6 +58,14 @@ pub struct NodeConfig {
         deserialize_with = "holidays_in"
     )]
     pub filing_holidays: BTreeSet<Date>,
+    /// The security upgrades the node's TCP connections offer:
+    /// `tls-first` (TLS 1.3, Noise as the fallback), `tls` or `noise`.
+    #[serde(default, skip_serializing_if = "is_default_security")]
+    pub p2p_security: TcpSecurity,
+}
+
+fn is_default_security(s: &TcpSecurity) -> bool {
+    *s == TcpSecurity::default()
 }
 
 fn default_sealed_dir() -> PathBuf {
@@ -114,6 +123,7 @@ impl NodeConfig {
             sealed_dir: DEFAULT_SEALED_DIR.into(),
             admin_token_blake3: admin_token.blake3_hex(),
             filing_holidays: BTreeSet::new(),
+            p2p_security: TcpSecurity::default(),
         }
     }
 
@@ -148,7 +158,7 @@ institution = {institution}
 # jiangmen, zhaoqing, or other), hk or macao.
 region = {region}
 
-# libp2p listen addresses (multiaddrs): TCP (Noise, Yamux) and QUIC over IPv6.
+# libp2p listen addresses (multiaddrs): TCP (TLS or Noise, Yamux) and QUIC over IPv6.
 listen = {listen}
 
 # The gRPC API for researchers and administrators (host:port).
@@ -182,6 +192,11 @@ admin-token-blake3 = {hash}
 # counts working days, Monday to Friday. Add each year's official GBA
 # holidays, e.g. [\"2026-10-01\", \"2026-10-02\"].
 filing-holidays = {holidays}
+
+# Security of TCP connections between nodes: \"tls-first\" (TLS 1.3, with
+# Noise for members whose nodes offer only Noise), \"tls\" or \"noise\".
+# QUIC always uses TLS 1.3.
+p2p-security = {security}
 ",
             institution = s(&self.institution),
             region = s(&self.region.to_string()),
@@ -200,6 +215,7 @@ filing-holidays = {holidays}
                     .map(|d| s(&format_date(*d)))
                     .collect()
             ),
+            security = s(self.p2p_security.as_str()),
         )
     }
 }
@@ -243,7 +259,21 @@ mod tests {
             time::macros::date!(2026 - 10 - 02),
         ]
         .into();
+        c.p2p_security = TcpSecurity::Noise;
         c
+    }
+
+    #[test]
+    fn p2p_security_defaults_to_tls_first_and_refuses_unknown_values() {
+        let c = config();
+        let text = c.render().replace("p2p-security = \"noise\"\n", "");
+        let parsed = NodeConfig::parse(&text, Path::new("c.toml")).unwrap();
+        assert_eq!(parsed.p2p_security, TcpSecurity::TlsFirst);
+        let bad = c.render().replace("\"noise\"", "\"ssl\"");
+        let e = NodeConfig::parse(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml") && e.contains("ssl"), "{e}");
     }
 
     #[test]

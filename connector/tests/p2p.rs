@@ -10,14 +10,14 @@ use std::time::{Duration, SystemTime};
 use bayspace_connector::p2p::protocol::{ADMIT_PROTOCOL, AdmitMessage, KAD_PROTOCOL};
 use bayspace_connector::p2p::{
     Admission, AdmissionRefusal, AdmittedPeer, CatalogRequest, CatalogResponse, Client,
-    GossipVerdict, P2pConfig, P2pEvent, Topic, spawn,
+    GossipVerdict, P2pConfig, P2pEvent, TcpSecurity, Topic, spawn,
 };
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::kad::{GetRecordOk, QueryResult, RecordKey};
 use libp2p::request_response::{self, ProtocolSupport, cbor};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, kad, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, kad, noise, tcp, tls, yamux};
 use tokio::sync::mpsc::Receiver;
 use tokio::time::{Instant, timeout};
 
@@ -62,13 +62,21 @@ struct Node {
 }
 
 async fn node(credential: &str, listen: &str) -> (Node, Multiaddr) {
+    node_with(credential, listen, TcpSecurity::default()).await
+}
+
+async fn node_with(credential: &str, listen: &str, security: TcpSecurity) -> (Node, Multiaddr) {
     let key = Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
     let admission = Arc::new(TestAdmission {
         own: credential.as_bytes().to_vec(),
         refuse_all: AtomicBool::new(false),
     });
-    let (client, events, _handle) = spawn(key, admission.clone(), P2pConfig::default()).unwrap();
+    let config = P2pConfig {
+        tcp_security: security,
+        ..P2pConfig::default()
+    };
+    let (client, events, _handle) = spawn(key, admission.clone(), config).unwrap();
     let addr = timeout(WAIT, client.listen_on(listen.parse().unwrap()))
         .await
         .unwrap()
@@ -110,8 +118,13 @@ async fn admitted(events: &mut Receiver<P2pEvent>, peer: PeerId) -> AdmittedPeer
 
 /// Two members, `a` dialing `b`, each having admitted the other.
 async fn pair(transport: &str) -> (Node, Node) {
-    let (mut a, _) = node("member:alpha", transport).await;
-    let (mut b, b_addr) = node("member:beta", transport).await;
+    pair_with(transport, TcpSecurity::default(), TcpSecurity::default()).await
+}
+
+/// [`pair`], each side offering the security upgrades given.
+async fn pair_with(transport: &str, a_sec: TcpSecurity, b_sec: TcpSecurity) -> (Node, Node) {
+    let (mut a, _) = node_with("member:alpha", transport, a_sec).await;
+    let (mut b, b_addr) = node_with("member:beta", transport, b_sec).await;
     let dialed = timeout(WAIT, a.client.dial(b_addr)).await.unwrap().unwrap();
     assert_eq!(dialed, b.peer);
     assert_eq!(admitted(&mut a.events, b.peer).await.institution, "beta");
@@ -140,8 +153,8 @@ async fn wait_disconnected(client: &Client) {
     .expect("peer stayed connected");
 }
 
-async fn members_gossip_and_answer_catalog(transport: &str) {
-    let (a, mut b) = pair(transport).await;
+async fn members_gossip_and_answer_catalog(transport: &str, security: TcpSecurity) {
+    let (a, mut b) = pair_with(transport, security, security).await;
 
     publish(&a.client, Topic::Descriptors, b"descriptor-1").await;
     let (from, data, id) = next(&mut b.events, |e| match e {
@@ -204,13 +217,18 @@ async fn members_gossip_and_answer_catalog(transport: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_gossip_and_answer_catalog_over_tcp() {
-    members_gossip_and_answer_catalog("/ip6/::1/tcp/0").await;
+async fn members_gossip_and_answer_catalog_over_tcp_with_tls() {
+    members_gossip_and_answer_catalog("/ip6/::1/tcp/0", TcpSecurity::Tls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_gossip_and_answer_catalog_over_tcp_with_noise() {
+    members_gossip_and_answer_catalog("/ip6/::1/tcp/0", TcpSecurity::Noise).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_gossip_and_answer_catalog_over_quic() {
-    members_gossip_and_answer_catalog("/ip6/::1/udp/0/quic-v1").await;
+    members_gossip_and_answer_catalog("/ip6/::1/udp/0/quic-v1", TcpSecurity::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,52 +335,68 @@ struct Raw {
     kad: kad::Behaviour<kad::store::MemoryStore>,
 }
 
-fn raw_swarm() -> Swarm<Raw> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            let peer = key.public().to_peer_id();
-            let mut gossip = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub::Config::default(),
-            )
+fn raw_swarm(security: TcpSecurity) -> Swarm<Raw> {
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    let tcp_config = tcp::Config::default().nodelay(true);
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
+    match security {
+        TcpSecurity::Noise => builder
+            .with_tcp(tcp_config, noise::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(raw)
+            .unwrap()
+            .with_swarm_config(idle)
+            .build(),
+        TcpSecurity::Tls | TcpSecurity::TlsFirst => builder
+            .with_tcp(tcp_config, tls::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(raw)
+            .unwrap()
+            .with_swarm_config(idle)
+            .build(),
+    }
+}
+
+fn raw(key: &Keypair) -> Raw {
+    let peer = key.public().to_peer_id();
+    let mut gossip = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossipsub::Config::default(),
+    )
+    .unwrap();
+    for topic in Topic::ALL {
+        gossip
+            .subscribe(&gossipsub::IdentTopic::new(topic.name()))
             .unwrap();
-            for topic in Topic::ALL {
-                gossip
-                    .subscribe(&gossipsub::IdentTopic::new(topic.name()))
-                    .unwrap();
-            }
-            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-            kad_config.set_query_timeout(Duration::from_secs(3));
-            Raw {
-                admit: cbor::Behaviour::new(
-                    [(ADMIT_PROTOCOL, ProtocolSupport::Full)],
-                    request_response::Config::default(),
-                ),
-                gossip,
-                kad: kad::Behaviour::with_config(
-                    peer,
-                    kad::store::MemoryStore::new(peer),
-                    kad_config,
-                ),
-            }
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    }
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    kad_config.set_query_timeout(Duration::from_secs(3));
+    Raw {
+        admit: cbor::Behaviour::new(
+            [(ADMIT_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+        gossip,
+        kad: kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peer_not_yet_admitted_gets_no_gossip_and_no_records() {
+async fn peer_not_yet_admitted_gets_no_gossip_and_no_records_over_noise() {
+    peer_not_yet_admitted_gets_no_gossip_and_no_records(TcpSecurity::Noise).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_not_yet_admitted_gets_no_gossip_and_no_records_over_tls() {
+    peer_not_yet_admitted_gets_no_gossip_and_no_records(TcpSecurity::Tls).await
+}
+
+/// The gate holds whichever upgrade the peer chose: the node offers TLS
+/// first and takes Noise from a peer that offers only that.
+async fn peer_not_yet_admitted_gets_no_gossip_and_no_records(security: TcpSecurity) {
     const KEY: &[u8] = b"dataset/gated";
     let (a, a_addr) = node("member:alpha", "/ip6/::1/tcp/0").await;
-    let mut raw = raw_swarm();
+    let mut raw = raw_swarm(security);
     raw.dial(a_addr.clone()).unwrap();
     timeout(WAIT, async {
         loop {
@@ -457,4 +491,26 @@ async fn peer_not_yet_admitted_gets_no_gossip_and_no_records() {
     let value = timeout(WAIT, b.client.get_record(KEY.to_vec())).await;
     assert_eq!(value.unwrap().unwrap(), b"descriptor");
     drop(held_admit_requests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_first_nodes_fall_back_to_noise_for_members_that_offer_only_noise() {
+    // Either side dialing.
+    pair_with("/ip6/::1/tcp/0", TcpSecurity::TlsFirst, TcpSecurity::Noise).await;
+    pair_with("/ip6/::1/tcp/0", TcpSecurity::Noise, TcpSecurity::TlsFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_first_node_speaks_tls_with_a_tls_only_node_and_noise_never_meets_tls() {
+    // A TLS-only node can only be admitted over TLS, so this pair ran TLS.
+    pair_with("/ip6/::1/tcp/0", TcpSecurity::Tls, TcpSecurity::TlsFirst).await;
+    pair_with("/ip6/::1/tcp/0", TcpSecurity::TlsFirst, TcpSecurity::Tls).await;
+    // With no upgrade in common there is no connection at all.
+    let (tls_only, _) = node_with("member:alpha", "/ip6/::1/tcp/0", TcpSecurity::Tls).await;
+    let (_noise_only, addr) = node_with("member:beta", "/ip6/::1/tcp/0", TcpSecurity::Noise).await;
+    let dialed = timeout(WAIT, tls_only.client.dial(addr)).await.unwrap();
+    assert!(
+        dialed.is_err(),
+        "a TLS-only node connected to a Noise-only one"
+    );
 }

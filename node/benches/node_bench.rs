@@ -374,7 +374,32 @@ struct Pair {
 }
 
 async fn pair_with_dataset(space: &Space, prefix: &str, file: &Path, title: &str) -> Pair {
+    pair_with_security(space, prefix, file, title, "tls-first").await
+}
+
+/// Sets `p2p-security` in the node directory's config.
+fn set_security(dir: &Path, security: &str) {
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("p2p-security = "))
+        .unwrap()
+        .to_owned();
+    let text = text.replace(&line, &format!("p2p-security = \"{security}\""));
+    std::fs::write(&config, text).unwrap();
+}
+
+/// [`pair_with_dataset`], both nodes offering `security` on TCP.
+async fn pair_with_security(
+    space: &Space,
+    prefix: &str,
+    file: &Path,
+    title: &str,
+    security: &str,
+) -> Pair {
     let (dir_p, peer_p, _) = space.member_in(&format!("{prefix}sz"), "mainland:shenzhen", None);
+    set_security(&dir_p, security);
     let provider = Node::start(&dir_p);
     // BENCH_QUIC=1 connects the pair over QUIC instead of TCP+Noise+Yamux.
     let bootstrap = if std::env::var_os("BENCH_QUIC").is_some() {
@@ -383,6 +408,7 @@ async fn pair_with_dataset(space: &Space, prefix: &str, file: &Path, title: &str
         provider.tcp_addr()
     };
     let (dir_c, _, _) = space.member_in(&format!("{prefix}hk"), "hk", Some(&bootstrap));
+    set_security(&dir_c, security);
     let consumer = Node::start(&dir_c);
     let p = Api::of(&dir_p).connect().await;
     let c = Api::of(&dir_c).connect().await;
@@ -740,62 +766,71 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn transfer(space: &Space) {
     let file = space.tmp.path().join("one-gib.bin");
     random_file(&file, TRANSFER_BYTES);
-    let Pair {
-        provider,
-        consumer,
-        c,
-        dataset,
-    } = pair_with_dataset(space, "bench-tx-", &file, "Transfer benchmark").await;
+    // One pair per TCP security upgrade: TLS 1.3 (what two current nodes
+    // negotiate) and Noise (what they fall back to, and what nodes used
+    // before). With BENCH_QUIC=1 both pairs connect over QUIC instead.
+    let tls = pair_with_security(space, "bench-tls-", &file, "Transfer benchmark", "tls").await;
+    let noise =
+        pair_with_security(space, "bench-noise-", &file, "Transfer benchmark", "noise").await;
     let sshd = Sshd::start(&space.tmp.path().join("sshd"));
     let out = space.tmp.path().join("fetched.bin");
-    // Rounds alternate between the two so that both see the same state of
+    // Rounds alternate between the copies so that all see the same state of
     // the shared machine. The first round of each is a warm-up and is not
     // counted: on a virtual machine the first write of a gibibyte into
     // page-cache memory the guest has never touched costs seconds of
     // hypervisor faults, and whichever copy ran first would pay them.
     let rounds = transfer_rounds();
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let (mut ours_cpu, mut theirs_cpu) = (Vec::new(), Vec::new());
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut cpus: [Vec<f64>; 3] = Default::default();
     for round in 0..=rounds {
-        let (b, b_cpu) = with_cpu(fetch_once(&c, &dataset, &out)).await;
+        let (t, t_cpu) = with_cpu(fetch_once(&tls.c, &tls.dataset, &out)).await;
+        let (n, n_cpu) = with_cpu(fetch_once(&noise.c, &noise.dataset, &out)).await;
         let (s, s_cpu) = with_cpu(async { sshd.copy(&file) }).await;
-        let (b_rate, s_rate) = (mib_per_s(TRANSFER_BYTES, b), mib_per_s(TRANSFER_BYTES, s));
+        let rate = |d: Duration| mib_per_s(TRANSFER_BYTES, d);
         let label = if round == 0 {
             "warm-up".to_owned()
         } else {
             format!("round {round}")
         };
         println!(
-            "{label}: bayspace {:.2} s = {b_rate:.0} MiB/s ({b_cpu:.1} CPU s), \
-             scp {:.2} s = {s_rate:.0} MiB/s ({s_cpu:.1} CPU s), ratio {:.2}",
-            b.as_secs_f64(),
-            s.as_secs_f64(),
-            b_rate / s_rate
+            "{label}: tls {:.0} MiB/s ({t_cpu:.1} CPU s), noise {:.0} MiB/s ({n_cpu:.1} CPU s), \
+             scp {:.0} MiB/s ({s_cpu:.1} CPU s)",
+            rate(t),
+            rate(n),
+            rate(s),
         );
         if round > 0 {
-            ours.push(b_rate);
-            theirs.push(s_rate);
-            ours_cpu.push(b_cpu);
-            theirs_cpu.push(s_cpu);
+            for (i, (d, cpu)) in [(t, t_cpu), (n, n_cpu), (s, s_cpu)].into_iter().enumerate() {
+                rates[i].push(rate(d));
+                cpus[i].push(cpu);
+            }
         }
     }
     drop(sshd);
-    let (ours, theirs) = (median(ours), median(theirs));
-    let (ours_cpu, theirs_cpu) = (median(ours_cpu), median(theirs_cpu));
-    println!(
-        "bayspace fetch of 1 GiB over [::1], median of {rounds}: {ours:.0} MiB/s, \
-         {ours_cpu:.1} CPU s per GiB (both ends)"
-    );
+    let [tls_rate, noise_rate, scp_rate] = rates.map(median);
+    let [tls_cpu, noise_cpu, scp_cpu] = cpus.map(median);
+    for (name, r, cpu) in [
+        ("bayspace fetch over TLS", tls_rate, tls_cpu),
+        ("bayspace fetch over Noise", noise_rate, noise_cpu),
+    ] {
+        println!(
+            "{name}, 1 GiB over [::1], median of {rounds}: {r:.0} MiB/s ({:.2}x scp), \
+             {cpu:.1} CPU s per GiB ({:.2}x scp's)",
+            r / scp_rate,
+            cpu / scp_cpu
+        );
+    }
     println!(
         "scp -c chacha20-poly1305@openssh.com of 1 GiB over [::1], median of {rounds}: \
-         {theirs:.0} MiB/s, {theirs_cpu:.1} CPU s per GiB (both ends)"
+         {scp_rate:.0} MiB/s, {scp_cpu:.1} CPU s per GiB (both ends)"
     );
-    println!("ratio bayspace / scp: {:.2}", ours / theirs);
-    println!(
-        "peak RSS during the run: provider {:.1} MiB, consumer {:.1} MiB",
-        peak_rss_kib(&provider) as f64 / 1024.0,
-        peak_rss_kib(&consumer) as f64 / 1024.0
-    );
+    for (name, pair) in [("tls", &tls), ("noise", &noise)] {
+        println!(
+            "peak RSS during the run ({name} pair): provider {:.1} MiB, consumer {:.1} MiB",
+            peak_rss_kib(&pair.provider) as f64 / 1024.0,
+            peak_rss_kib(&pair.consumer) as f64 / 1024.0
+        );
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,8 @@ use std::time::Duration;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::identity::Keypair;
 use libp2p::request_response::ResponseChannel;
-use libp2p::{Multiaddr, PeerId, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, noise, tcp, tls, yamux};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -57,6 +58,40 @@ pub struct P2pConfig {
     /// `max_records` × `MAX_RECORD_BYTES` (64 KiB) in memory, 256 MiB with
     /// the default; a descriptor is typically 2–4 KiB.
     pub max_records: usize,
+    /// The security upgrades TCP connections offer, in order.
+    pub tcp_security: TcpSecurity,
+}
+
+/// Which security upgrades a node's TCP connections offer (QUIC always
+/// runs TLS 1.3).
+///
+/// TLS 1.3 (`libp2p-tls`, rustls with aws-lc) is offered first: its AEAD runs
+/// on aws-lc's assembly, where Noise runs the RustCrypto ChaCha20-Poly1305,
+/// and every byte a release sends is sealed once more by the transport.
+/// Noise stays as the fallback, so members on nodes that offer only Noise
+/// still connect. Admission, the gates and the prefix checks are above the
+/// transport and the same under either upgrade.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TcpSecurity {
+    /// TLS 1.3 when the peer speaks it, else Noise.
+    #[default]
+    TlsFirst,
+    /// TLS 1.3 only: peers that offer only Noise cannot connect.
+    Tls,
+    /// Noise only, as nodes before TLS did.
+    Noise,
+}
+
+impl TcpSecurity {
+    /// The config file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpSecurity::TlsFirst => "tls-first",
+            TcpSecurity::Tls => "tls",
+            TcpSecurity::Noise => "noise",
+        }
+    }
 }
 
 impl Default for P2pConfig {
@@ -74,6 +109,7 @@ impl Default for P2pConfig {
             max_pending_outgoing: 32,
             max_pending_requests_per_peer: 16,
             max_records: 4 * 1024,
+            tcp_security: TcpSecurity::default(),
         }
     }
 }
@@ -161,7 +197,7 @@ pub struct P2pStats {
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
     #[error("cannot build the TCP transport: {0}")]
-    Transport(#[from] noise::Error),
+    Transport(String),
     #[error(transparent)]
     Behaviour(#[from] BehaviourError),
     #[error("cannot listen on {addr}: {reason}")]
@@ -193,6 +229,10 @@ pub struct Client {
     stream: libp2p_stream::Control,
 }
 
+fn transport(e: impl std::fmt::Display) -> P2pError {
+    P2pError::Transport(e.to_string())
+}
+
 /// Builds the swarm for `keypair` and starts its event loop on the current
 /// tokio runtime.
 pub fn spawn(
@@ -204,18 +244,43 @@ pub fn spawn(
     let control = stream.new_control();
     let behaviour = Behaviour::new(&keypair, &config, stream)?;
     let idle = config.idle_timeout;
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_quic()
-        .with_behaviour(|_| behaviour)
-        .map_err(|never: Infallible| -> P2pError { match never {} })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-        .build();
+    // One chain per choice of security upgrade: the builder's types differ,
+    // the swarm it builds does not.
+    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    let tcp_config = tcp::Config::default().nodelay(true);
+    let behaviour = |_: &Keypair| behaviour;
+    let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(idle);
+    let never = |never: Infallible| -> P2pError { match never {} };
+    let swarm = match config.tcp_security {
+        TcpSecurity::TlsFirst => builder
+            .with_tcp(
+                tcp_config,
+                (tls::Config::new, noise::Config::new),
+                yamux::Config::default,
+            )
+            .map_err(transport)?
+            .with_quic()
+            .with_behaviour(behaviour)
+            .map_err(never)?
+            .with_swarm_config(swarm_config)
+            .build(),
+        TcpSecurity::Tls => builder
+            .with_tcp(tcp_config, tls::Config::new, yamux::Config::default)
+            .map_err(transport)?
+            .with_quic()
+            .with_behaviour(behaviour)
+            .map_err(never)?
+            .with_swarm_config(swarm_config)
+            .build(),
+        TcpSecurity::Noise => builder
+            .with_tcp(tcp_config, noise::Config::new, yamux::Config::default)
+            .map_err(transport)?
+            .with_quic()
+            .with_behaviour(behaviour)
+            .map_err(never)?
+            .with_swarm_config(swarm_config)
+            .build(),
+    };
 
     let (command_tx, command_rx) = mpsc::channel(config.command_buffer.max(1));
     let (event_tx, event_rx) = mpsc::channel(config.event_buffer.max(1));

@@ -236,7 +236,10 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let (client, events, swarm_task) = p2p::spawn(
         key.libp2p_keypair(),
         admission.clone(),
-        P2pConfig::default(),
+        P2pConfig {
+            tcp_security: config.p2p_security,
+            ..P2pConfig::default()
+        },
     )?;
     let negotiator = Negotiator::open(Deps {
         store: store.clone(),
