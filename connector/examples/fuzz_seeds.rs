@@ -188,7 +188,7 @@ fn transfer() -> Res<Vec<u8>> {
                 dataset_version: 1,
                 size: 17,
                 segments: 2,
-                content_hash: content_hash.clone(),
+                content_hash,
                 from_segment: 0,
             }),
         )
@@ -301,7 +301,11 @@ fn main() -> Res<()> {
     }
     .write(&anchor_file, Overwrite::Refuse)?;
 
-    write(&root, "negotiation_message", &messages(&d, &signed, &credential)?)?;
+    write(
+        &root,
+        "negotiation_message",
+        &messages(&d, &signed, &credential)?,
+    )?;
     write(&root, "transfer_frames", &[transfer()?])?;
     write(&root, "catalog_descriptor", &[catalog::encode(&d)?])?;
     write(

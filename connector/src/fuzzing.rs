@@ -26,8 +26,8 @@ use crate::catalog::{Catalog, IngestOutcome};
 use crate::config::NodeConfig;
 use crate::crypto::{DataKey, KEY_SIZE, SegmentBuf, SegmentCipher};
 use crate::identity::{
-    Anchor, Checks, MemberRole, MembershipBody, MembershipCredential, NodeKey,
-    ResearcherChecks, ResearcherCredential, RevocationList, parse_prefix,
+    Anchor, Checks, MemberRole, MembershipBody, MembershipCredential, NodeKey, ResearcherChecks,
+    ResearcherCredential, RevocationList, parse_prefix,
 };
 use crate::negotiator::wire::Message;
 use crate::store::SledStore;
@@ -250,9 +250,13 @@ pub fn assess_scenario(bytes: &[u8]) -> bool {
     serde_json::to_string(&assess(&scenario)).is_ok()
 }
 
+/// A target's entry point: untrusted bytes in, whether they were accepted
+/// out.
+pub type Target = fn(&[u8]) -> bool;
+
 /// Every target of this crate, by the name of its fuzz target and corpus
 /// directory.
-pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("negotiation_message", negotiation_message),
     ("transfer_frames", transfer_frames),
     ("catalog_descriptor", catalog_descriptor),

@@ -1,6 +1,7 @@
 //! Replays every committed fuzz corpus file through the function its fuzz
 //! target calls, so that a crash the fuzzer found once stays fixed without
 //! cargo-fuzz or a nightly compiler. See docs/RELIABILITY.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +44,10 @@ fn every_corpus_file_replays_without_a_panic_and_every_seed_is_accepted() {
             assert!(ok || !seed, "{} is a seed but is refused", path.display());
             accepted += usize::from(ok);
         }
-        assert!(accepted > 0, "no input of {name} is accepted; rerun fuzz_seeds");
+        assert!(
+            accepted > 0,
+            "no input of {name} is accepted; rerun fuzz_seeds"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Replays the committed `address_plan` fuzz corpus through the function
 //! the fuzz target calls, without cargo-fuzz. See docs/RELIABILITY.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
