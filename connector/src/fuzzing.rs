@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bayspace_contracts::agreement::{AgreementId, SignedAgreement};
 use bayspace_contracts::compliance::{Scenario, assess};
@@ -144,28 +144,25 @@ pub fn transfer_frames(bytes: &[u8]) -> bool {
     })
 }
 
-/// The node's own catalog, opened once: a store per input would make the
-/// fuzzer measure sled rather than the decoder.
-fn catalog() -> Option<&'static Catalog> {
-    static CATALOG: OnceLock<Option<Catalog>> = OnceLock::new();
-    CATALOG
-        .get_or_init(|| {
-            let store = SledStore::temporary().ok()?;
-            Catalog::open(Arc::new(store)).ok()
-        })
-        .as_ref()
+thread_local! {
+    /// The node's own catalog, opened once per thread: a store per input
+    /// would make the fuzzer measure sled rather than the decoder.
+    static CATALOG: Option<Catalog> = SledStore::temporary()
+        .ok()
+        .and_then(|store| Catalog::open(Arc::new(store)).ok());
 }
 
 /// A descriptor as gossip and catalog pages carry it, ingested as from an
 /// admitted member.
 pub fn catalog_descriptor(bytes: &[u8]) -> bool {
-    let Some(catalog) = catalog() else {
-        return false;
-    };
-    matches!(
-        catalog.ingest_bytes(bytes, |_| true, NOW),
-        Ok(IngestOutcome::Stored | IngestOutcome::Unchanged | IngestOutcome::Stale)
-    )
+    CATALOG.with(|catalog| {
+        catalog.as_ref().is_some_and(|c| {
+            matches!(
+                c.ingest_bytes(bytes, |_| true, NOW),
+                Ok(IngestOutcome::Stored | IngestOutcome::Unchanged | IngestOutcome::Stale)
+            )
+        })
+    })
 }
 
 /// A credential file, a researcher credential from a contract request, a
