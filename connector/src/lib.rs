@@ -9,6 +9,8 @@ pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod ledger;
 pub mod limits;

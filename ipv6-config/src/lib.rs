@@ -23,6 +23,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listen;
 pub mod nft;
 pub mod plan;
