@@ -99,6 +99,7 @@ fn agreement(d: &SignedDescriptor, member: &NodeKey, consumer: &NodeKey) -> Res<
         route: Route::GbaStandardContract,
         variant: Some(GbaVariant::MainlandHk),
         obligations: vec![Obligation::Filing10WorkingDays],
+        certificate: None,
         created: NOW,
     };
     Ok(SignedAgreement::sign_as_provider(a, member.signing_key())?
