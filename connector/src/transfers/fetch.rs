@@ -30,7 +30,6 @@ use super::{
     Destination, FRAME_TIMEOUT, FetchReport, FetchSlot, Progress, Sink, TransferError, Transfers,
     deadline,
 };
-use crate::audit::{Actor, AuditEvent};
 use crate::crypto::{self, DataKey, SegmentBuf, SegmentCipher, SegmentWriter, Verified};
 use crate::negotiator::AgreementRecord;
 use crate::p2p::protocol::DATA_PROTOCOL;
@@ -386,20 +385,9 @@ impl Transfers {
         {
             Frame::Start(s) => s,
             Frame::Termination { code, reason } => {
-                let audit = self.negotiator.audit_log().clone();
-                let subjects = vec![agreement.to_string()];
                 let details = json!({ "code": code, "reason": reason });
-                super::blocking(move || {
-                    audit.append(
-                        Actor::Peer(peer.to_string()),
-                        AuditEvent::TransferRefused,
-                        subjects,
-                        details,
-                        OffsetDateTime::now_utc(),
-                    )?;
-                    Ok(())
-                })
-                .await?;
+                self.audit_refused(peer, vec![agreement.to_string()], details)
+                    .await?;
                 return Err(TransferError::Refused(reason));
             }
             other => {

@@ -587,6 +587,27 @@ impl Transfers {
         Ok(())
     }
 
+    /// A `transfer-refused` entry, actor `peer`, written off the runtime.
+    async fn audit_refused(
+        &self,
+        peer: PeerId,
+        subjects: Vec<String>,
+        details: serde_json::Value,
+    ) -> Result<(), TransferError> {
+        let audit = self.negotiator.audit_log().clone();
+        blocking(move || {
+            audit.append(
+                Actor::Peer(peer.to_string()),
+                AuditEvent::TransferRefused,
+                subjects,
+                details,
+                OffsetDateTime::now_utc(),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Refuses a request on `stream`: audited (within the peer's budget of
     /// refusal entries; the rest are counted into the next entry), then
     /// the termination with `code` is sent.
@@ -605,7 +626,6 @@ impl Transfers {
             .map_err(|_| TransferError::Poisoned)?
             .take(&peer, std::time::Instant::now());
         if let Some(suppressed) = budget {
-            let audit = self.negotiator.audit_log().clone();
             let subjects = agreement.map(|a| vec![a.to_string()]).unwrap_or_default();
             let mut details = json!({ "code": code, "reason": reason });
             if let Some(r) = researcher {
@@ -614,17 +634,7 @@ impl Transfers {
             if suppressed > 0 {
                 details["suppressed_before"] = suppressed.into();
             }
-            blocking(move || {
-                audit.append(
-                    Actor::Peer(peer.to_string()),
-                    AuditEvent::TransferRefused,
-                    subjects,
-                    details,
-                    OffsetDateTime::now_utc(),
-                )?;
-                Ok(())
-            })
-            .await?;
+            self.audit_refused(peer, subjects, details).await?;
         } else {
             tracing::warn!(%peer, code, "transfer refused; over the peer's audit budget, counted only");
         }
