@@ -266,3 +266,24 @@ impl Space {
         (dir, peer, serial)
     }
 }
+
+/// The node's gRPC address from its `config.toml`, `host:port`.
+pub fn grpc_addr(dir: &Path) -> String {
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("grpc = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// A raw gRPC channel to the node in `dir`, for tests that send requests
+/// the CLI would never build.
+pub async fn grpc_channel(dir: &Path) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", grpc_addr(dir)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
