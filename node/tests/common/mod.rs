@@ -281,9 +281,23 @@ pub fn grpc_addr(dir: &Path) -> String {
 /// A raw gRPC channel to the node in `dir`, for tests that send requests
 /// the CLI would never build.
 pub async fn grpc_channel(dir: &Path) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{}", grpc_addr(dir)))
+    // As in the binary: rustls has two providers here and needs telling.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pem = std::fs::read(api_ca(dir)).unwrap();
+    tonic::transport::Endpoint::from_shared(format!("https://{}", grpc_addr(dir)))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )
         .unwrap()
         .connect()
         .await
         .unwrap()
+}
+
+/// The node's own API certificate, as a researcher would be sent it for
+/// `--ca`.
+pub fn api_ca(dir: &Path) -> String {
+    s(&dir.join("api.crt"))
 }
