@@ -615,12 +615,21 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
 
     // The consumer's node dies mid-transfer: when it starts again it
     // resumes the fetch by itself, and the command run again downloads it.
+    // (A shredded copy is fetched again only when asked to explicitly.)
     let out = p.space.tmp.path().join("imaging-again.bin");
     admin_ok(
         &p.hk,
         &["data", "shred", &agreement, "--reason", "fetch again"],
     );
-    let fetch = spawn_fetch(&p, &agreement, &out);
+    let fetch = Command::new(BIN)
+        .args(["transfer", "fetch", &agreement, "--keep-sealed"])
+        .args(["--node", &grpc_url(&p.hk.dir)])
+        .args(["--ca", &api_ca(&p.hk.dir)])
+        .env("BAYSPACE_TOKEN", &p.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_sealed_part(&p.hk, 2);
     kill9_in_place(&mut p.hk);
     let second = fetch.wait_with_output().unwrap();
