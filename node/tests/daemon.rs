@@ -247,6 +247,31 @@ fn grpc_calls_need_a_token_of_the_right_role() {
         .unwrap();
     assert!(!o.status.success());
     assert!(text(&o).contains("no token"), "{}", text(&o));
+
+    // Guessing tokens: after 20 failures within a minute from one address,
+    // its calls are refused unchecked, the right token's too.
+    let mut throttled_after = None;
+    for attempt in 4..=22 {
+        let o = bayspace(&["status", "--node", &url, "--ca", &ca, "--token", "guess"]);
+        assert!(!o.status.success());
+        if text(&o).contains("ResourceExhausted") {
+            throttled_after = Some(attempt);
+            break;
+        }
+        assert!(text(&o).contains("Unauthenticated"), "{}", text(&o));
+    }
+    assert_eq!(
+        throttled_after,
+        Some(21),
+        "refused from the 21st attempt on"
+    );
+    let o = bayspace(&["status", "--dir", &s(&dir)]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("ResourceExhausted") && text(&o).contains("failed authentications"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// The API speaks only TLS by default: a plaintext client gets nothing, and
@@ -303,6 +328,58 @@ fn the_api_is_tls_by_default_and_plaintext_only_on_loopback() {
     // With the node's own certificate it works (--dir finds it).
     ok(&["status", "--dir", &s(&dir)]);
     drop(node);
+
+    // The institution's own certificate: copied, and its fingerprint shown.
+    let own = space.tmp.path().join("own-cert");
+    let init = |d: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "init",
+            "--dir",
+            d.to_str().unwrap(),
+            "--institution",
+            "gamma",
+        ];
+        args.extend(["--region", "hk"]);
+        args.extend(extra);
+        let out = ok(&args);
+        out.lines()
+            .skip_while(|l| !l.contains("SHA-256 fingerprint"))
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let first = init(&own, &[]);
+    assert_eq!(first.len(), 32 * 3 - 1, "{first}");
+    let (cert, key) = (s(&own.join("api.crt")), s(&own.join("api.key")));
+    let copied = space.tmp.path().join("copied-cert");
+    let second = init(&copied, &["--api-cert", &cert, "--api-key", &key]);
+    assert_eq!(first, second);
+    assert_eq!(
+        std::fs::read(copied.join("api.crt")).unwrap(),
+        std::fs::read(own.join("api.crt")).unwrap()
+    );
+    let third = space.tmp.path().join("third-cert");
+    let o = bayspace(&[
+        "init",
+        "--dir",
+        &s(&third),
+        "--institution",
+        "delta",
+        "--region",
+        "hk",
+        "--api-cert",
+        &key,
+        "--api-key",
+        &key,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--api-cert") && text(&o).contains("not a PEM certificate"),
+        "{}",
+        text(&o)
+    );
+    assert!(!third.exists(), "nothing written");
 
     // grpc-tls = false on the loopback: plaintext, and the CLI follows.
     let config = dir.join("config.toml");

@@ -62,6 +62,12 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             args.region
         );
     }
+    // The certificate is made, or the institution's checked, before anything
+    // is written, so a wrong file leaves no half-made directory.
+    let grpc = args
+        .grpc
+        .unwrap_or_else(|| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7410)));
+    let api = api_cert(grpc, args.api_cert.as_deref(), args.api_key.as_deref())?;
     prepare_dir(dir, args.force)?;
     let overwrite = if args.force {
         Overwrite::Replace
@@ -100,13 +106,9 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         config.grpc = grpc;
     }
     config.bootstrap = args.bootstrap;
-    let fingerprint = write_api_cert(
-        dir,
-        &config,
-        args.api_cert.as_deref(),
-        args.api_key.as_deref(),
-        overwrite,
-    )?;
+    files::write_atomic(&dir.join(DEFAULT_API_KEY), &api.key_pem, 0o600, overwrite)?;
+    files::write_atomic(&dir.join(DEFAULT_API_CERT), &api.cert_pem, 0o644, overwrite)?;
+    let fingerprint = api.fingerprint;
     files::write_atomic(
         &dir.join(CONFIG_FILE),
         config.render().as_bytes(),
@@ -145,16 +147,16 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes the API's certificate and key: copies of the institution's, or a
-/// new self-signed pair for the gRPC address and the loopback. Returns the
-/// certificate's SHA-256 fingerprint.
-fn write_api_cert(
-    dir: &Path,
-    config: &NodeConfig,
-    cert: Option<&Path>,
-    key: Option<&Path>,
-    overwrite: Overwrite,
-) -> anyhow::Result<String> {
+/// The API's certificate and key, PEM, and the certificate's fingerprint.
+struct ApiFiles {
+    cert_pem: Vec<u8>,
+    key_pem: zeroize::Zeroizing<Vec<u8>>,
+    fingerprint: String,
+}
+
+/// The institution's certificate and key, checked, or a new self-signed
+/// pair for the gRPC address and the loopback.
+fn api_cert(grpc: SocketAddr, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<ApiFiles> {
     let (cert_pem, key_pem) = match (cert, key) {
         (Some(c), Some(k)) => {
             let cert_pem = std::fs::read(c)
@@ -163,11 +165,12 @@ fn write_api_cert(
                 std::fs::read(k)
                     .with_context(|| format!("cannot read --api-key {}", k.display()))?,
             );
-            api_tls::check_key(&key_pem, &k.display().to_string())?;
+            api_tls::check_key(&key_pem, &format!("--api-key {}", k.display()))?;
+            api_tls::fingerprint(&cert_pem, &format!("--api-cert {}", c.display()))?;
             (cert_pem, key_pem)
         }
         _ => {
-            let made = api_tls::self_signed(api_tls::subject_names(config.grpc))?;
+            let made = api_tls::self_signed(api_tls::subject_names(grpc))?;
             (
                 made.cert_pem.into_bytes(),
                 zeroize::Zeroizing::new(made.key_pem.as_bytes().to_vec()),
@@ -175,9 +178,11 @@ fn write_api_cert(
         }
     };
     let fingerprint = api_tls::fingerprint(&cert_pem, "the API certificate")?;
-    files::write_atomic(&dir.join(DEFAULT_API_KEY), &key_pem, 0o600, overwrite)?;
-    files::write_atomic(&dir.join(DEFAULT_API_CERT), &cert_pem, 0o644, overwrite)?;
-    Ok(fingerprint)
+    Ok(ApiFiles {
+        cert_pem,
+        key_pem,
+        fingerprint,
+    })
 }
 
 /// Create DIR (0700: it holds secrets) or check that it may be used.

@@ -68,7 +68,7 @@ pub mod limits {
     pub const MAX_HEADER_LIST: u32 = 16 << 10;
     /// Failed authentications from one address within the window, after
     /// which its calls are refused unchecked until the window passes.
-    pub const AUTH_FAILURES: u32 = 10;
+    pub const AUTH_FAILURES: u32 = 20;
     pub const AUTH_WINDOW: Duration = Duration::from_secs(60);
 }
 
