@@ -829,7 +829,6 @@ async fn download(space: &Space) {
         c,
         dataset,
     } = pair_with_dataset(space, "bench-dl-", &file, "Download benchmark").await;
-    std::fs::remove_file(&file).unwrap();
     let n = ContractServiceClient::new(c.clone())
         .request(ContractRequest {
             dataset_id: dataset,
@@ -850,7 +849,9 @@ async fn download(space: &Space) {
         .unwrap()
         .into_inner();
     while fetch.message().await.unwrap().is_some() {}
+    // The provider reads the file at release; after that it is not needed.
     drop(provider);
+    std::fs::remove_file(&file).unwrap();
     let before = rss_kib(&consumer);
     let since = Instant::now();
     let mut stream = DataServiceClient::new(c.clone())
