@@ -26,6 +26,9 @@ pub const DEFAULT_ANCHOR: &str = "anchor.pub";
 pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_SEALED_DIR: &str = "sealed";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const DEFAULT_API_CERT: &str = "api.crt";
+pub const DEFAULT_API_KEY: &str = "api.key";
+pub const DEFAULT_EXPORT_DIR: &str = "exports";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -35,6 +38,15 @@ pub struct NodeConfig {
     /// libp2p listen multiaddrs.
     pub listen: Vec<String>,
     pub grpc: SocketAddr,
+    /// Serve the gRPC API over TLS. `false` is allowed only on a loopback
+    /// address ([`NodeConfig::check_api`]).
+    #[serde(default = "yes")]
+    pub grpc_tls: bool,
+    /// The API's certificate (PEM, chain allowed) and its private key.
+    #[serde(default = "default_api_cert")]
+    pub api_cert: PathBuf,
+    #[serde(default = "default_api_key")]
+    pub api_key: PathBuf,
     pub node_key: PathBuf,
     pub credential: PathBuf,
     pub anchors: Vec<PathBuf>,
@@ -45,6 +57,9 @@ pub struct NodeConfig {
     /// shreds it. Configs written before it existed get the default.
     #[serde(default = "default_sealed_dir")]
     pub sealed_dir: PathBuf,
+    /// The only place an administrator's export writes on this host.
+    #[serde(default = "default_export_dir")]
+    pub export_dir: PathBuf,
     /// BLAKE3 of the administrator token's text, hex; the token itself is
     /// never stored by the node.
     pub admin_token_blake3: String,
@@ -70,6 +85,22 @@ fn is_default_security(s: &TcpSecurity) -> bool {
 
 fn default_sealed_dir() -> PathBuf {
     DEFAULT_SEALED_DIR.into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_api_cert() -> PathBuf {
+    DEFAULT_API_CERT.into()
+}
+
+fn default_api_key() -> PathBuf {
+    DEFAULT_API_KEY.into()
+}
+
+fn default_export_dir() -> PathBuf {
+    DEFAULT_EXPORT_DIR.into()
 }
 
 const DATE: &[time::format_description::BorrowedFormatItem<'static>] =
@@ -105,6 +136,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, reason: String },
     #[error("the system random number generator failed: {0}")]
     Random(String),
+    #[error(
+        "grpc-tls = false with grpc = \"{addr}\": bearer tokens and data would cross the network in the clear. Plaintext is allowed only on a loopback address; set grpc-tls = true (the default) in config.toml, or listen on [::1] or 127.0.0.1"
+    )]
+    PlaintextApi { addr: SocketAddr },
 }
 
 impl NodeConfig {
@@ -115,15 +150,28 @@ impl NodeConfig {
             region,
             listen: DEFAULT_LISTEN.map(String::from).to_vec(),
             grpc: SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7410)),
+            grpc_tls: true,
+            api_cert: DEFAULT_API_CERT.into(),
+            api_key: DEFAULT_API_KEY.into(),
             node_key: DEFAULT_NODE_KEY.into(),
             credential: DEFAULT_CREDENTIAL.into(),
             anchors: vec![DEFAULT_ANCHOR.into()],
             bootstrap: Vec::new(),
             data_dir: DEFAULT_DATA_DIR.into(),
             sealed_dir: DEFAULT_SEALED_DIR.into(),
+            export_dir: DEFAULT_EXPORT_DIR.into(),
             admin_token_blake3: admin_token.blake3_hex(),
             filing_holidays: BTreeSet::new(),
             p2p_security: TcpSecurity::default(),
+        }
+    }
+
+    /// Refuses a plaintext API anywhere but on a loopback address.
+    pub fn check_api(&self) -> Result<(), ConfigError> {
+        if self.grpc_tls || self.grpc.ip().is_loopback() {
+            Ok(())
+        } else {
+            Err(ConfigError::PlaintextApi { addr: self.grpc })
         }
     }
 
@@ -164,6 +212,12 @@ listen = {listen}
 # The gRPC API for researchers and administrators (host:port).
 grpc = {grpc}
 
+# Serve the API over TLS with the certificate and key below (PEM). `false`
+# (plaintext HTTP/2) is accepted only when `grpc` is a loopback address.
+grpc-tls = {grpc_tls}
+api-cert = {api_cert}
+api-key = {api_key}
+
 # The node's ed25519 key (mode 0600). The PeerId is derived from it.
 node-key = {node_key}
 
@@ -184,6 +238,10 @@ data-dir = {data_dir}
 # with the wrapped keys whose destruction at a retention end shreds it.
 sealed-dir = {sealed_dir}
 
+# The only directory an administrator's export (`bayspace data export`)
+# writes to on this host; researchers' data goes to their own machines.
+export-dir = {export_dir}
+
 # BLAKE3 hash (hex) of the administrator token in admin.token. The node keeps
 # only this hash; to rotate the token, write a new one and its hash here.
 admin-token-blake3 = {hash}
@@ -202,6 +260,10 @@ p2p-security = {security}
             region = s(&self.region.to_string()),
             listen = list(self.listen.iter().map(|l| s(l)).collect()),
             grpc = s(&self.grpc.to_string()),
+            grpc_tls = self.grpc_tls,
+            api_cert = p(&self.api_cert),
+            api_key = p(&self.api_key),
+            export_dir = p(&self.export_dir),
             node_key = p(&self.node_key),
             credential = p(&self.credential),
             anchors = list(self.anchors.iter().map(|a| p(a)).collect()),
@@ -312,6 +374,24 @@ mod tests {
             e.contains("c.toml") && e.contains("filing-holidays") && e.contains("2026-10-32"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn plaintext_api_only_on_loopback() {
+        let mut c = config();
+        c.grpc_tls = false;
+        c.check_api().unwrap();
+        c.grpc = "127.0.0.1:7410".parse().unwrap();
+        c.check_api().unwrap();
+        for addr in ["[::]:7410", "[2001:db8::5]:7410", "0.0.0.0:7410"] {
+            c.grpc = addr.parse().unwrap();
+            let e = c.check_api().unwrap_err().to_string();
+            assert!(e.contains(addr) && e.contains("grpc-tls = true"), "{e}");
+        }
+        c.grpc_tls = true;
+        c.check_api().unwrap();
+        let text = c.render();
+        assert!(text.contains("grpc-tls = true") && text.contains("export-dir = \"exports\""));
     }
 
     #[test]

@@ -967,6 +967,83 @@ pub fn unseal_file(
     writer.finish(expected)
 }
 
+/// Decrypts a file of sealed records (as [`SegmentWriter::resume_sealed`]
+/// writes them) one segment at a time, from any segment on, so a download
+/// holds one segment in memory whatever the size and a resumed download
+/// skips what the client holds. Each record is authenticated as it is read;
+/// a damaged one is an error naming its index.
+#[derive(Debug)]
+pub struct UnsealReader {
+    file: File,
+    path: PathBuf,
+    cipher: SegmentCipher,
+    size: u64,
+    count: u32,
+    next: u32,
+}
+
+impl UnsealReader {
+    /// `size` is the plaintext size on record; the file must be exactly as
+    /// long as that many bytes sealed. `start` may equal the segment count
+    /// (the client holds everything); the reader then yields nothing.
+    pub fn open(sealed: &Path, cipher: SegmentCipher, size: u64, start: u32) -> Result<Self> {
+        let segment_size = cipher.segment_size;
+        let count = count_with(size, segment_size)?;
+        if start > count {
+            return Err(CryptoError::IndexOutOfRange {
+                index: start,
+                count,
+            });
+        }
+        let mut file = File::open(sealed).map_err(io_err("open", sealed))?;
+        let actual = file.metadata().map_err(io_err("stat", sealed))?.len();
+        let expected = size + u64::from(count) * TAG_SIZE as u64;
+        if actual != expected {
+            return Err(CryptoError::SealedLength {
+                path: sealed.to_path_buf(),
+                expected,
+                actual,
+            });
+        }
+        let offset = u64::from(start) * (segment_size + TAG_SIZE) as u64;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io_err("seek in", sealed))?;
+        Ok(UnsealReader {
+            file,
+            path: sealed.to_path_buf(),
+            cipher,
+            size,
+            count,
+            next: start,
+        })
+    }
+
+    pub fn segment_size(&self) -> usize {
+        self.cipher.segment_size
+    }
+
+    /// Decrypts the next segment into `buf` (replacing its contents) and
+    /// returns its index; `None` once every segment has been read.
+    pub fn next_into(&mut self, buf: &mut Vec<u8>) -> Option<Result<u32>> {
+        if self.next >= self.count {
+            return None;
+        }
+        let index = self.next;
+        let item = range_with(index, self.size, self.cipher.segment_size).and_then(|(_, len)| {
+            buf.resize(len + TAG_SIZE, 0);
+            self.file
+                .read_exact(buf)
+                .map_err(io_err("read", &self.path))?;
+            self.cipher
+                .open_in_place(index, index + 1 == self.count, buf)
+        });
+        // After a failure the position is unknown; stop rather than yield a
+        // segment from the wrong offset.
+        self.next = if item.is_ok() { index + 1 } else { self.count };
+        Some(item.map(|()| index))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

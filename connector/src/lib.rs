@@ -5,10 +5,13 @@
 //! the audit log, and talks to the other members.
 
 pub mod admission;
+pub mod api_tls;
 pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod crypto;
+pub mod download;
+pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;

@@ -100,6 +100,66 @@ fn refill_bucket(b: &mut Bucket, burst: u32, refill: Duration, now: Instant) {
     }
 }
 
+/// Failed API authentications per source address: after `max` failures
+/// within `window`, the address's calls are refused without looking at
+/// the token until the window has passed, so a token cannot be guessed at
+/// network speed. Bounded like [`AuditBudget`]: at [`MAX_PEERS`] addresses
+/// the expired windows are forgotten, then the oldest.
+pub struct AuthThrottle {
+    max: u32,
+    window: Duration,
+    sources: HashMap<std::net::IpAddr, (u32, Instant)>,
+}
+
+impl AuthThrottle {
+    pub fn new(max: u32, window: Duration) -> Self {
+        AuthThrottle {
+            max,
+            window,
+            sources: HashMap::new(),
+        }
+    }
+
+    /// `Err(wait)` while `source` is throttled.
+    pub fn check(&mut self, source: std::net::IpAddr, now: Instant) -> Result<(), Duration> {
+        match self.sources.get(&source) {
+            Some(&(count, since)) if count >= self.max => {
+                let passed = now.saturating_duration_since(since);
+                if passed < self.window {
+                    Err(self.window - passed)
+                } else {
+                    self.sources.remove(&source);
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication from `source`.
+    pub fn failed(&mut self, source: std::net::IpAddr, now: Instant) {
+        if !self.sources.contains_key(&source) && self.sources.len() >= MAX_PEERS {
+            let window = self.window;
+            self.sources
+                .retain(|_, (_, since)| now.saturating_duration_since(*since) < window);
+            if self.sources.len() >= MAX_PEERS
+                && let Some(oldest) = self
+                    .sources
+                    .iter()
+                    .min_by_key(|(_, (_, since))| *since)
+                    .map(|(ip, _)| *ip)
+            {
+                self.sources.remove(&oldest);
+            }
+        }
+        let entry = self.sources.entry(source).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) >= self.window {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +204,28 @@ mod tests {
             Some(1),
             "the noisy peer's count survived"
         );
+    }
+
+    #[test]
+    fn failed_authentications_are_throttled_per_address() {
+        let mut t = AuthThrottle::new(3, Duration::from_secs(60));
+        let now = Instant::now();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        for _ in 0..3 {
+            assert!(t.check(a, now).is_ok());
+            t.failed(a, now);
+        }
+        let wait = t.check(a, now + Duration::from_secs(10)).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(50));
+        assert!(t.check(b, now).is_ok(), "other addresses are not affected");
+        assert!(t.check(a, now + Duration::from_secs(60)).is_ok());
+        for i in 0..(MAX_PEERS as u32 + 10) {
+            let ip = std::net::IpAddr::from(std::net::Ipv4Addr::from(i));
+            t.failed(ip, now);
+        }
+        assert!(t.sources.len() <= MAX_PEERS);
     }
 }

@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::{Actor, AuditError, AuditEvent, AuditLog};
 use crate::crypto::{
-    self, CryptoError, DataKey, KEY_SIZE, SegmentCipher, SegmentWriter, WrappedKey,
+    self, CryptoError, DataKey, KEY_SIZE, SegmentCipher, SegmentWriter, UnsealReader, WrappedKey,
 };
 use crate::store::{Store, StoreError, TreeName, TypedTree};
 
@@ -129,6 +129,14 @@ pub enum VaultError {
         id: AgreementId,
         expected: String,
         caller: String,
+    },
+    #[error(
+        "offset {offset} is past the end of the data of agreement {agreement} ({size} bytes); delete the partial file and download again"
+    )]
+    OffsetPastEnd {
+        agreement: AgreementId,
+        offset: u64,
+        size: u64,
     },
     #[error("key file {path}: {reason}")]
     KeyFile { path: PathBuf, reason: String },
@@ -358,6 +366,92 @@ impl Vault {
         now: OffsetDateTime,
     ) -> Result<SealedRecord> {
         let _g = self.guard()?;
+        let (record, size, hash, key) = self.openable(agreement, researcher, now)?;
+        self.audit.append(
+            researcher.map_or(Actor::Admin, |r| Actor::Researcher(r.to_owned())),
+            AuditEvent::DataOpened,
+            vec![agreement.to_string(), record.dataset.to_string()],
+            json!({ "out": out.display().to_string(), "bytes": size }),
+            now,
+        )?;
+        let cipher = SegmentCipher::new(&key, agreement.as_str(), record.dataset_version);
+        crypto::unseal_file(
+            &self.sealed_path(agreement),
+            &cipher,
+            size,
+            &blake3::Hash::from_bytes(hash.0),
+            out,
+        )?;
+        Ok(record)
+    }
+
+    /// Starts decrypting the sealed copy of `agreement` for `researcher`
+    /// (`None`: an administrator) from byte `offset`, for a download to the
+    /// client's own machine: nothing is written on this host. The same
+    /// checks as [`Vault::open_to`] apply, and the download is audited
+    /// (with `client`, the address it goes to) before anything is decrypted.
+    ///
+    /// The lock is not held for the whole download, which may take long;
+    /// [`Download::next_chunk`] takes it for each segment and checks the
+    /// copy again, so a shredding or the retention end stops a download at
+    /// the next segment and no segment is decrypted after it.
+    pub fn download(
+        self: &Arc<Self>,
+        agreement: &AgreementId,
+        researcher: Option<&str>,
+        client: &str,
+        offset: u64,
+        now: OffsetDateTime,
+    ) -> Result<Download> {
+        let _g = self.guard()?;
+        let (record, size, hash, key) = self.openable(agreement, researcher, now)?;
+        if offset > size {
+            return Err(VaultError::OffsetPastEnd {
+                agreement: agreement.clone(),
+                offset,
+                size,
+            });
+        }
+        let cipher = SegmentCipher::new(&key, agreement.as_str(), record.dataset_version);
+        let segment = cipher.segment_size() as u64;
+        // The last segment is still sent when the client holds every byte,
+        // so even a complete resume ends with an authenticated segment.
+        let start = (offset / segment).min(crypto::segment_count(size)?.saturating_sub(1) as u64);
+        let start = u32::try_from(start).map_err(|_| CryptoError::TooLarge { size })?;
+        let reader = UnsealReader::open(&self.sealed_path(agreement), cipher, size, start)?;
+        self.audit.append(
+            researcher.map_or(Actor::Admin, |r| Actor::Researcher(r.to_owned())),
+            AuditEvent::DataDownloaded,
+            vec![agreement.to_string(), record.dataset.to_string()],
+            json!({
+                "client": client,
+                "offset": offset,
+                "bytes": size - offset,
+                "size": size,
+                "blake3": hash.to_string(),
+            }),
+            now,
+        )?;
+        Ok(Download {
+            vault: self.clone(),
+            agreement: agreement.clone(),
+            started_at: record.started_at,
+            skip: usize::try_from(offset - u64::from(start) * segment).unwrap_or(usize::MAX),
+            reader,
+            size,
+            hash,
+        })
+    }
+
+    /// The checks every decryption of a copy passes, under the lock: the
+    /// caller's agreement, a complete copy not shredded, the retention end
+    /// not reached, and its key.
+    fn openable(
+        &self,
+        agreement: &AgreementId,
+        researcher: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(SealedRecord, u64, Digest, DataKey)> {
         let record = self
             .get(agreement)?
             .ok_or_else(|| VaultError::NotFound(agreement.clone()))?;
@@ -395,22 +489,40 @@ impl Vault {
                 path: self.key_path(agreement),
                 reason: "missing, though the copy is not recorded as shredded".into(),
             })?;
-        self.audit.append(
-            researcher.map_or(Actor::Admin, |r| Actor::Researcher(r.to_owned())),
-            AuditEvent::DataOpened,
-            vec![agreement.to_string(), record.dataset.to_string()],
-            json!({ "out": out.display().to_string(), "bytes": size }),
-            now,
-        )?;
-        let cipher = SegmentCipher::new(&key, agreement.as_str(), record.dataset_version);
-        crypto::unseal_file(
-            &self.sealed_path(agreement),
-            &cipher,
-            size,
-            &blake3::Hash::from_bytes(hash.0),
-            out,
-        )?;
-        Ok(record)
+        Ok((record, size, hash, key))
+    }
+
+    /// Whether the copy a download began on is still there to read, under
+    /// the lock: not shredded (nor replaced by a new copy since), and before
+    /// its retention end.
+    fn still_openable(
+        &self,
+        agreement: &AgreementId,
+        started_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let record = self
+            .get(agreement)?
+            .ok_or_else(|| VaultError::NotFound(agreement.clone()))?;
+        if let (SealedState::Shredded, Some(at)) = (record.state, record.shredded_at) {
+            return Err(VaultError::Shredded {
+                agreement: agreement.clone(),
+                at,
+                reason: record.shred_reason.unwrap_or_default(),
+            });
+        }
+        if record.state != SealedState::Sealed || record.started_at != started_at {
+            return Err(VaultError::Incomplete(agreement.clone()));
+        }
+        if let Some(deadline) = record.retention_deadline
+            && now >= deadline
+        {
+            return Err(VaultError::RetentionEnded {
+                agreement: agreement.clone(),
+                deadline,
+            });
+        }
+        Ok(())
     }
 
     /// Forgets a copy that was begun but never received a byte (the
@@ -642,6 +754,48 @@ impl Vault {
         fs::remove_file(&path).map_err(io_err("remove", &path))?;
         crypto::sync_parent(&path)?;
         Ok(())
+    }
+}
+
+/// A download in progress ([`Vault::download`]): plaintext chunks of at
+/// most one segment, from the offset asked for to the end.
+#[derive(Debug)]
+pub struct Download {
+    vault: Arc<Vault>,
+    agreement: AgreementId,
+    started_at: OffsetDateTime,
+    /// Bytes of the next segment the client already holds.
+    skip: usize,
+    reader: UnsealReader,
+    size: u64,
+    hash: Digest,
+}
+
+impl Download {
+    /// The plaintext size and BLAKE3 of the whole data.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn hash(&self) -> &Digest {
+        &self.hash
+    }
+
+    /// The next chunk into `buf` (replacing its contents); `false` at the
+    /// end. Refused once the copy is shredded or its retention ends.
+    pub fn next_chunk(&mut self, buf: &mut Vec<u8>, now: OffsetDateTime) -> Result<bool> {
+        let _g = self.vault.guard()?;
+        self.vault
+            .still_openable(&self.agreement, self.started_at, now)?;
+        match self.reader.next_into(buf) {
+            None => Ok(false),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(_)) => {
+                let skip = std::mem::take(&mut self.skip).min(buf.len());
+                buf.drain(..skip);
+                Ok(true)
+            }
+        }
     }
 }
 

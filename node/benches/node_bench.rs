@@ -26,10 +26,16 @@
 //!   afterwards); both throughputs and their ratio (target: at least 3×).
 //!   Needs `sshd` and `scp` (Debian: `apt-get install openssh-server`).
 //!
+//! - download: the same 1 GiB, fetched once into Hong Kong's sealed store,
+//!   then streamed to this process with `DataService.Download` over TLS
+//!   (decrypted on the node as it streams; nothing written on its host);
+//!   the throughput, and Hong Kong's resident memory sampled during the
+//!   download (it should stay flat whatever the size).
+//!
 //! Run: `cargo bench -p bayspace-node --bench node_bench [-- SECTION…]`
-//! where a section is `start`, `propagation`, `negotiation` or `transfer`
-//! (the first three when none is named; `transfer` writes 2 GiB to the
-//! temporary directory).
+//! where a section is `start`, `propagation`, `negotiation`, `transfer` or
+//! `download` (the first three when none is named; `transfer` writes 2 GiB
+//! to the temporary directory, `download` 2 GiB).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -44,14 +50,17 @@ use bayspace_connector::config::{ADMIN_TOKEN_FILE, CONFIG_FILE, NodeConfig};
 use common::{Node, Space};
 use proto::catalog_service_client::CatalogServiceClient;
 use proto::contract_service_client::ContractServiceClient;
+use proto::data_service_client::DataServiceClient;
 use proto::dataset_service_client::DatasetServiceClient;
 use proto::node_service_client::NodeServiceClient;
 use proto::transfer_service_client::TransferServiceClient;
-use proto::{ContractRequest, FetchRequest, PublishRequest, SearchRequest, StatusRequest};
+use proto::{
+    ContractRequest, DownloadRequest, FetchRequest, PublishRequest, SearchRequest, StatusRequest,
+};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 const STARTS: usize = 10;
@@ -76,6 +85,7 @@ type Auth = InterceptedService<Channel, Bearer>;
 /// Where a node directory's gRPC API is, and its administrator token.
 struct Api {
     url: String,
+    ca: Vec<u8>,
     bearer: Bearer,
 }
 
@@ -84,13 +94,18 @@ impl Api {
         let config = NodeConfig::load(&dir.join(CONFIG_FILE)).unwrap();
         let token = std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE)).unwrap();
         Api {
-            url: format!("http://{}", config.grpc),
+            url: format!("https://{}", config.grpc),
+            ca: std::fs::read(dir.join(&config.api_cert)).unwrap(),
             bearer: Bearer(format!("Bearer {}", token.trim()).parse().unwrap()),
         }
     }
 
     async fn try_connect(&self) -> Option<Auth> {
         let channel = Endpoint::from_shared(self.url.clone())
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.ca.clone())),
+            )
             .unwrap()
             .connect_timeout(Duration::from_millis(500))
             .connect()
@@ -712,6 +727,7 @@ async fn fetch_once(c: &Auth, dataset: &str, out: &Path) -> Duration {
     let mut stream = TransferServiceClient::new(c.clone())
         .fetch(FetchRequest {
             agreement_id: n.agreement_id.clone(),
+            // The administrator's export, inside the consumer's export-dir.
             out: out.to_str().unwrap().to_owned(),
             keep_sealed: false,
         })
@@ -776,7 +792,10 @@ async fn transfer(space: &Space) {
     let noise =
         pair_with_security(space, "bench-noise-", &file, "Transfer benchmark", "noise").await;
     let sshd = Sshd::start(&space.tmp.path().join("sshd"));
-    let out = space.tmp.path().join("fetched.bin");
+    // Each fetch lands in its consumer's export-dir (an administrator's
+    // export; researchers download to their own machines).
+    let out_tls = tls.consumer.dir.join("exports").join("fetched.bin");
+    let out_noise = noise.consumer.dir.join("exports").join("fetched.bin");
     // Rounds alternate between the copies so that all see the same state of
     // the shared machine. The first round of each is a warm-up and is not
     // counted: on a virtual machine the first write of a gibibyte into
@@ -786,8 +805,8 @@ async fn transfer(space: &Space) {
     let mut rates: [Vec<f64>; 3] = Default::default();
     let mut cpus: [Vec<f64>; 3] = Default::default();
     for round in 0..=rounds {
-        let (t, t_cpu) = with_cpu(fetch_once(&tls.c, &tls.dataset, &out)).await;
-        let (n, n_cpu) = with_cpu(fetch_once(&noise.c, &noise.dataset, &out)).await;
+        let (t, t_cpu) = with_cpu(fetch_once(&tls.c, &tls.dataset, &out_tls)).await;
+        let (n, n_cpu) = with_cpu(fetch_once(&noise.c, &noise.dataset, &out_noise)).await;
         let (s, s_cpu) = with_cpu(async { sshd.copy(&file) }).await;
         let rate = |d: Duration| mib_per_s(TRANSFER_BYTES, d);
         let label = if round == 0 {
@@ -836,8 +855,91 @@ async fn transfer(space: &Space) {
     }
 }
 
+/// One agreement fetched sealed into the consumer, then downloaded to this
+/// process: the download's throughput, and the consumer's RSS sampled
+/// while it streams.
+async fn download(space: &Space) {
+    let file = space.tmp.path().join("one-gib-dl.bin");
+    random_file(&file, TRANSFER_BYTES);
+    let expected = blake3::hash(&std::fs::read(&file).unwrap())
+        .to_hex()
+        .to_string();
+    let Pair {
+        provider,
+        consumer,
+        c,
+        dataset,
+    } = pair_with_dataset(space, "bench-dl-", &file, "Download benchmark").await;
+    let n = ContractServiceClient::new(c.clone())
+        .request(ContractRequest {
+            dataset_id: dataset,
+            purpose: "academic-research".into(),
+            offer_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.state, "FINALIZED", "{n:?}");
+    let mut fetch = TransferServiceClient::new(c.clone())
+        .fetch(FetchRequest {
+            agreement_id: n.agreement_id.clone(),
+            out: String::new(),
+            keep_sealed: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while fetch.message().await.unwrap().is_some() {}
+    // The provider reads the file at release; after that it is not needed.
+    drop(provider);
+    std::fs::remove_file(&file).unwrap();
+    let before = rss_kib(&consumer);
+    let since = Instant::now();
+    let mut stream = DataServiceClient::new(c.clone())
+        .download(DownloadRequest {
+            agreement_id: n.agreement_id.clone(),
+            offset: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut hasher = blake3::Hasher::new();
+    let (mut got, mut peak, mut last_sample) = (0u64, before, Instant::now());
+    let mut last = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        if m.done {
+            last = Some(m);
+            break;
+        }
+        hasher.update(&m.data);
+        got += m.data.len() as u64;
+        if last_sample.elapsed() >= Duration::from_millis(50) {
+            peak = peak.max(rss_kib(&consumer));
+            last_sample = Instant::now();
+        }
+    }
+    let took = since.elapsed();
+    let last = last.expect("the download ended without its final message");
+    assert_eq!(got, TRANSFER_BYTES);
+    assert_eq!(last.blake3, expected);
+    assert_eq!(hasher.finalize().to_hex().as_str(), expected);
+    println!(
+        "download of 1 GiB over TLS on [::1] (decrypted on the node as it streams): \
+         {:.2} s = {:.0} MiB/s",
+        took.as_secs_f64(),
+        mib_per_s(TRANSFER_BYTES, took)
+    );
+    println!(
+        "consumer RSS: {:.1} MiB before, at most {:.1} MiB sampled during the download",
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // rustls is built with two crypto providers here and needs telling.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let sections: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -855,5 +957,8 @@ async fn main() {
     }
     if sections.iter().any(|x| x == "transfer") {
         transfer(&space).await;
+    }
+    if sections.iter().any(|x| x == "download") {
+        download(&space).await;
     }
 }

@@ -2,7 +2,7 @@
 //! connection, and how the node's refusals are shown.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -11,7 +11,7 @@ use bayspace_connector::identity::files;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -19,9 +19,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
-    /// The node's gRPC address, e.g. http://[::1]:7410.
+    /// The node's gRPC address, e.g. https://[2001:db8::5]:7410.
     #[arg(long, env = "BAYSPACE_NODE", global = true)]
     node: Option<String>,
+    /// The certificate (PEM) to trust for an https:// node: the node's
+    /// api.crt (check its SHA-256 fingerprint with the administrator), or
+    /// the CA that issued the institution's certificate.
+    #[arg(long, env = "BAYSPACE_CA", global = true)]
+    ca: Option<PathBuf>,
     /// Bearer token (administrator or researcher).
     #[arg(long, env = "BAYSPACE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -35,9 +40,10 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// For callers inside the binary (the demo) that already know the
     /// node and the token.
-    pub fn to(node: String, token: String) -> Self {
+    pub fn to(node: String, token: String, ca: Option<PathBuf>) -> Self {
         ClientArgs {
             node: Some(node),
+            ca,
             token: Some(token),
             dir: None,
         }
@@ -58,21 +64,41 @@ pub type AuthChannel = InterceptedService<Channel, Bearer>;
 
 /// Where a client reaches a node listening on `addr`: an unspecified
 /// address means "every interface", which includes the loopback.
-fn url_of(addr: SocketAddr) -> String {
+pub fn url_of(addr: SocketAddr, tls: bool) -> String {
     let ip = match addr.ip() {
         IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
-fn resolve(args: &ClientArgs) -> anyhow::Result<(String, String)> {
-    let (mut node, mut token) = (args.node.clone(), args.token.clone());
+/// Where the client finds the node, the token and the certificate to trust.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    url: String,
+    token: String,
+    ca: Option<PathBuf>,
+}
+
+fn in_dir(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        dir.join(p)
+    }
+}
+
+fn resolve(args: &ClientArgs) -> anyhow::Result<Target> {
+    let (mut node, mut token, mut ca) = (args.node.clone(), args.token.clone(), args.ca.clone());
     if let Some(dir) = &args.dir {
         if node.is_none() {
             let config = NodeConfig::load(&dir.join(CONFIG_FILE))?;
-            node = Some(url_of(config.grpc));
+            node = Some(url_of(config.grpc, config.grpc_tls));
+            if ca.is_none() && config.grpc_tls {
+                ca = Some(in_dir(dir, &config.api_cert));
+            }
         }
         if token.is_none() {
             let text = files::read_secret_text(&dir.join(ADMIN_TOKEN_FILE))?;
@@ -80,9 +106,9 @@ fn resolve(args: &ClientArgs) -> anyhow::Result<(String, String)> {
         }
     }
     match (node, token) {
-        (Some(n), Some(t)) => Ok((n, t)),
+        (Some(url), Some(token)) => Ok(Target { url, token, ca }),
         (None, _) => bail!(
-            "which node? pass --node http://HOST:PORT (or set BAYSPACE_NODE), or --dir NODE_DIR on the node's host"
+            "which node? pass --node https://HOST:PORT (or set BAYSPACE_NODE) with --ca FILE, or --dir NODE_DIR on the node's host"
         ),
         (_, None) => bail!(
             "no token: pass --token (or set BAYSPACE_TOKEN), or --dir NODE_DIR for the administrator token"
@@ -92,18 +118,50 @@ fn resolve(args: &ClientArgs) -> anyhow::Result<(String, String)> {
 
 /// Connects to the node; fails within a few seconds when it does not answer.
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<AuthChannel> {
-    let (url, token) = resolve(args)?;
+    let channel = open_channel(args, Some(CALL_TIMEOUT)).await?;
+    let Target { token, .. } = resolve(args)?;
     let header: MetadataValue<_> = format!("Bearer {token}")
         .parse()
         .context("the token contains characters not allowed in a header")?;
-    let channel = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("`{url}` is not a gRPC address (like http://[::1]:7410)"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
+    Ok(InterceptedService::new(channel, Bearer(header)))
+}
+
+/// Like [`connect`], without a deadline per call: for a download, which
+/// takes as long as the data needs.
+pub async fn connect_streaming(args: &ClientArgs) -> anyhow::Result<AuthChannel> {
+    let channel = open_channel(args, None).await?;
+    let Target { token, .. } = resolve(args)?;
+    let header: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .context("the token contains characters not allowed in a header")?;
+    Ok(InterceptedService::new(channel, Bearer(header)))
+}
+
+async fn open_channel(args: &ClientArgs, timeout: Option<Duration>) -> anyhow::Result<Channel> {
+    let Target { url, ca, .. } = resolve(args)?;
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("`{url}` is not a gRPC address (like https://[::1]:7410)"))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(t) = timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    if url.starts_with("https://") {
+        let Some(ca) = ca else {
+            bail!(
+                "{url} speaks TLS: pass --ca FILE (or set BAYSPACE_CA) with the node's certificate \
+                 (its api.crt; compare the SHA-256 fingerprint `bayspace init` printed) or the CA that issued it"
+            );
+        };
+        let pem = std::fs::read(&ca)
+            .with_context(|| format!("cannot read the certificate to trust, {}", ca.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .with_context(|| format!("{} is not a usable certificate", ca.display()))?;
+    }
+    endpoint
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("the node at {url} does not answer: {}", source_chain(&e)))?;
-    Ok(InterceptedService::new(channel, Bearer(header)))
+        .map_err(|e| anyhow::anyhow!("the node at {url} does not answer: {}", source_chain(&e)))
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -137,9 +195,12 @@ mod tests {
 
     #[test]
     fn unspecified_addresses_mean_loopback() {
-        assert_eq!(url_of("[::]:7410".parse().unwrap()), "http://[::1]:7410");
         assert_eq!(
-            url_of("[2001:db8::1]:7410".parse().unwrap()),
+            url_of("[::]:7410".parse().unwrap(), true),
+            "https://[::1]:7410"
+        );
+        assert_eq!(
+            url_of("[2001:db8::1]:7410".parse().unwrap(), false),
             "http://[2001:db8::1]:7410"
         );
     }
@@ -148,6 +209,7 @@ mod tests {
     fn explicit_flags_win_and_missing_ones_are_named() {
         let args = ClientArgs {
             node: Some("http://[::1]:1".into()),
+            ca: None,
             token: None,
             dir: None,
         };
@@ -155,18 +217,24 @@ mod tests {
         assert!(e.contains("--token"), "{e}");
         let args = ClientArgs {
             node: None,
+            ca: None,
             token: Some("t".into()),
             dir: None,
         };
         assert!(resolve(&args).unwrap_err().to_string().contains("--node"));
         let args = ClientArgs {
-            node: Some("http://x:1".into()),
+            node: Some("https://x:1".into()),
+            ca: Some("/ca.pem".into()),
             token: Some("t".into()),
             dir: Some("/nonexistent".into()),
         };
         assert_eq!(
             resolve(&args).unwrap(),
-            ("http://x:1".to_owned(), "t".to_owned())
+            Target {
+                url: "https://x:1".to_owned(),
+                token: "t".to_owned(),
+                ca: Some("/ca.pem".into())
+            }
         );
     }
 }

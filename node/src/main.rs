@@ -73,6 +73,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // rustls is built with two crypto providers (libp2p's QUIC brings
+    // aws-lc-rs), so it cannot pick one itself; the API uses ring. This is
+    // the first thing the process does, so none can be installed yet and
+    // the error case cannot happen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(args) => cli::init::run(args),

@@ -197,9 +197,10 @@ fn grpc_calls_need_a_token_of_the_right_role() {
         .unwrap()
         .trim_matches('"')
         .to_owned();
-    let url = format!("http://{grpc}");
+    let url = format!("https://{grpc}");
+    let ca = api_ca(&dir);
 
-    let o = bayspace(&["status", "--node", &url, "--token", "wrong"]);
+    let o = bayspace(&["status", "--node", &url, "--ca", &ca, "--token", "wrong"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("Unauthenticated"), "{}", text(&o));
 
@@ -222,7 +223,7 @@ fn grpc_calls_need_a_token_of_the_right_role() {
         .find_map(|l| l.strip_prefix("id: "))
         .unwrap()
         .to_owned();
-    let o = bayspace(&["status", "--node", &url, "--token", &token]);
+    let o = bayspace(&["status", "--node", &url, "--ca", &ca, "--token", &token]);
     assert!(!o.status.success());
     assert!(text(&o).contains("PermissionDenied"), "{}", text(&o));
 
@@ -231,19 +232,181 @@ fn grpc_calls_need_a_token_of_the_right_role() {
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["orcid"], "0000-0002-1825-0097");
     ok(&["researcher", "remove", &id, "--dir", &s(&dir)]);
-    let o = bayspace(&["status", "--node", &url, "--token", &token]);
+    let o = bayspace(&["status", "--node", &url, "--ca", &ca, "--token", &token]);
     assert!(text(&o).contains("Unauthenticated"), "{}", text(&o));
 
     // An empty token reaches the node and is refused there.
-    let o = bayspace(&["status", "--node", &url, "--token", ""]);
+    let o = bayspace(&["status", "--node", &url, "--ca", &ca, "--token", ""]);
     assert!(text(&o).contains("Unauthenticated"), "{}", text(&o));
 
     // Without any token the call never leaves the client.
     let o = Command::new(BIN)
-        .args(["status", "--node", &url])
+        .args(["status", "--node", &url, "--ca", &ca])
         .env_remove("BAYSPACE_TOKEN")
         .output()
         .unwrap();
     assert!(!o.status.success());
     assert!(text(&o).contains("no token"), "{}", text(&o));
+
+    // Guessing tokens: after 20 failures within a minute from one address,
+    // its calls are refused unchecked, the right token's too.
+    let mut throttled_after = None;
+    for attempt in 4..=22 {
+        let o = bayspace(&["status", "--node", &url, "--ca", &ca, "--token", "guess"]);
+        assert!(!o.status.success());
+        if text(&o).contains("ResourceExhausted") {
+            throttled_after = Some(attempt);
+            break;
+        }
+        assert!(text(&o).contains("Unauthenticated"), "{}", text(&o));
+    }
+    assert_eq!(
+        throttled_after,
+        Some(21),
+        "refused from the 21st attempt on"
+    );
+    let o = bayspace(&["status", "--dir", &s(&dir)]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("ResourceExhausted") && text(&o).contains("failed authentications"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The API speaks only TLS by default: a plaintext client gets nothing, and
+/// a client that trusts another certificate is refused too. Plaintext is
+/// possible on the loopback when the config says so, and refused with a
+/// reason anywhere else.
+#[test]
+fn the_api_is_tls_by_default_and_plaintext_only_on_loopback() {
+    let space = Space::new();
+    let (dir, _, _) = space.member("alpha", None);
+    let init_out = std::fs::read_to_string(dir.join("api.crt")).unwrap();
+    assert!(init_out.contains("BEGIN CERTIFICATE"));
+    let node = Node::start(&dir);
+    node.wait_for("status", |_| true);
+    let addr = grpc_addr(&dir);
+
+    // Plaintext HTTP/2 to the TLS port: no answer.
+    let o = bayspace(&[
+        "status",
+        "--node",
+        &format!("http://{addr}"),
+        "--dir",
+        &s(&dir),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    // (The error varies with where HTTP/2 notices: a transport or a
+    // protocol error; never an answer.)
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+    // https without a certificate to trust: the client says what to pass.
+    let o = Command::new(BIN)
+        .args([
+            "status",
+            "--node",
+            &format!("https://{addr}"),
+            "--token",
+            "t",
+        ])
+        .env_remove("BAYSPACE_CA")
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("--ca"), "{}", text(&o));
+    // Trusting some other certificate: the handshake fails.
+    let (other, _, _) = space.member("beta", None);
+    let o = bayspace(&[
+        "status",
+        "--node",
+        &format!("https://{addr}"),
+        "--ca",
+        &api_ca(&other),
+        "--dir",
+        &s(&dir),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    // With the node's own certificate it works (--dir finds it).
+    ok(&["status", "--dir", &s(&dir)]);
+    drop(node);
+
+    // The institution's own certificate: copied, and its fingerprint shown.
+    let own = space.tmp.path().join("own-cert");
+    let init = |d: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "init",
+            "--dir",
+            d.to_str().unwrap(),
+            "--institution",
+            "gamma",
+        ];
+        args.extend(["--region", "hk"]);
+        args.extend(extra);
+        let out = ok(&args);
+        out.lines()
+            .skip_while(|l| !l.contains("SHA-256 fingerprint"))
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let first = init(&own, &[]);
+    assert_eq!(first.len(), 32 * 3 - 1, "{first}");
+    let (cert, key) = (s(&own.join("api.crt")), s(&own.join("api.key")));
+    let copied = space.tmp.path().join("copied-cert");
+    let second = init(&copied, &["--api-cert", &cert, "--api-key", &key]);
+    assert_eq!(first, second);
+    assert_eq!(
+        std::fs::read(copied.join("api.crt")).unwrap(),
+        std::fs::read(own.join("api.crt")).unwrap()
+    );
+    let third = space.tmp.path().join("third-cert");
+    let o = bayspace(&[
+        "init",
+        "--dir",
+        &s(&third),
+        "--institution",
+        "delta",
+        "--region",
+        "hk",
+        "--api-cert",
+        &key,
+        "--api-key",
+        &key,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--api-cert") && text(&o).contains("not a PEM certificate"),
+        "{}",
+        text(&o)
+    );
+    assert!(!third.exists(), "nothing written");
+
+    // grpc-tls = false on the loopback: plaintext, and the CLI follows.
+    let config = dir.join("config.toml");
+    let text_tls = std::fs::read_to_string(&config).unwrap();
+    assert!(text_tls.contains("grpc-tls = true"), "{text_tls}");
+    std::fs::write(
+        &config,
+        text_tls.replace("grpc-tls = true", "grpc-tls = false"),
+    )
+    .unwrap();
+    let node = Node::start(&dir);
+    node.wait_for("plaintext status", |_| true);
+    drop(node);
+
+    // grpc-tls = false anywhere else: the node refuses to start and says
+    // why and how to fix it.
+    let open = text_tls
+        .replace("grpc-tls = true", "grpc-tls = false")
+        .replace(&format!("grpc = \"{addr}\""), "grpc = \"[::]:7999\"");
+    std::fs::write(&config, open).unwrap();
+    let o = bayspace(&["run", "--dir", &s(&dir)]);
+    assert!(!o.status.success());
+    let said = text(&o);
+    assert!(
+        said.contains("in the clear")
+            && said.contains("grpc-tls = true")
+            && said.contains("[::]:7999"),
+        "{said}"
+    );
 }

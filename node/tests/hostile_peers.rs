@@ -190,16 +190,17 @@ async fn silent_streams_from_one_member_do_not_hold_up_another_members_release()
     }
     let out = p.space.tmp.path().join("cohort.csv");
     let fetch = {
-        let (token, node, out, agreement) = (
+        let (token, node, ca, out, agreement) = (
             p.token.clone(),
             grpc_url(&p.hk.dir),
+            api_ca(&p.hk.dir),
             s(&out),
             agreement.clone(),
         );
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(BIN)
                 .args(["transfer", "fetch", &agreement, "--out", &out])
-                .args(["--node", &node])
+                .args(["--node", &node, "--ca", &ca])
                 .env("BAYSPACE_TOKEN", &token)
                 .output()
                 .unwrap()

@@ -420,6 +420,7 @@ fn an_agreed_dataset_is_released_encrypted_verified_and_accounted() {
     let o = Command::new(BIN)
         .args(["transfer", "fetch", &agreement, "--out", &s(&out)])
         .args(["--node", &grpc_url(&p.hk.dir)])
+        .args(["--ca", &api_ca(&p.hk.dir)])
         .env("BAYSPACE_TOKEN", &other_token)
         .output()
         .unwrap();
@@ -539,19 +540,12 @@ fn spawn_fetch(p: &Pair, agreement: &str, out: &Path) -> std::process::Child {
     Command::new(BIN)
         .args(["transfer", "fetch", agreement, "--out", &s(out), "--json"])
         .args(["--node", &grpc_url(&p.hk.dir)])
+        .args(["--ca", &api_ca(&p.hk.dir)])
         .env("BAYSPACE_TOKEN", &p.token)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Waits until at least `segments` whole segments are in `<out>.part`.
-fn wait_part(node: &Node, out: &Path, segments: u64) {
-    let part = PathBuf::from(format!("{}.part", out.display()));
-    poll(node, "a partly fetched file", || {
-        std::fs::metadata(&part).is_ok_and(|m| m.len() >= segments << 20)
-    });
 }
 
 /// The `details` of the last `event` entry in the node's audit log.
@@ -564,6 +558,29 @@ fn last_audit_details(node: &Node, event: &str, out: &Path) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Waits until the home node's sealed copy being received holds at least
+/// `segments` whole segments.
+fn wait_sealed_part(node: &Node, segments: u64) {
+    poll(node, "a partly fetched sealed copy", || {
+        std::fs::read_dir(node.dir.join("sealed")).is_ok_and(|rd| {
+            rd.filter_map(Result::ok).any(|e| {
+                e.path().to_string_lossy().ends_with(".sealed.part")
+                    && e.metadata().is_ok_and(|m| m.len() >= segments << 20)
+            })
+        })
+    });
+}
+
+fn sealed_state(p: &Pair, agreement: &str) -> String {
+    let listed: Value = serde_json::from_slice(&p.researcher(&["data", "list", "--json"]).stdout)
+        .unwrap_or(Value::Null);
+    listed
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["agreement"] == agreement))
+        .map(|d| d["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
 #[test]
 fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
     let mut p = Pair::start(true);
@@ -572,13 +589,15 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
     bytes.extend(dataset_bytes());
     let agreement = p.agree_on("imaging", &bytes, &[]);
     let out = p.space.tmp.path().join("imaging-fetched.bin");
+    let hk_audit = p.space.tmp.path().join("hk-audit.jsonl");
 
     // The provider dies mid-transfer and comes back: the running command
     // carries on by itself from the verified segments.
-    let mut fetch = spawn_fetch(&p, &agreement, &out);
-    wait_part(&p.hk, &out, 1);
+    let fetch = spawn_fetch(&p, &agreement, &out);
+    wait_sealed_part(&p.hk, 1);
     kill9_in_place(&mut p.sz);
     std::thread::sleep(Duration::from_millis(1500));
+    let mut fetch = fetch;
     assert!(
         fetch.try_wait().unwrap().is_none(),
         "the fetch waits for its provider instead of failing"
@@ -587,41 +606,49 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
     restart(&mut p.sz);
     let first = fetch.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", text(&first));
-    let summary: Value = serde_json::from_slice(&first.stdout).unwrap();
-    assert!(
-        summary["resumed_bytes"].as_u64().unwrap() >= 1 << 20,
-        "it resumed from the verified segments: {summary}"
-    );
     assert_eq!(std::fs::read(&out).unwrap(), bytes, "identical content");
+    let done = last_audit_details(&p.hk, "transfer-completed", &hk_audit);
+    assert!(
+        done["resumed_bytes"].as_u64().unwrap() >= 1 << 20,
+        "it resumed from the verified segments: {done}"
+    );
 
     // The consumer's node dies mid-transfer: when it starts again it
-    // resumes the fetch by itself, without the command being run again.
-    std::fs::remove_file(&out).unwrap();
-    let fetch = spawn_fetch(&p, &agreement, &out);
-    wait_part(&p.hk, &out, 2);
+    // resumes the fetch by itself, and the command run again downloads it.
+    // (A shredded copy is fetched again only when asked to explicitly.)
+    let out = p.space.tmp.path().join("imaging-again.bin");
+    admin_ok(
+        &p.hk,
+        &["data", "shred", &agreement, "--reason", "fetch again"],
+    );
+    let fetch = Command::new(BIN)
+        .args(["transfer", "fetch", &agreement, "--keep-sealed"])
+        .args(["--node", &grpc_url(&p.hk.dir)])
+        .args(["--ca", &api_ca(&p.hk.dir)])
+        .env("BAYSPACE_TOKEN", &p.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_sealed_part(&p.hk, 2);
     kill9_in_place(&mut p.hk);
     let second = fetch.wait_with_output().unwrap();
     assert!(!second.status.success(), "the command loses its node");
     assert!(!out.exists());
     restart(&mut p.hk);
     poll(&p.hk, "the fetch resumed by the restarted node", || {
-        out.exists()
+        sealed_state(&p, &agreement) == "sealed"
     });
-    assert_eq!(std::fs::read(&out).unwrap(), bytes, "identical content");
-    let done = last_audit_details(
-        &p.hk,
-        "transfer-completed",
-        &p.space.tmp.path().join("hk-audit.jsonl"),
-    );
+    let done = last_audit_details(&p.hk, "transfer-completed", &hk_audit);
     assert!(
         done["resumed_bytes"].as_u64().unwrap() >= 2 << 20,
         "resumed from the verified segments: {done}"
     );
-    assert_eq!(
-        done["path"].as_str().unwrap(),
-        out.to_str().unwrap(),
-        "{done}"
-    );
+    let third = spawn_fetch(&p, &agreement, &out)
+        .wait_with_output()
+        .unwrap();
+    assert!(third.status.success(), "{}", text(&third));
+    assert_eq!(std::fs::read(&out).unwrap(), bytes, "identical content");
 }
 
 // ----- data kept sealed -----
@@ -691,6 +718,7 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
     let o = Command::new(BIN)
         .args(["data", "open", &agreement, "--out", &s(&not_theirs)])
         .args(["--node", &grpc_url(&p.hk.dir)])
+        .args(["--ca", &api_ca(&p.hk.dir)])
         .env("BAYSPACE_TOKEN", other_token)
         .output()
         .unwrap();
@@ -731,7 +759,7 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
         "neither key nor ciphertext is left: {keys:?}"
     );
     let log = audit_events(&p.hk, &p.space.tmp.path().join("hk-audit.jsonl"));
-    let opened_at = log.find("\"data-opened\"").unwrap();
+    let opened_at = log.find("\"data-downloaded\"").unwrap();
     let shredded_at = log.find("\"data-shredded\"").unwrap();
     assert!(opened_at < shredded_at, "{log}");
 
@@ -762,9 +790,10 @@ fn fetch_on_a_terminal_draws_a_progress_bar() {
     let agreement = p.agree_on("scans", &bytes, &[]);
     let out = p.space.tmp.path().join("fetched.bin");
     let cmd = format!(
-        "{BIN} transfer fetch {agreement} --out {} --node {}",
+        "{BIN} transfer fetch {agreement} --out {} --node {} --ca {}",
         out.display(),
-        grpc_url(&p.hk.dir)
+        grpc_url(&p.hk.dir),
+        api_ca(&p.hk.dir)
     );
     let o = Command::new("script")
         .args(["-qefc", &cmd, "/dev/null"])
@@ -802,6 +831,7 @@ fn contract_watch_follows_the_negotiation_to_its_end() {
     let watch = Command::new(BIN)
         .args(["contract", "watch", &id, "--json"])
         .args(["--node", &grpc_url(&p.hk.dir)])
+        .args(["--ca", &api_ca(&p.hk.dir)])
         .env("BAYSPACE_TOKEN", &p.token)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -46,7 +46,16 @@ fn agreed(p: &Pair, terms: &[&str]) -> String {
 /// released after it was asked for and that nothing is at `out`.
 fn refused(p: &Pair, agreement: &str, out: &Path, code: &str, needle: &str) -> Value {
     let keys_before = count(&entries(p, "before.jsonl"), "key-released");
-    let o = p.researcher(&["transfer", "fetch", agreement, "--out", &s(out)]);
+    // A copy once shredded on the home node is fetched again only on an
+    // explicit --keep-sealed; otherwise --out fetches and downloads.
+    let shredded = String::from_utf8(p.researcher(&["data", "list", "--json"]).stdout)
+        .unwrap()
+        .contains("\"shredded\"");
+    let o = if shredded {
+        p.researcher(&["transfer", "fetch", agreement, "--keep-sealed"])
+    } else {
+        p.researcher(&["transfer", "fetch", agreement, "--out", &s(out)])
+    };
     let said = text(&o);
     assert!(!o.status.success(), "the fetch succeeded: {said}");
     assert!(said.contains(needle), "the researcher is not told: {said}");
@@ -116,7 +125,14 @@ fn an_exhausted_use_count_releases_nothing() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(first.exists());
 
+    // The home node holds the first release sealed, and downloads of it
+    // are not releases; a second release needs that copy gone.
+    let again = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&first)]);
+    assert!(again.status.success(), "{}", text(&again));
+    admin_ok(&p.hk, &["data", "shred", &agreement, "--reason", "test"]);
     let second = p.space.tmp.path().join("second.csv");
+    let o = p.researcher(&["transfer", "fetch", &agreement, "--out", &s(&second)]);
+    assert!(text(&o).contains("crypto-shredded"), "{}", text(&o));
     let entry = refused(
         &p,
         &agreement,

@@ -170,6 +170,9 @@ pub enum AuditEvent {
     TransferRefused,
     /// Data kept sealed on this node was decrypted for a researcher.
     DataOpened,
+    /// Data kept sealed on this node was decrypted and streamed to a
+    /// researcher's own machine (`DataService.Download`).
+    DataDownloaded,
     /// The key of data kept sealed was destroyed (crypto-shredding).
     DataShredded,
     /// A checkpoint of another member's log was not kept (bad signature,

@@ -241,10 +241,22 @@ impl Transfers {
             }
             let this = self.clone();
             tokio::spawn(async move {
-                let dest = intent
-                    .out
-                    .as_deref()
-                    .map_or(Destination::Sealed, Destination::File);
+                // Only an administrator's export (checked against the
+                // export directory when asked for) goes to a file; a path a
+                // researcher named, from before researchers lost that
+                // power, is resumed sealed instead of written.
+                let dest = match (intent.out.as_deref(), &intent.researcher) {
+                    (Some(out), None) => Destination::File(out),
+                    (Some(out), Some(r)) => {
+                        tracing::warn!(
+                            agreement = %intent.agreement,
+                            "not writing {} named by researcher {r}; keeping the data sealed",
+                            out.display()
+                        );
+                        Destination::Sealed
+                    }
+                    (None, _) => Destination::Sealed,
+                };
                 tracing::info!(agreement = %intent.agreement, "resuming an interrupted fetch");
                 match this
                     .fetch(

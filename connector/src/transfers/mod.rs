@@ -284,6 +284,33 @@ impl Transfers {
         })
     }
 
+    /// Starts a download of the data this node keeps sealed for
+    /// `agreement` to the client at `client` ([`Vault::download`]), from
+    /// byte `offset`. An agreement the provider revoked releases nothing
+    /// more, also not from the copy held here.
+    pub fn download(
+        &self,
+        agreement: &AgreementId,
+        researcher: Option<&str>,
+        client: &str,
+        offset: u64,
+        now: OffsetDateTime,
+    ) -> Result<crate::vault::Download, TransferError> {
+        let (record, _) = self
+            .negotiator
+            .release_context(agreement)?
+            .ok_or_else(|| TransferError::UnknownAgreement(agreement.clone()))?;
+        if let Some(r) = &record.revoked {
+            return Err(TransferError::Revoked {
+                id: agreement.clone(),
+                reason: r.reason.clone(),
+            });
+        }
+        Ok(self
+            .vault
+            .download(agreement, researcher, client, offset, now)?)
+    }
+
     pub fn vault(&self) -> &Arc<Vault> {
         &self.vault
     }

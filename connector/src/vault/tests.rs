@@ -518,3 +518,94 @@ fn an_open_racing_a_shred_cannot_decrypt_after_the_shred_is_audited() {
         .unwrap_err();
     assert!(matches!(e, VaultError::Shredded { .. }), "{e}");
 }
+
+/// Every chunk a download yields from `offset`, joined.
+fn download_all(v: &Arc<Vault>, ag: &Agreement, offset: u64) -> Result<Vec<u8>> {
+    let mut d = v.download(&ag.id, Some("r-chan"), "[2001:db8::7]:5000", offset, NOW)?;
+    let (mut out, mut buf) = (Vec::new(), Vec::new());
+    while d.next_chunk(&mut buf, NOW)? {
+        assert!(buf.len() <= crypto::SEGMENT_SIZE);
+        out.extend_from_slice(&buf);
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_download_streams_from_any_offset_is_audited_and_writes_nothing() {
+    let f = fixture();
+    let ag = agreement(None);
+    let bytes = data(2 * crypto::SEGMENT_SIZE + 777);
+    receive(&f.vault, &ag, &bytes).unwrap();
+    let files = |root: &Path| {
+        let mut n: Vec<_> = fs::read_dir(root.join("sealed"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        n.sort();
+        n
+    };
+    let before = files(&f.root);
+    let len = bytes.len() as u64;
+    let seg = crypto::SEGMENT_SIZE as u64;
+    for offset in [0, 1, seg - 1, seg, seg + 5, len - 1, len] {
+        let got = download_all(&f.vault, &ag, offset).unwrap();
+        assert!(got == bytes[offset as usize..], "offset {offset}");
+    }
+    assert_eq!(files(&f.root), before, "nothing written beside the copy");
+    let d = f.vault.download(&ag.id, None, "[::1]:1", 0, NOW).unwrap();
+    assert_eq!(d.size(), len);
+    assert_eq!(d.hash(), &Digest(*blake3::hash(&bytes).as_bytes()));
+    let last = entries(&f.audit).pop().unwrap();
+    assert_eq!(last.event, AuditEvent::DataDownloaded);
+    assert_eq!(last.actor, Actor::Admin);
+    assert_eq!(last.details["client"], "[::1]:1");
+    assert_eq!(last.details["size"], len);
+
+    assert!(matches!(
+        download_all(&f.vault, &ag, len + 1),
+        Err(VaultError::OffsetPastEnd { .. })
+    ));
+    assert!(matches!(
+        f.vault.download(&ag.id, Some("r-other"), "[::1]:1", 0, NOW),
+        Err(VaultError::WrongResearcher { .. })
+    ));
+}
+
+#[test]
+fn a_shredding_or_the_retention_end_stops_a_download_at_the_next_segment() {
+    let f = fixture();
+    let ag = agreement(Some(date!(2026 - 12 - 01)));
+    let bytes = data(3 * crypto::SEGMENT_SIZE);
+    receive(&f.vault, &ag, &bytes).unwrap();
+    let mut d = f
+        .vault
+        .download(&ag.id, Some("r-chan"), "[::1]:1", 0, NOW)
+        .unwrap();
+    let mut buf = Vec::new();
+    assert!(d.next_chunk(&mut buf, NOW).unwrap());
+    f.vault
+        .shred(&ag.id, Actor::Admin, "consent withdrawn", NOW)
+        .unwrap();
+    let e = d.next_chunk(&mut buf, NOW).unwrap_err();
+    assert!(
+        matches!(&e, VaultError::Shredded { reason, .. } if reason == "consent withdrawn"),
+        "{e}"
+    );
+    assert!(matches!(
+        f.vault.download(&ag.id, Some("r-chan"), "[::1]:1", 0, NOW),
+        Err(VaultError::Shredded { .. })
+    ));
+
+    let ag = agreement(Some(date!(2026 - 12 - 01)));
+    receive(&f.vault, &ag, &bytes).unwrap();
+    let mut d = f
+        .vault
+        .download(&ag.id, Some("r-chan"), "[::1]:1", 0, NOW)
+        .unwrap();
+    assert!(d.next_chunk(&mut buf, NOW).unwrap());
+    let late = datetime!(2026-12-02 00:00 +8);
+    assert!(matches!(
+        d.next_chunk(&mut buf, late),
+        Err(VaultError::RetentionEnded { .. })
+    ));
+}

@@ -1,5 +1,6 @@
-//! `bayspace data list|open|shred`: data this node keeps sealed for its
-//! researchers (fetched with `transfer fetch --keep-sealed`).
+//! `bayspace data list|open|export|shred`: data this node keeps sealed for
+//! its researchers (fetched with `transfer fetch`), downloaded to the
+//! researcher's machine with `open`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::json;
 
+use crate::cli::transfer::{Progress, download, print_downloaded};
 use crate::client::{self, ClientArgs};
 use crate::proto::data_service_client::DataServiceClient;
 use crate::proto::{DataListRequest, DataOpenRequest, DataShredRequest, SealedData};
@@ -27,12 +29,23 @@ enum DataCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Decrypt a sealed copy into PATH on the node's host (audited). PATH
-    /// appears only once every segment and the dataset hash verified.
+    /// Download a sealed copy, decrypted, into PATH on this machine
+    /// (audited on the node). Resumes from PATH.part when run again; PATH
+    /// appears only once the size and BLAKE3 verified.
     Open {
         agreement_id: String,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Administrator: decrypt a sealed copy into a file on the node's host,
+    /// inside its `export-dir` (NAME relative to it, or an absolute path in
+    /// it); audited. Any other path is refused.
+    Export {
+        agreement_id: String,
+        #[arg(long)]
+        name: String,
         #[arg(long)]
         json: bool,
     },
@@ -110,10 +123,19 @@ pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
             } => {
                 let out = std::path::absolute(&out)
                     .with_context(|| format!("cannot resolve --out {}", out.display()))?;
+                let mut progress = Progress::new(json);
+                let d = download(&args.client, &agreement_id, &out, &mut progress).await?;
+                print_downloaded(&d, &agreement_id, json);
+            }
+            DataCommand::Export {
+                agreement_id,
+                name,
+                json,
+            } => {
                 let r = c
                     .open(DataOpenRequest {
                         agreement_id,
-                        out: out.display().to_string(),
+                        out: name,
                     })
                     .await
                     .map_err(client::refused)?
@@ -125,7 +147,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<ExitCode> {
                     );
                 } else {
                     println!(
-                        "opened {} bytes into {} (blake3 {})",
+                        "exported {} bytes into {} on the node's host (blake3 {})",
                         r.bytes, r.path, r.blake3
                     );
                 }

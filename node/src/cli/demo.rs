@@ -189,7 +189,7 @@ impl Space {
             region,
             dir,
             peer_id,
-            grpc: format!("http://{grpc}"),
+            grpc: format!("https://{grpc}"),
             p2p_port,
         })
     }
@@ -198,7 +198,11 @@ impl Space {
 impl Institution {
     fn admin_args(&self) -> anyhow::Result<ClientArgs> {
         let token = std::fs::read_to_string(self.dir.join("admin.token"))?;
-        Ok(ClientArgs::to(self.grpc.clone(), token.trim().to_owned()))
+        Ok(ClientArgs::to(
+            self.grpc.clone(),
+            token.trim().to_owned(),
+            Some(self.dir.join(bayspace_connector::config::DEFAULT_API_CERT)),
+        ))
     }
 
     async fn admin(&self) -> anyhow::Result<AuthChannel> {
@@ -231,7 +235,7 @@ impl Institution {
         }
     }
 
-    async fn researcher(&self, name: &str) -> anyhow::Result<AuthChannel> {
+    async fn researcher(&self, name: &str) -> anyhow::Result<(AuthChannel, ClientArgs)> {
         let added = ResearcherServiceClient::new(self.admin().await?)
             .add(AddResearcherRequest {
                 name: name.into(),
@@ -239,7 +243,12 @@ impl Institution {
             })
             .await?
             .into_inner();
-        client::connect(&ClientArgs::to(self.grpc.clone(), added.token)).await
+        let args = ClientArgs::to(
+            self.grpc.clone(),
+            added.token,
+            Some(self.dir.join(bayspace_connector::config::DEFAULT_API_CERT)),
+        );
+        Ok((client::connect(&args).await?, args))
     }
 }
 
@@ -362,7 +371,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     say("   the signed descriptor reached Hong Kong's federated catalog by gossip.");
 
     say("3. A Hong Kong researcher requests it for academic research:");
-    let chan = hk.researcher("Dr Chan Tai Man").await?;
+    let (chan, researcher_args) = hk.researcher("Dr Chan Tai Man").await?;
     let n = ContractServiceClient::new(chan.clone())
         .request(ContractRequest {
             dataset_id: published.id.clone(),
@@ -443,8 +452,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut fetch = TransferServiceClient::new(chan.clone())
         .fetch(FetchRequest {
             agreement_id: done.agreement_id.clone(),
-            out: path(&out)?.to_owned(),
-            keep_sealed: false,
+            out: String::new(),
+            keep_sealed: true,
         })
         .await?
         .into_inner();
@@ -455,9 +464,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let last = last.context("the transfer ended without a result")?;
+    // Then from the home node to the researcher's machine, decrypted as it
+    // streams.
+    let got = crate::cli::transfer::download(
+        &researcher_args,
+        &done.agreement_id,
+        &out,
+        &mut crate::cli::transfer::Progress::new(true),
+    )
+    .await?;
     let fetched = std::fs::read(&out)?;
     let hash = blake3::hash(&fetched).to_hex().to_string();
-    if fetched != data || hash != last.blake3 {
+    if fetched != data || hash != last.blake3 || got.blake3 != hash {
         bail!("the fetched file differs from the published one");
     }
     let rate = last.bytes_done as f64 / last.seconds.max(1e-6) / (1 << 20) as f64;
@@ -486,7 +504,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     ));
 
     say("6. A Macao researcher asks for the same data for marketing:");
-    let macao = mo.researcher("Dr Ho Weng Kei").await?;
+    let (macao, _) = mo.researcher("Dr Ho Weng Kei").await?;
     let m = ContractServiceClient::new(macao.clone())
         .request(ContractRequest {
             dataset_id: published.id.clone(),

@@ -1,7 +1,8 @@
 //! `bayspace init`: prepare a node directory for an institution.
 //!
-//! Writes `config.toml`, `node.key` (0600), `admin.token` (0600) and, with
-//! `--anchor`, `anchor.pub`. An existing node key is kept even with
+//! Writes `config.toml`, `node.key` (0600), `admin.token` (0600), the API's
+//! TLS certificate and key (`api.crt`, `api.key` (0600): self-signed, or
+//! copies of the institution's own) and, with `--anchor`, `anchor.pub`. An existing node key is kept even with
 //! `--force`: replacing it would change the PeerId and void the membership
 //! credential.
 
@@ -11,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use bayspace_connector::config::{ADMIN_TOKEN_FILE, AdminToken, CONFIG_FILE, NodeConfig};
+use bayspace_connector::api_tls;
+use bayspace_connector::config::{
+    ADMIN_TOKEN_FILE, AdminToken, CONFIG_FILE, DEFAULT_API_CERT, DEFAULT_API_KEY, NodeConfig,
+};
 use bayspace_connector::identity::{Anchor, NodeKey, Overwrite, files};
 use bayspace_contracts::region::Region;
 
@@ -37,7 +41,15 @@ pub struct InitArgs {
     /// Member multiaddr to dial at start, ending in /p2p/<PeerId> (repeat).
     #[arg(long)]
     bootstrap: Vec<String>,
-    /// Rewrite config.toml, admin.token and anchor.pub in a non-empty DIR.
+    /// The institution's own certificate for the API (PEM, chain allowed);
+    /// copied to DIR/api.crt. Without it a self-signed one is made.
+    #[arg(long, requires = "api_key")]
+    api_cert: Option<PathBuf>,
+    /// The private key (PEM) of --api-cert; copied to DIR/api.key (0600).
+    #[arg(long, requires = "api_cert")]
+    api_key: Option<PathBuf>,
+    /// Rewrite config.toml, admin.token, anchor.pub and the API certificate
+    /// in a non-empty DIR.
     #[arg(long)]
     force: bool,
 }
@@ -50,6 +62,12 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             args.region
         );
     }
+    // The certificate is made, or the institution's checked, before anything
+    // is written, so a wrong file leaves no half-made directory.
+    let grpc = args
+        .grpc
+        .unwrap_or_else(|| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7410)));
+    let api = api_cert(grpc, args.api_cert.as_deref(), args.api_key.as_deref())?;
     prepare_dir(dir, args.force)?;
     let overwrite = if args.force {
         Overwrite::Replace
@@ -88,6 +106,9 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         config.grpc = grpc;
     }
     config.bootstrap = args.bootstrap;
+    files::write_atomic(&dir.join(DEFAULT_API_KEY), &api.key_pem, 0o600, overwrite)?;
+    files::write_atomic(&dir.join(DEFAULT_API_CERT), &api.cert_pem, 0o644, overwrite)?;
+    let fingerprint = api.fingerprint;
     files::write_atomic(
         &dir.join(CONFIG_FILE),
         config.render().as_bytes(),
@@ -104,6 +125,11 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         "administrator token in {} (0600); the node stores only its hash",
         dir.join(ADMIN_TOKEN_FILE).display()
     );
+    println!(
+        "API certificate {} (TLS), SHA-256 fingerprint:\n  {fingerprint}\n\
+         researchers check it against the api.crt they are sent, and pass that file as --ca",
+        dir.join(DEFAULT_API_CERT).display()
+    );
     println!("next steps:");
     println!("  1. send the peer-id above and your IPv6 prefixes to the data space operator");
     if args.anchor.is_none() {
@@ -119,6 +145,44 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  3. run `bayspace run --dir {}`", dir.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The API's certificate and key, PEM, and the certificate's fingerprint.
+struct ApiFiles {
+    cert_pem: Vec<u8>,
+    key_pem: zeroize::Zeroizing<Vec<u8>>,
+    fingerprint: String,
+}
+
+/// The institution's certificate and key, checked, or a new self-signed
+/// pair for the gRPC address and the loopback.
+fn api_cert(grpc: SocketAddr, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<ApiFiles> {
+    let (cert_pem, key_pem) = match (cert, key) {
+        (Some(c), Some(k)) => {
+            let cert_pem = std::fs::read(c)
+                .with_context(|| format!("cannot read --api-cert {}", c.display()))?;
+            let key_pem = zeroize::Zeroizing::new(
+                std::fs::read(k)
+                    .with_context(|| format!("cannot read --api-key {}", k.display()))?,
+            );
+            api_tls::check_key(&key_pem, &format!("--api-key {}", k.display()))?;
+            api_tls::fingerprint(&cert_pem, &format!("--api-cert {}", c.display()))?;
+            (cert_pem, key_pem)
+        }
+        _ => {
+            let made = api_tls::self_signed(api_tls::subject_names(grpc))?;
+            (
+                made.cert_pem.into_bytes(),
+                zeroize::Zeroizing::new(made.key_pem.as_bytes().to_vec()),
+            )
+        }
+    };
+    let fingerprint = api_tls::fingerprint(&cert_pem, "the API certificate")?;
+    Ok(ApiFiles {
+        cert_pem,
+        key_pem,
+        fingerprint,
+    })
 }
 
 /// Create DIR (0700: it holds secrets) or check that it may be used.

@@ -55,6 +55,8 @@ pub struct NodeContext {
     pub transfers: Arc<Transfers>,
     /// Other members' audit checkpoints, kept as witnesses.
     pub witness: Arc<PeerCheckpoints>,
+    /// Where an administrator's exports go on this host (resolved).
+    pub export_dir: PathBuf,
 }
 
 /// Everything loaded from the node directory before the node starts.
@@ -65,6 +67,9 @@ struct Loaded {
     anchors: Vec<ed25519_dalek::VerifyingKey>,
     listen: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
+    /// The API's certificate and key (PEM); `None` for a plaintext API on
+    /// a loopback address.
+    api_tls: Option<grpc::ApiIdentity>,
 }
 
 fn resolve(dir: &Path, p: &Path) -> PathBuf {
@@ -86,6 +91,17 @@ fn load(dir: &Path) -> anyhow::Result<Loaded> {
         );
     }
     let config = NodeConfig::load(&config_path)?;
+    config
+        .check_api()
+        .with_context(|| format!("{}", config_path.display()))?;
+    let api_tls = if config.grpc_tls {
+        Some(grpc::ApiIdentity::load(
+            &resolve(dir, &config.api_cert),
+            &resolve(dir, &config.api_key),
+        )?)
+    } else {
+        None
+    };
     let key = NodeKey::load(&resolve(dir, &config.node_key))?;
     let peer_id = key.peer_id();
 
@@ -148,6 +164,7 @@ fn load(dir: &Path) -> anyhow::Result<Loaded> {
         anchors,
         listen,
         bootstrap,
+        api_tls,
     })
 }
 
@@ -178,6 +195,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         anchors,
         listen,
         bootstrap,
+        api_tls,
     } = load(dir)?;
     let peer_id = key.peer_id();
     let admin_hash =
@@ -298,6 +316,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         negotiator: negotiator.clone(),
         transfers: transfers.clone(),
         witness,
+        export_dir: resolve(dir, &config.export_dir),
         config,
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
@@ -309,7 +328,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let witness_task = tokio::spawn(witness::announce(client.clone(), audit.clone(), peer_id));
 
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
-    let grpc_task = grpc::serve(ctx.clone(), admin_hash, async {
+    let grpc_task = grpc::serve(ctx.clone(), admin_hash, api_tls, async {
         let _ = grpc_stopped.await;
     })
     .await?;

@@ -5,8 +5,14 @@
 //! UNAUTHENTICATED. Handlers then state the role they need with
 //! [`require_admin`] or [`require_user`] (PERMISSION_DENIED otherwise).
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bayspace_connector::limits::AuthThrottle;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
+
+use crate::grpc::limits::{AUTH_FAILURES, AUTH_WINDOW};
 
 use crate::researchers::{Researchers, token_hash};
 
@@ -31,11 +37,24 @@ pub struct Caller {
 pub struct Authenticator {
     admin: blake3::Hash,
     researchers: Researchers,
+    throttle: Arc<Mutex<AuthThrottle>>,
 }
 
 impl Authenticator {
     pub fn new(admin: blake3::Hash, researchers: Researchers) -> Self {
-        Authenticator { admin, researchers }
+        Authenticator {
+            admin,
+            researchers,
+            throttle: Arc::new(Mutex::new(AuthThrottle::new(AUTH_FAILURES, AUTH_WINDOW))),
+        }
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, AuthThrottle> {
+        // The table holds only counters, each update complete on its own,
+        // so one left by a panicking thread is still sound.
+        self.throttle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn caller(&self, token: &str) -> Result<Caller, Status> {
@@ -64,6 +83,28 @@ impl Authenticator {
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let source = req.remote_addr().map(|a| a.ip());
+        if let Some(ip) = source
+            && let Err(wait) = self.throttle().check(ip, Instant::now())
+        {
+            return Err(Status::resource_exhausted(format!(
+                "too many failed authentications from {ip}; try again in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        let result = self.authenticate(&mut req);
+        if let (Err(e), Some(ip)) = (&result, source)
+            && e.code() == tonic::Code::Unauthenticated
+        {
+            tracing::warn!(%ip, "failed API authentication: {}", e.message());
+            self.throttle().failed(ip, Instant::now());
+        }
+        result.map(|()| req)
+    }
+}
+
+impl Authenticator {
+    fn authenticate(&self, req: &mut Request<()>) -> Result<(), Status> {
         let header = req.metadata().get("authorization").ok_or_else(|| {
             Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
         })?;
@@ -78,7 +119,7 @@ impl Interceptor for Authenticator {
             })?;
         let caller = self.caller(token)?;
         req.extensions_mut().insert(caller);
-        Ok(req)
+        Ok(())
     }
 }
 

@@ -11,12 +11,15 @@ mod services;
 mod transfers;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use bayspace_connector::api_tls;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use zeroize::Zeroizing;
 
 use audit::AuditApi;
 use bayspace_contracts::descriptor::{Institution, PublicKey};
@@ -41,18 +44,105 @@ use auth::Authenticator;
 use services::{NodeApi, ResearcherApi, RevocationApi};
 use transfers::TransfersApi;
 
-/// Binds the configured address and serves until `shutdown` completes.
-/// Binding happens before this returns, so an address in use is a start-up
-/// error rather than a log line from a background task.
+/// The edge of the API: what one client can make the node hold or wait
+/// for. docs/OPERATIONS.md lists them.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Largest request message the node decodes. The largest legitimate
+    /// one, a revocation list, is far smaller.
+    pub const MAX_DECODED_MESSAGE: usize = 4 << 20;
+    /// HTTP/2 streams (calls) open at once on one connection.
+    pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+    /// Calls one connection may have in their handlers at once.
+    pub const MAX_CALLS_PER_CONNECTION: usize = 32;
+    /// Time a handler has to answer (the start of a stream counts; a
+    /// download or a Watch then streams for as long as it needs).
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    /// HTTP/2 pings on an idle connection, and how long a ping may go
+    /// unanswered before the connection is closed.
+    pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+    pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+    /// Size of the request headers (the token is one of them).
+    pub const MAX_HEADER_LIST: u32 = 16 << 10;
+    /// Failed authentications from one address within the window, after
+    /// which its calls are refused unchecked until the window passes.
+    pub const AUTH_FAILURES: u32 = 20;
+    pub const AUTH_WINDOW: Duration = Duration::from_secs(60);
+}
+
+/// The API's TLS certificate (chain) and private key, PEM.
+pub struct ApiIdentity {
+    cert: Vec<u8>,
+    key: Zeroizing<Vec<u8>>,
+}
+
+impl ApiIdentity {
+    /// Reads and checks both files, so a missing or wrong one is a start-up
+    /// error that names it.
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let read = |p: &Path| {
+            std::fs::read(p).with_context(|| {
+                format!(
+                    "cannot read the API's TLS file {}: `bayspace init` writes api.crt and api.key; \
+                     give the institution's own with `bayspace init --api-cert --api-key`, or point \
+                     `api-cert`/`api-key` in config.toml at them",
+                    p.display()
+                )
+            })
+        };
+        let cert_pem = read(cert)?;
+        let key_pem = Zeroizing::new(read(key)?);
+        api_tls::fingerprint(&cert_pem, &cert.display().to_string())?;
+        api_tls::check_key(&key_pem, &key.display().to_string())?;
+        Ok(ApiIdentity {
+            cert: cert_pem,
+            key: key_pem,
+        })
+    }
+}
+
+/// A service behind the token check, decoding at most
+/// [`limits::MAX_DECODED_MESSAGE`] per request.
+macro_rules! guarded {
+    ($server:ident, $api:expr, $auth:expr) => {
+        tonic::service::interceptor::InterceptedService::new(
+            $server::new($api).max_decoding_message_size(limits::MAX_DECODED_MESSAGE),
+            $auth.clone(),
+        )
+    };
+}
+
+/// Binds the configured address and serves until `shutdown` completes,
+/// over TLS unless `tls` is `None` (allowed only on a loopback address; the
+/// config check refuses the rest). Binding happens before this returns, so
+/// an address in use is a start-up error rather than a log line from a
+/// background task.
 pub async fn serve(
     ctx: Arc<NodeContext>,
     admin_token_hash: blake3::Hash,
+    tls: Option<ApiIdentity>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
     let addr = ctx.config.grpc;
     let incoming = TcpIncoming::bind(addr)
         .with_context(|| format!("cannot listen for gRPC on {addr}"))?
-        .with_nodelay(Some(true));
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(limits::TCP_KEEPALIVE));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut server = Server::builder()
+        .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
+        .concurrency_limit_per_connection(limits::MAX_CALLS_PER_CONNECTION)
+        .timeout(limits::REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
+        .http2_max_header_list_size(limits::MAX_HEADER_LIST);
+    if let Some(id) = tls {
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&id.cert, &*id.key)))
+            .context("the API's TLS certificate or key is not usable")?;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -63,31 +153,28 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let auth = Authenticator::new(admin_token_hash, ctx.researchers.clone());
-    let router = Server::builder()
+    let transfers = TransfersApi {
+        transfers: ctx.transfers.clone(),
+        export_dir: ctx.export_dir.clone(),
+    };
+    let router = server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(NodeServiceServer::with_interceptor(
-            NodeApi(ctx.clone()),
-            auth.clone(),
-        ))
-        .add_service(ResearcherServiceServer::with_interceptor(
+        .add_service(guarded!(NodeServiceServer, NodeApi(ctx.clone()), auth))
+        .add_service(guarded!(
+            ResearcherServiceServer,
             ResearcherApi(ctx.clone()),
-            auth.clone(),
+            auth
         ))
-        .add_service(RevocationServiceServer::with_interceptor(
+        .add_service(guarded!(
+            RevocationServiceServer,
             RevocationApi(ctx.clone()),
-            auth.clone(),
+            auth
         ))
-        .add_service(TransferServiceServer::with_interceptor(
-            TransfersApi(ctx.transfers.clone()),
-            auth.clone(),
-        ))
-        .add_service(DataServiceServer::with_interceptor(
-            TransfersApi(ctx.transfers.clone()),
-            auth.clone(),
-        ));
-    let router = catalog_services(router, &ctx, &auth);
+        .add_service(guarded!(TransferServiceServer, transfers.clone(), auth))
+        .add_service(guarded!(DataServiceServer, transfers, auth));
+    let router = catalog_services(router, &ctx, &auth, scheme);
     let router = contract_services(router, &ctx, &auth);
 
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
@@ -125,7 +212,7 @@ pub async fn serve(
     health
         .set_serving::<DataServiceServer<TransfersApi>>()
         .await;
-    tracing::info!("grpc serving on {addr}");
+    tracing::info!("grpc serving on {scheme}://{addr}");
     Ok(tokio::spawn(
         router.serve_with_incoming_shutdown(incoming, shutdown),
     ))
@@ -133,7 +220,12 @@ pub async fn serve(
 
 /// The catalog and dataset services; each is wrapped with `auth` and checks
 /// the caller's role itself.
-fn catalog_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator) -> Router {
+fn catalog_services(
+    router: Router,
+    ctx: &Arc<NodeContext>,
+    auth: &Authenticator,
+    scheme: &str,
+) -> Router {
     let api = CatalogApi {
         catalog: ctx.catalog.clone(),
         p2p: ctx.client.clone(),
@@ -145,21 +237,19 @@ fn catalog_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator
             key: PublicKey::from(&ctx.key.verifying_key()),
         },
         audit: ctx.audit.clone(),
-        grpc_endpoint: format!("http://{}", ctx.config.grpc),
+        grpc_endpoint: format!("{scheme}://{}", ctx.config.grpc),
         negotiator: ctx.negotiator.clone(),
     };
     router
-        .add_service(CatalogServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(DatasetServiceServer::with_interceptor(api, auth.clone()))
-        .add_service(AuditServiceServer::with_interceptor(
+        .add_service(guarded!(CatalogServiceServer, api.clone(), auth))
+        .add_service(guarded!(DatasetServiceServer, api, auth))
+        .add_service(guarded!(
+            AuditServiceServer,
             AuditApi {
                 log: ctx.audit.clone(),
                 witness: ctx.witness.clone(),
             },
-            auth.clone(),
+            auth
         ))
 }
 
@@ -172,21 +262,9 @@ fn contract_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticato
         holidays: Arc::new(ctx.config.filing_holidays.clone()),
     };
     router
-        .add_service(ContractServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(OfferServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(RecordServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(AgreementServiceServer::with_interceptor(
-            api.clone(),
-            auth.clone(),
-        ))
-        .add_service(FilingServiceServer::with_interceptor(api, auth.clone()))
+        .add_service(guarded!(ContractServiceServer, api.clone(), auth))
+        .add_service(guarded!(OfferServiceServer, api.clone(), auth))
+        .add_service(guarded!(RecordServiceServer, api.clone(), auth))
+        .add_service(guarded!(AgreementServiceServer, api.clone(), auth))
+        .add_service(guarded!(FilingServiceServer, api, auth))
 }

@@ -1,12 +1,13 @@
 //! `TransferService`: fetching the data of an agreement, with progress;
 //! `DataService`: the data kept sealed in this node's store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bayspace_connector::audit::Actor;
 use bayspace_connector::crypto::CryptoError;
+use bayspace_connector::export::{self, ExportError};
 use bayspace_connector::transfers::{Destination, Progress, TransferError, Transfers};
 use bayspace_connector::vault::{SealedRecord, VaultError};
 use bayspace_contracts::agreement::AgreementId;
@@ -15,16 +16,25 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::grpc::auth::{Role, require_admin, require_user};
-use crate::proto::{self, FetchProgress, FetchRequest};
+use crate::grpc::auth::{Caller, Role, require_admin, require_user};
+use crate::proto::{self, DownloadChunk, DownloadRequest, FetchProgress, FetchRequest};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 #[derive(Clone)]
-pub struct TransfersApi(pub Arc<Transfers>);
+pub struct TransfersApi {
+    pub transfers: Arc<Transfers>,
+    /// Where an administrator's export may write on this host.
+    pub export_dir: PathBuf,
+}
 
 /// Progress messages queued for a slow client before the transfer waits.
 const PROGRESS_BUFFER: usize = 16;
+
+/// Download chunks (each at most a segment, 1 MiB) decrypted ahead of a
+/// slow client; the decryption waits beyond them, so a download holds a few
+/// MiB whatever the size.
+const DOWNLOAD_BUFFER: usize = 2;
 
 fn status(e: &TransferError) -> Status {
     let msg = e.to_string();
@@ -52,6 +62,7 @@ fn vault_status(e: &VaultError) -> Status {
         | VaultError::AlreadySealed(_)
         | VaultError::RetentionPassed { .. }
         | VaultError::RetentionEnded { .. } => Status::failed_precondition(msg),
+        VaultError::OffsetPastEnd { .. } => Status::out_of_range(msg),
         VaultError::Crypto(
             CryptoError::Segment { .. }
             | CryptoError::SealedLength { .. }
@@ -67,17 +78,24 @@ fn parse_agreement(id: &str) -> Result<AgreementId, Status> {
         .map_err(|e| Status::invalid_argument(format!("agreement_id: {e}")))
 }
 
-fn parse_out(out: &str) -> Result<PathBuf, Status> {
-    let path = PathBuf::from(out);
-    if out.trim().is_empty() || !path.is_absolute() {
-        return Err(Status::invalid_argument(format!(
-            "out: `{out}` must be an absolute path on the node's host"
+/// An administrator's export path: inside the export directory, or refused
+/// before anything is written. A researcher never names a host path.
+fn export_path(caller: &Caller, export_dir: &Path, out: &str) -> Result<PathBuf, Status> {
+    if caller.role != Role::Admin {
+        return Err(Status::permission_denied(format!(
+            "out: researcher {} may not name a path on the node's host; download the data to your \
+             own machine with DataService.Download (`bayspace transfer fetch AGREEMENT --out PATH`)",
+            caller.id
         )));
     }
-    Ok(path)
+    export::resolve(export_dir, out).map_err(|e| match e {
+        ExportError::Io { .. } => Status::internal(format!("out: {e}")),
+        _ => Status::invalid_argument(format!("out: {e}")),
+    })
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchProgress, Status>> + Send>>;
+type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl proto::transfer_service_server::TransferService for TransfersApi {
@@ -88,16 +106,11 @@ impl proto::transfer_service_server::TransferService for TransfersApi {
         let req = req.into_inner();
         let id = parse_agreement(&req.agreement_id)?;
         let out = match (req.keep_sealed, req.out.is_empty()) {
-            (true, true) => None,
-            (false, false) => Some(parse_out(&req.out)?),
+            (_, true) => None,
+            (false, false) => Some(export_path(&caller, &self.export_dir, &req.out)?),
             (true, false) => {
                 return Err(Status::invalid_argument(
                     "out: give either `out` or `keep_sealed`, not both",
-                ));
-            }
-            (false, true) => {
-                return Err(Status::invalid_argument(
-                    "out: an absolute path on the node's host is required unless `keep_sealed` is set",
                 ));
             }
         };
@@ -106,7 +119,7 @@ impl proto::transfer_service_server::TransferService for TransfersApi {
             Role::Researcher => Some(caller.id.clone()),
         };
         let (tx, rx) = mpsc::channel(PROGRESS_BUFFER);
-        let transfers = self.0.clone();
+        let transfers = self.transfers.clone();
         let agreement = req.agreement_id.clone();
         tokio::spawn(async move {
             let progress_tx = tx.clone();
@@ -186,7 +199,7 @@ impl proto::data_service_server::DataService for TransfersApi {
     ) -> Result<Response<proto::DataListResponse>, Status> {
         let caller = require_user(&req)?;
         let researcher = (caller.role == Role::Researcher).then(|| caller.id.clone());
-        let vault = self.0.vault().clone();
+        let vault = self.transfers.vault().clone();
         let items = blocking(move || {
             let records = vault.list(researcher.as_deref())?;
             Ok(records
@@ -201,26 +214,80 @@ impl proto::data_service_server::DataService for TransfersApi {
         Ok(Response::new(proto::DataListResponse { items }))
     }
 
+    type DownloadStream = DownloadStream;
+
+    async fn download(
+        &self,
+        req: Request<DownloadRequest>,
+    ) -> Result<Response<DownloadStream>, Status> {
+        let caller = require_user(&req)?;
+        let researcher = (caller.role == Role::Researcher).then(|| caller.id.clone());
+        let client = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let req = req.into_inner();
+        let id = parse_agreement(&req.agreement_id)?;
+        let transfers = self.transfers.clone();
+        // The checks and the audit entry come before the stream starts, so a
+        // refusal is the call's status rather than a broken stream.
+        let mut download = tokio::task::spawn_blocking(move || {
+            transfers.download(
+                &id,
+                researcher.as_deref(),
+                &client,
+                req.offset,
+                OffsetDateTime::now_utc(),
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(format!("sealed storage task: {e}")))?
+        .map_err(|e| status(&e))?;
+        let (tx, rx) = mpsc::channel(DOWNLOAD_BUFFER);
+        tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::new();
+            loop {
+                let item = match download.next_chunk(&mut buf, OffsetDateTime::now_utc()) {
+                    Ok(true) => Ok(DownloadChunk {
+                        data: std::mem::take(&mut buf),
+                        size: download.size(),
+                        ..DownloadChunk::default()
+                    }),
+                    Ok(false) => {
+                        let _ = tx.blocking_send(Ok(DownloadChunk {
+                            done: true,
+                            size: download.size(),
+                            blake3: download.hash().to_string(),
+                            ..DownloadChunk::default()
+                        }));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("download stopped: {e}");
+                        let _ = tx.blocking_send(Err(vault_status(&e)));
+                        return;
+                    }
+                };
+                // A client that went away ends the download.
+                if tx.blocking_send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     async fn open(
         &self,
         req: Request<proto::DataOpenRequest>,
     ) -> Result<Response<proto::DataOpenResponse>, Status> {
-        let caller = require_user(&req)?;
-        let researcher = (caller.role == Role::Researcher).then(|| caller.id.clone());
+        let caller = require_user(&req)?.clone();
         let req = req.into_inner();
         let id = parse_agreement(&req.agreement_id)?;
-        let out = parse_out(&req.out)?;
-        let vault = self.0.vault().clone();
+        let out = export_path(&caller, &self.export_dir, &req.out)?;
+        let vault = self.transfers.vault().clone();
         let target = out.clone();
-        let r = blocking(move || {
-            vault.open_to(
-                &id,
-                researcher.as_deref(),
-                &target,
-                OffsetDateTime::now_utc(),
-            )
-        })
-        .await?;
+        let r =
+            blocking(move || vault.open_to(&id, None, &target, OffsetDateTime::now_utc())).await?;
         Ok(Response::new(proto::DataOpenResponse {
             path: out.display().to_string(),
             bytes: r.size.unwrap_or(0),
@@ -239,7 +306,7 @@ impl proto::data_service_server::DataService for TransfersApi {
             "" => "shredded by the administrator".to_owned(),
             r => r.to_owned(),
         };
-        let vault = self.0.vault().clone();
+        let vault = self.transfers.vault().clone();
         let r = blocking(move || {
             let r = vault.shred(&id, Actor::Admin, &reason, OffsetDateTime::now_utc())?;
             let path = vault.sealed_path(&r.agreement);

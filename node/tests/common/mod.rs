@@ -266,3 +266,38 @@ impl Space {
         (dir, peer, serial)
     }
 }
+
+/// The node's gRPC address from its `config.toml`, `host:port`.
+pub fn grpc_addr(dir: &Path) -> String {
+    let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("grpc = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// A raw gRPC channel to the node in `dir`, for tests that send requests
+/// the CLI would never build.
+pub async fn grpc_channel(dir: &Path) -> tonic::transport::Channel {
+    // As in the binary: rustls has two providers here and needs telling.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pem = std::fs::read(api_ca(dir)).unwrap();
+    tonic::transport::Endpoint::from_shared(format!("https://{}", grpc_addr(dir)))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The node's own API certificate, as a researcher would be sent it for
+/// `--ca`.
+pub fn api_ca(dir: &Path) -> String {
+    s(&dir.join("api.crt"))
+}

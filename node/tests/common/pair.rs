@@ -158,6 +158,7 @@ impl Pair {
         Command::new(BIN)
             .args(args)
             .args(["--node", &grpc_url(&self.hk.dir)])
+            .args(["--ca", &api_ca(&self.hk.dir)])
             .env("BAYSPACE_TOKEN", &self.token)
             .output()
             .unwrap()
@@ -249,7 +250,7 @@ pub fn grpc_url(dir: &Path) -> String {
         .find_map(|l| l.strip_prefix("grpc = "))
         .unwrap()
         .trim_matches('"');
-    format!("http://{addr}")
+    format!("https://{addr}")
 }
 
 /// Polls `cond` until it holds, within the shared deadline.
