@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::pair::*;
@@ -17,17 +16,6 @@ use common::*;
 use serde_json::Value;
 
 const CERT: &str = "CQC-PI-2026-0042";
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("BAYSPACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let found = dir.join("dsp-2025-1").is_dir() && dir.join("tools/dsp-validate").is_file();
-    if !found {
-        println!("skipped: ../shared/dsp-2025-1 not found; the DSP form is not validated");
-    }
-    found.then_some(dir)
-}
 
 /// Today's date in GBA civil time plus `days`, as `YYYY-MM-DD`.
 fn gba_date_in(days: i64) -> String {

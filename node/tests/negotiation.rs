@@ -29,19 +29,6 @@ fn restart(node: &mut Node) {
     node.wait_for("the restarted node to answer", |_| true);
 }
 
-/// The shared directory with the DSP schemas and the validator (see
-/// contracts/tests/dsp_schemas.rs).
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("BAYSPACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let found = dir.join("dsp-2025-1").is_dir() && dir.join("tools/dsp-validate").is_file();
-    if !found {
-        println!("skipped: ../shared/dsp-2025-1 not found; the DSP form is not validated");
-    }
-    found.then_some(dir)
-}
-
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .unwrap()

@@ -17,6 +17,20 @@ pub mod pair;
 pub const BIN: &str = env!("CARGO_BIN_EXE_bayspace");
 pub const DEADLINE: Duration = Duration::from_secs(40);
 
+/// The shared directory with the DSP schemas and the validator (see
+/// contracts/tests/dsp_schemas.rs): `BAYSPACE_SHARED`, else `../shared`
+/// beside the repository.
+pub fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("BAYSPACE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let found = dir.join("dsp-2025-1").is_dir() && dir.join("tools/dsp-validate").is_file();
+    if !found {
+        println!("skipped: ../shared/dsp-2025-1 not found; the DSP form is not validated");
+    }
+    found.then_some(dir)
+}
+
 pub fn bayspace(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run bayspace")
 }
