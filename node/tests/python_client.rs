@@ -37,13 +37,21 @@ fn venv(client: &Path) -> PathBuf {
 }
 
 /// The client's directory and a Python with its requirements and stubs.
+/// Made once per test process: the tests run in parallel, and two pip
+/// installs into one venv at once break each other (CI saw pip read a
+/// half-written package's metadata).
 fn client() -> (PathBuf, PathBuf) {
-    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-client");
-    let python = venv(&client);
-    run(Command::new("sh")
-        .arg(client.join("generate.sh"))
-        .env("PYTHON", &python));
-    (client, python)
+    static READY: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python-client");
+            let python = venv(&client);
+            run(Command::new("sh")
+                .arg(client.join("generate.sh"))
+                .env("PYTHON", &python));
+            (client, python)
+        })
+        .clone()
 }
 
 #[test]
