@@ -134,8 +134,8 @@ pub enum ConfigError {
     File(#[from] FileError),
     #[error("{}: {reason}", .path.display())]
     Parse { path: PathBuf, reason: String },
-    #[error("the system random number generator failed: {0}")]
-    Random(String),
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
     #[error(
         "grpc-tls = false with grpc = \"{addr}\": bearer tokens and data would cross the network in the clear. Plaintext is allowed only on a loopback address; set grpc-tls = true (the default) in config.toml, or listen on [::1] or 127.0.0.1"
     )]
@@ -287,11 +287,7 @@ pub struct AdminToken(String);
 
 impl AdminToken {
     pub fn generate() -> Result<Self, ConfigError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| ConfigError::Random(e.to_string()))?;
-        Ok(AdminToken(
-            bytes.iter().map(|b| format!("{b:02x}")).collect(),
-        ))
+        Ok(AdminToken(crate::random::hex(32)?))
     }
 
     pub fn as_str(&self) -> &str {

@@ -61,8 +61,8 @@ pub const IO_ALIGN: usize = 4096;
 /// What went wrong while encrypting, decrypting or storing released data.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
-    #[error("the system random number generator failed: {0}")]
-    Random(String),
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
     #[error(
         "segment {index} failed authentication: corrupted, reordered or not from this transfer"
     )]
@@ -126,9 +126,7 @@ pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
-    let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(|e| CryptoError::Random(e.to_string()))?;
-    Ok(out)
+    Ok(crate::random::bytes()?)
 }
 
 /// The 256-bit key one transfer is encrypted under.

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod config;
 pub mod crypto;
 pub mod download;
+pub mod durable;
 pub mod export;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -19,6 +20,7 @@ pub mod ledger;
 pub mod limits;
 pub mod negotiator;
 pub mod p2p;
+pub mod random;
 pub mod store;
 pub mod transfers;
 pub mod vault;

@@ -17,7 +17,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -243,13 +243,14 @@ impl Vault {
 
     /// Every sealed copy, or those of one researcher.
     pub fn list(&self, researcher: Option<&str>) -> Result<Vec<SealedRecord>> {
-        Ok(self
-            .records
-            .scan(&[], None, usize::MAX)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .filter(|r| researcher.is_none_or(|who| r.researcher == who))
-            .collect())
+        let mut out = Vec::new();
+        for entry in self.records.iter(&[]) {
+            let (_, r) = entry?;
+            if researcher.is_none_or(|who| r.researcher == who) {
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
 
     /// Starts, or resumes, keeping the data of `ag` sealed. A copy that
@@ -702,22 +703,12 @@ impl Vault {
 
     fn write_key(&self, agreement: &AgreementId, wrapped: &WrappedKey) -> Result<()> {
         let path = self.key_path(agreement);
-        let tmp = path.with_extension("key.tmp");
         let bytes = serde_json::to_vec(wrapped).map_err(|e| VaultError::KeyFile {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        f.write_all(&bytes).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("sync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-        crypto::sync_parent(&path)?;
+        crate::durable::write_atomic(&path, &bytes, 0o600, crate::durable::Overwrite::Replace)
+            .map_err(io_err("write", &path))?;
         Ok(())
     }
 

@@ -18,7 +18,6 @@ pub const RESEARCHER_TOKENS_TREE: TreeName = TreeName::new("researcher-tokens");
 /// Longest researcher name accepted.
 const MAX_NAME: usize = 200;
 /// Records read from the store at a time when listing.
-const PAGE: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,10 +40,7 @@ pub struct Researchers {
 
 /// `n` random bytes as lowercase hex.
 pub fn random_hex(n: usize) -> anyhow::Result<String> {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("the system random number generator failed: {e}"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(bayspace_connector::random::hex(n)?)
 }
 
 pub fn token_hash(token: &str) -> blake3::Hash {
@@ -94,16 +90,7 @@ impl Researchers {
     }
 
     pub fn list(&self) -> anyhow::Result<Vec<ResearcherRecord>> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.records.scan(&[], after.as_ref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(out);
-            };
-            after = Some(last.clone());
-            out.extend(page.into_iter().map(|(_, r)| r));
-        }
+        Ok(self.records.values(&[])?)
     }
 
     /// Removes a researcher and their token; false when the id is unknown.

@@ -44,9 +44,6 @@ pub const AUDIT_TREE: TreeName = TreeName::new("audit-log");
 /// bounded memory.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// How many records an export reads from the store at a time.
-const EXPORT_PAGE: usize = 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log storage: {0}")]
@@ -240,20 +237,13 @@ impl AuditLog {
     /// export then holds a prefix of the log that includes at least every
     /// record appended before the call. Returns the number of lines.
     pub fn export<W: Write>(&self, mut writer: W) -> Result<u64, AuditError> {
-        let mut after: Option<u64> = None;
         let mut lines = 0;
-        loop {
-            let page = self.records.scan(&[], after.as_ref(), EXPORT_PAGE)?;
-            let Some(&(last, _)) = page.last() else {
-                break;
-            };
-            for (_, record) in &page {
-                let mut line = canonical_bytes(record)?;
-                line.push(b'\n');
-                writer.write_all(&line).map_err(AuditError::Export)?;
-                lines += 1;
-            }
-            after = Some(last);
+        for entry in self.records.iter(&[]) {
+            let (_, record) = entry?;
+            let mut line = canonical_bytes(&record)?;
+            line.push(b'\n');
+            writer.write_all(&line).map_err(AuditError::Export)?;
+            lines += 1;
         }
         writer.flush().map_err(AuditError::Export)?;
         Ok(lines)

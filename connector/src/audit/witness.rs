@@ -420,23 +420,17 @@ impl PeerCheckpoints {
     fn peer_count(&self) -> Result<usize, WitnessError> {
         let mut peers = 0;
         let mut last_peer: Option<String> = None;
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.held.scan(&[], after.as_ref(), 1024)?;
-            let Some((last_key, _)) = page.last() else {
-                return Ok(peers);
-            };
-            after = Some(last_key.clone());
-            for (_, h) in page {
-                if last_peer.as_deref() != Some(h.peer.as_str()) {
-                    peers += 1;
-                    if peers >= MAX_PEERS {
-                        return Ok(peers);
-                    }
-                    last_peer = Some(h.peer);
+        for entry in self.held.iter(&[]) {
+            let (_, h) = entry?;
+            if last_peer.as_deref() != Some(h.peer.as_str()) {
+                peers += 1;
+                if peers >= MAX_PEERS {
+                    break;
                 }
+                last_peer = Some(h.peer);
             }
         }
+        Ok(peers)
     }
 
     fn audit_refusal(&self, from: PeerId, e: &WitnessError, now: OffsetDateTime) {

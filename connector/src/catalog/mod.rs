@@ -73,8 +73,6 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(10);
 /// The descriptor bytes of a page stay below the response limit with room
 /// for the CBOR framing (a few bytes per item) and the cursor.
 const PAGE_BYTE_BUDGET: usize = MAX_CATALOG_RESPONSE_BYTES as usize - 64 * 1024;
-/// Batch size when walking a whole tree.
-const SCAN_BATCH: usize = 1024;
 
 /// Why a catalog operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -239,14 +237,9 @@ impl Catalog {
             TypedTree::open(&*store, DESCRIPTORS)?;
         let local_files = TypedTree::open(&*store, LOCAL_FILES)?;
         let mut index = Index::default();
-        let mut after: Option<String> = None;
-        loop {
-            let batch = descriptors.scan(&[], after.as_ref(), SCAN_BATCH)?;
-            let Some((last, _)) = batch.last() else { break };
-            after = Some(last.clone());
-            for (_, s) in batch {
-                index.insert(s.descriptor.id.clone(), Entry::of(&s.descriptor));
-            }
+        for entry in descriptors.iter(&[]) {
+            let (_, s) = entry?;
+            index.insert(s.descriptor.id.clone(), Entry::of(&s.descriptor));
         }
         Ok(Catalog {
             store,
@@ -443,17 +436,11 @@ impl Catalog {
         service: &DataService,
     ) -> Result<serde_json::Value, CatalogError> {
         let mut datasets = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let batch = self.descriptors.scan(&[], after.as_ref(), SCAN_BATCH)?;
-            let Some((last, _)) = batch.last() else { break };
-            after = Some(last.clone());
-            datasets.extend(
-                batch
-                    .into_iter()
-                    .map(|(_, s)| s.descriptor)
-                    .filter(|d| !d.withdrawn),
-            );
+        for entry in self.descriptors.iter(&[]) {
+            let (_, s) = entry?;
+            if !s.descriptor.withdrawn {
+                datasets.push(s.descriptor);
+            }
         }
         Ok(dsp::catalog(
             catalog_id,

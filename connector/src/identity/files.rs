@@ -9,9 +9,9 @@
 //!
 //! Unix only: file modes are how a node keeps its key to itself.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -46,12 +46,7 @@ pub enum FileError {
     },
 }
 
-/// What to do when the target file already exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overwrite {
-    Refuse,
-    Replace,
-}
+pub use crate::durable::Overwrite;
 
 /// Parse a versioned JSON document strictly.
 ///
@@ -118,64 +113,25 @@ pub fn read_secret_text(path: &Path) -> Result<Zeroizing<String>, FileError> {
         .map_err(read_err)
 }
 
-/// Write `bytes` to `path` so that a reader sees either nothing (or the old
-/// file) or the whole new file, never a part: write a temporary file with
-/// `mode` beside the target, fsync it, move it into place, fsync the
-/// directory. With [`Overwrite::Refuse`] the move is a hard link, which
-/// fails when the target exists, so two writers cannot both win.
+/// Write `bytes` to `path` whole or not at all, with exactly `mode`: see
+/// [`crate::durable`]. With [`Overwrite::Refuse`], an existing file is
+/// [`FileError::Exists`].
 pub fn write_atomic(
     path: &Path,
     bytes: &[u8],
     mode: u32,
     overwrite: Overwrite,
 ) -> Result<(), FileError> {
-    let write_err = |source| FileError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| write_err(io::Error::other("path has no file name")))?;
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|e| write_err(io::Error::other(e.to_string())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        u64::from_le_bytes(suffix)
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        match overwrite {
-            Overwrite::Replace => fs::rename(&tmp, path)?,
-            Overwrite::Refuse => {
-                fs::hard_link(&tmp, path)?;
-                fs::remove_file(&tmp)?;
-            }
-        }
-        File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|source| {
+    crate::durable::write_atomic(path, bytes, mode, overwrite).map_err(|source| {
         if source.kind() == io::ErrorKind::AlreadyExists {
             FileError::Exists {
                 path: path.to_owned(),
             }
         } else {
-            write_err(source)
+            FileError::Write {
+                path: path.to_owned(),
+                source,
+            }
         }
     })
 }

@@ -51,8 +51,8 @@ struct PublicKeyFile {
 pub enum KeyError {
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("the system random number generator failed: {0}")]
-    Random(String),
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
     #[error("libp2p refused the ed25519 key: {0}")]
     Libp2p(String),
 }
@@ -69,9 +69,7 @@ pub enum PeerKeyError {
 }
 
 fn random_seed() -> Result<[u8; 32], KeyError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
-    Ok(seed)
+    Ok(crate::random::bytes()?)
 }
 
 fn write_secret(path: &Path, key: &SigningKey) -> Result<(), FileError> {

@@ -77,9 +77,7 @@ pub(crate) struct Assessed {
 }
 
 fn random_id() -> Result<[u8; 16], NegotiatorError> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| NegotiatorError::Random(e.to_string()))?;
-    Ok(b)
+    Ok(crate::random::bytes()?)
 }
 
 fn offers_of(d: &DatasetDescriptor) -> String {

@@ -184,8 +184,8 @@ pub enum NegotiatorError {
     Credential(String),
     #[error("cannot sign the agreement: {0}")]
     Sign(String),
-    #[error("the system random number generator failed: {0}")]
-    Random(String),
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
     #[error(transparent)]
     Wire(#[from] WireError),
     #[error("audit log: {0} (nothing was done)")]
@@ -253,7 +253,7 @@ impl Negotiator {
         let negotiations: TypedTree<String, NegotiationRecord> =
             TypedTree::open(&*store, NEGOTIATIONS_TREE)?;
         let mut pending_by_peer: HashMap<String, HashSet<String>> = HashMap::new();
-        for r in scan_all(&negotiations)? {
+        for r in negotiations.values(&[])? {
             if r.is_pending_approval() {
                 pending_by_peer
                     .entry(r.counterparty.peer_id.clone())
@@ -300,7 +300,9 @@ impl Negotiator {
 
     /// The negotiations `viewer` may see, newest first.
     pub fn list(&self, viewer: &Viewer) -> Result<Vec<NegotiationRecord>, NegotiatorError> {
-        let mut out: Vec<NegotiationRecord> = scan_all(&self.negotiations)?
+        let mut out: Vec<NegotiationRecord> = self
+            .negotiations
+            .values(&[])?
             .into_iter()
             .filter(|r| viewer.may_see(r))
             .collect();
@@ -310,7 +312,9 @@ impl Negotiator {
 
     /// Requests to this node waiting for an administrator, oldest first.
     pub fn pending(&self) -> Result<Vec<NegotiationRecord>, NegotiatorError> {
-        let mut out: Vec<NegotiationRecord> = scan_all(&self.negotiations)?
+        let mut out: Vec<NegotiationRecord> = self
+            .negotiations
+            .values(&[])?
             .into_iter()
             .filter(NegotiationRecord::is_pending_approval)
             .collect();
@@ -323,7 +327,7 @@ impl Negotiator {
     }
 
     pub fn agreements(&self) -> Result<Vec<AgreementRecord>, NegotiatorError> {
-        let mut out = scan_all(&self.agreements)?;
+        let mut out = self.agreements.values(&[])?;
         out.sort_by_key(|a| std::cmp::Reverse(a.signed.agreement.created));
         Ok(out)
     }
@@ -361,23 +365,6 @@ impl Negotiator {
     fn announce(&self, r: &NegotiationRecord) {
         // No receivers is the normal case.
         let _ = self.changes.send(r.clone());
-    }
-}
-
-/// Every value of a tree, page by page.
-fn scan_all<V: serde::de::DeserializeOwned + serde::Serialize>(
-    tree: &TypedTree<String, V>,
-) -> Result<Vec<V>, StoreError> {
-    const PAGE: usize = 512;
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = tree.scan(&[], after.as_ref(), PAGE)?;
-        let Some((last, _)) = page.last() else {
-            return Ok(out);
-        };
-        after = Some(last.clone());
-        out.extend(page.into_iter().map(|(_, v)| v));
     }
 }
 

@@ -260,17 +260,7 @@ impl Negotiator {
     }
 
     pub(super) fn outbox_entries(&self) -> Result<Vec<(String, Outgoing)>, NegotiatorError> {
-        const PAGE: usize = 512;
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.outbox.scan(&[], after.as_ref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(out);
-            };
-            after = Some(last.clone());
-            out.extend(page);
-        }
+        Ok(self.outbox.iter(&[]).collect::<Result<_, _>>()?)
     }
 
     /// The retry loop: deliver every due entry (at most `max_deliveries`

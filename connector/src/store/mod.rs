@@ -1,9 +1,11 @@
 //! Persistent state behind a narrow trait.
 //!
 //! The rest of the connector sees only [`Store`], [`Tree`], [`WriteSet`] and
-//! [`TypedTree`]; the sled backend ([`SledStore`]) is the one implementation,
-//! and no sled type crosses this module's boundary, so the backend can be
-//! replaced without touching the callers.
+//! [`TypedTree`]. The sled backend ([`SledStore`]) is what a node runs on;
+//! [`MemStore`] keeps everything in memory for tests of the logic above the
+//! store. No sled type crosses this module's boundary, so the backend can be
+//! replaced without touching the callers, and one suite of tests (`suite`)
+//! holds every backend to the same behaviour.
 //!
 //! # Durability points
 //! Writes become visible at once but reach the disk only when
@@ -20,14 +22,16 @@
 //! transaction, so "nothing partial is stored" holds even for records that
 //! span several trees.
 
+mod mem_store;
 mod sled_store;
 mod typed;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use mem_store::MemStore;
 pub use sled_store::SledStore;
-pub use typed::{Key, TypedTree};
+pub use typed::{Iter, Key, TypedTree};
 
 /// The name of a tree. Each module that persists something declares its own
 /// trees as constants, so every tree name in the node is greppable.
@@ -230,212 +234,4 @@ pub(crate) fn describe_key(key: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::{Deserialize, Serialize};
-
-    const A: TreeName = TreeName::new("a");
-    const B: TreeName = TreeName::new("b");
-
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    struct Rec {
-        name: String,
-        n: u64,
-    }
-
-    fn rec(name: &str, n: u64) -> Rec {
-        Rec {
-            name: name.to_owned(),
-            n,
-        }
-    }
-
-    #[test]
-    fn raw_round_trip() {
-        let store = SledStore::temporary().unwrap();
-        let t = store.tree(A).unwrap();
-        assert_eq!(t.name(), A);
-        assert_eq!(t.get(b"k").unwrap(), None);
-        assert_eq!(t.insert(b"k", b"v1").unwrap(), None);
-        assert_eq!(t.insert(b"k", b"v2").unwrap(), Some(b"v1".to_vec()));
-        assert_eq!(t.get(b"k").unwrap(), Some(b"v2".to_vec()));
-        assert_eq!(t.len(), 1);
-        assert_eq!(t.remove(b"k").unwrap(), Some(b"v2".to_vec()));
-        assert!(t.is_empty());
-        // Trees are separate namespaces.
-        t.insert(b"k", b"in a").unwrap();
-        assert_eq!(store.tree(B).unwrap().get(b"k").unwrap(), None);
-    }
-
-    #[test]
-    fn typed_round_trip_and_order() {
-        let store = SledStore::temporary().unwrap();
-        let t: TypedTree<u64, Rec> = TypedTree::open(&store, A).unwrap();
-        // Big-endian keys sort numerically, not lexically.
-        for n in [300u64, 2, 70_000, 1] {
-            t.insert(&n, &rec("x", n)).unwrap();
-        }
-        assert_eq!(t.get(&2).unwrap(), Some(rec("x", 2)));
-        assert_eq!(t.get(&3).unwrap(), None);
-        let keys: Vec<u64> = t
-            .scan(&[], None, 10)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(keys, [1, 2, 300, 70_000]);
-        assert_eq!(t.last().unwrap().unwrap().0, 70_000);
-        assert!(t.remove(&300).unwrap());
-        assert!(!t.remove(&300).unwrap());
-        assert_eq!(t.len(), 3);
-    }
-
-    #[test]
-    fn prefix_scan_is_bounded_and_stays_in_prefix() {
-        let store = SledStore::temporary().unwrap();
-        let t: TypedTree<String, u64> = TypedTree::open(&store, A).unwrap();
-        for (i, k) in ["ds/1", "ds/2", "ds/3", "dt/1", "agr/1"].iter().enumerate() {
-            t.insert(&(*k).to_owned(), &(i as u64)).unwrap();
-        }
-        let all: Vec<String> = t
-            .scan(b"ds/", None, 100)
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(all, ["ds/1", "ds/2", "ds/3"]);
-        assert_eq!(t.scan(b"ds/", None, 2).unwrap().len(), 2);
-        assert!(t.scan(b"zz", None, 10).unwrap().is_empty());
-        assert_eq!(t.scan(b"ds/", None, 0).unwrap().len(), 0);
-    }
-
-    #[test]
-    fn paging_visits_every_key_once() {
-        let store = SledStore::temporary().unwrap();
-        let t: TypedTree<String, u64> = TypedTree::open(&store, A).unwrap();
-        for i in 0..23u64 {
-            t.insert(&format!("p/{i:03}"), &i).unwrap();
-        }
-        t.insert(&"q/000".to_owned(), &99).unwrap();
-        let mut seen = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = t.scan(b"p/", after.as_ref(), 5).unwrap();
-            if page.is_empty() {
-                break;
-            }
-            assert!(page.len() <= 5);
-            after = page.last().map(|(k, _)| k.clone());
-            seen.extend(page.into_iter().map(|(_, v)| v));
-        }
-        assert_eq!(seen, (0..23).collect::<Vec<u64>>());
-        // A cursor before the prefix starts at the prefix.
-        let raw = store.tree(A).unwrap();
-        assert_eq!(raw.scan(b"q/", Some(b"a"), 10).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn write_set_spans_trees_atomically() {
-        let store = SledStore::temporary().unwrap();
-        let a: TypedTree<String, Rec> = TypedTree::open(&store, A).unwrap();
-        let b: TypedTree<u64, Rec> = TypedTree::open(&store, B).unwrap();
-        b.insert(&7, &rec("old", 7)).unwrap();
-
-        let mut ok = WriteSet::new();
-        a.stage_insert(&mut ok, &"x".to_owned(), &rec("x", 1))
-            .unwrap();
-        b.stage_expect(&mut ok, &7, Some(&rec("old", 7))).unwrap();
-        b.stage_insert(&mut ok, &7, &rec("new", 7)).unwrap();
-        b.stage_remove(&mut ok, &8);
-        store.apply(&ok).unwrap();
-        assert_eq!(a.get(&"x".to_owned()).unwrap(), Some(rec("x", 1)));
-        assert_eq!(b.get(&7).unwrap(), Some(rec("new", 7)));
-
-        // The failing expectation comes after writes to both trees: neither
-        // write may survive.
-        let mut bad = WriteSet::new();
-        a.stage_insert(&mut bad, &"y".to_owned(), &rec("y", 2))
-            .unwrap();
-        b.stage_insert(&mut bad, &9, &rec("nine", 9)).unwrap();
-        b.stage_expect(&mut bad, &7, Some(&rec("old", 7))).unwrap();
-        let err = store.apply(&bad).unwrap_err();
-        match &err {
-            StoreError::Conflict { tree, key } => {
-                assert_eq!(*tree, B);
-                assert_eq!(key, "0x0000000000000007");
-            }
-            other => panic!("expected a conflict, got {other}"),
-        }
-        assert_eq!(a.get(&"y".to_owned()).unwrap(), None);
-        assert_eq!(b.get(&9).unwrap(), None);
-        assert_eq!(b.get(&7).unwrap(), Some(rec("new", 7)));
-
-        // Expecting absence.
-        let mut absent = WriteSet::new();
-        b.stage_expect(&mut absent, &7, None).unwrap();
-        assert!(matches!(
-            store.apply(&absent),
-            Err(StoreError::Conflict { .. })
-        ));
-        store.apply(&WriteSet::new()).unwrap();
-    }
-
-    #[test]
-    fn compare_and_swap_refuses_a_stale_expectation() {
-        let store = SledStore::temporary().unwrap();
-        let t = store.tree(A).unwrap();
-        t.compare_and_swap(b"k", None, Some(b"1")).unwrap();
-        let err = t.compare_and_swap(b"k", None, Some(b"2")).unwrap_err();
-        assert!(matches!(err, StoreError::Conflict { tree, .. } if tree == A));
-        t.compare_and_swap(b"k", Some(b"1"), Some(b"2")).unwrap();
-        t.compare_and_swap(b"k", Some(b"2"), None).unwrap();
-        assert_eq!(t.get(b"k").unwrap(), None);
-    }
-
-    #[test]
-    fn flushed_data_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = SledStore::open(dir.path()).unwrap();
-            let t: TypedTree<u64, Rec> = TypedTree::open(&store, A).unwrap();
-            let mut ws = WriteSet::new();
-            t.stage_insert(&mut ws, &1, &rec("one", 1)).unwrap();
-            store.apply(&ws).unwrap();
-            store.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path()).unwrap();
-        let t: TypedTree<u64, Rec> = TypedTree::open(&store, A).unwrap();
-        assert_eq!(t.get(&1).unwrap(), Some(rec("one", 1)));
-    }
-
-    #[test]
-    fn a_locked_directory_is_an_open_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let _first = SledStore::open(dir.path()).unwrap();
-        let err = SledStore::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::Open { .. }));
-        assert!(
-            err.to_string().contains(&dir.path().display().to_string()),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn decoding_errors_name_the_tree_and_key() {
-        let store = SledStore::temporary().unwrap();
-        let raw = store.tree(B).unwrap();
-        raw.insert(&5u64.to_be_bytes(), b"{\"name\": 3}").unwrap();
-        let t: TypedTree<u64, Rec> = TypedTree::open(&store, B).unwrap();
-        let err = t.get(&5).unwrap_err();
-        assert!(matches!(err, StoreError::Decode { tree, ref key, .. } if tree == B && key == "5"));
-        let msg = err.to_string();
-        assert!(msg.contains("tree `b`") && msg.contains("key 5"), "{msg}");
-
-        raw.insert(b"abc", b"{}").unwrap();
-        let err = t.last().unwrap_err();
-        assert!(
-            matches!(err, StoreError::BadKey { tree, ref key, .. } if tree == B && key == "0x616263"),
-            "{err}"
-        );
-    }
-}
+mod suite;

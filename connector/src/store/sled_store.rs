@@ -220,3 +220,41 @@ impl Tree for SledTree {
         self.tree.len()
     }
 }
+
+/// What only a backend on disk can show; the shared behaviour is in
+/// `store::suite`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TypedTree;
+
+    const A: TreeName = TreeName::new("a");
+
+    #[test]
+    fn flushed_data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let t: TypedTree<u64, String> = TypedTree::open(&store, A).unwrap();
+            let mut ws = WriteSet::new();
+            t.stage_insert(&mut ws, &1, &"one".to_owned()).unwrap();
+            store.apply(&ws).unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let t: TypedTree<u64, String> = TypedTree::open(&store, A).unwrap();
+        assert_eq!(t.get(&1).unwrap().as_deref(), Some("one"));
+    }
+
+    #[test]
+    fn a_locked_directory_is_an_open_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }));
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 //! readable with generic tools and lets a record gain optional fields
 //! without a migration.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Store, StoreError, Tree, TreeName, WriteSet, describe_key};
+use super::{Entry, Store, StoreError, Tree, TreeName, WriteSet, describe_key};
 
 /// A key type with an order-preserving byte encoding.
 pub trait Key: Sized + fmt::Debug {
@@ -109,6 +110,25 @@ impl<K: Key, V: Serialize + DeserializeOwned> TypedTree<K, V> {
             .collect()
     }
 
+    /// Every entry whose encoded key starts with `prefix`, in key order,
+    /// read a page at a time so a large tree is never held in memory at
+    /// once. Entries written while iterating may or may not be seen; none
+    /// is seen twice. The iterator ends after the first error it yields.
+    pub fn iter(&self, prefix: &[u8]) -> Iter<K, V> {
+        Iter {
+            tree: self.clone(),
+            prefix: prefix.to_vec(),
+            after: None,
+            page: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Every value whose encoded key starts with `prefix`, in key order.
+    pub fn values(&self, prefix: &[u8]) -> Result<Vec<V>, StoreError> {
+        self.iter(prefix).map(|e| e.map(|(_, v)| v)).collect()
+    }
+
     pub fn last(&self) -> Result<Option<(K, V)>, StoreError> {
         self.tree
             .last()?
@@ -177,5 +197,51 @@ impl<K: Key, V: Serialize + DeserializeOwned> TypedTree<K, V> {
             expected: K::KIND,
         })?;
         Ok((k, self.decode_value(key, value)?))
+    }
+}
+
+/// Entries read from a tree page by page: see [`TypedTree::iter`].
+pub struct Iter<K, V> {
+    tree: TypedTree<K, V>,
+    prefix: Vec<u8>,
+    after: Option<Vec<u8>>,
+    page: VecDeque<Entry>,
+    done: bool,
+}
+
+impl<K, V> Iter<K, V> {
+    /// Large enough that paging costs little next to decoding, small
+    /// enough that a page of records stays a few hundred KiB.
+    const PAGE: usize = 256;
+}
+
+impl<K: Key, V: Serialize + DeserializeOwned> Iterator for Iter<K, V> {
+    type Item = Result<(K, V), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.page.is_empty() {
+            match self
+                .tree
+                .tree
+                .scan(&self.prefix, self.after.as_deref(), Self::PAGE)
+            {
+                Ok(page) => self.page = page.into(),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let Some((k, v)) = self.page.pop_front() else {
+            self.done = true;
+            return None;
+        };
+        let item = self.tree.decode_entry(&k, &v);
+        self.done = item.is_err();
+        self.after = Some(k);
+        Some(item)
     }
 }

@@ -114,12 +114,7 @@ impl Transfers {
 
     /// Fetches that have not ended, oldest first.
     pub fn pending_fetches(&self) -> Result<Vec<FetchIntent>, TransferError> {
-        let mut all: Vec<FetchIntent> = self
-            .intents()?
-            .scan(&[], None, usize::MAX)?
-            .into_iter()
-            .map(|(_, i)| i)
-            .collect();
+        let mut all = self.intents()?.values(&[])?;
         all.sort_by_key(|i| i.since);
         Ok(all)
     }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bayspace_connector::audit::{read_held, verify_export_against};
+use bayspace_connector::durable::{AtomicFile, Overwrite};
 use bayspace_connector::identity::{PeerId, key_of_peer_id};
 use time::format_description::well_known::Rfc3339;
 
@@ -86,11 +87,9 @@ fn checkpoints(peer: &str, args: &ClientArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn export(out: &std::path::Path, args: &ClientArgs) -> anyhow::Result<ExitCode> {
-    // Written beside the target and renamed, so a failed export never
-    // leaves a truncated file that looks like a whole one.
-    let tmp = out.with_extension("partial");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    // A failed or interrupted export leaves no file that looks whole.
+    let mut file = AtomicFile::create(out, 0o644)
+        .with_context(|| format!("cannot create a file beside {}", out.display()))?;
     let bytes = client::block_on(async {
         let mut c = AuditServiceClient::new(client::connect(args).await?);
         let mut stream = c
@@ -101,21 +100,13 @@ fn export(out: &std::path::Path, args: &ClientArgs) -> anyhow::Result<ExitCode> 
         let mut n = 0u64;
         while let Some(chunk) = stream.message().await.map_err(client::refused)? {
             file.write_all(&chunk.data)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
+                .with_context(|| format!("cannot write {}", out.display()))?;
             n += chunk.data.len() as u64;
         }
         Ok(n)
-    });
-    let bytes = match bytes {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    file.sync_all()
-        .with_context(|| format!("cannot flush {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    })?;
+    file.commit(Overwrite::Replace)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {} ({bytes} bytes)", out.display());
     Ok(ExitCode::SUCCESS)
 }

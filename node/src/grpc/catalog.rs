@@ -263,9 +263,7 @@ fn new_dataset(r: proto::PublishRequest) -> Result<NewDataset, Status> {
 }
 
 fn random16() -> Result<[u8; 16], Status> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| Status::internal(format!("random: {e}")))?;
-    Ok(b)
+    bayspace_connector::random::bytes().map_err(|e| Status::internal(e.to_string()))
 }
 
 #[tonic::async_trait]
