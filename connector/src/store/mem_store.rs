@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Entry, Op, Store, StoreError, Tree, TreeName, WriteSet, describe_key};
+use super::{Entry, Op, Store, StoreError, Tree, TreeName, WriteSet, describe_key, scan_start};
 
 type Trees = BTreeMap<TreeName, BTreeMap<Vec<u8>, Vec<u8>>>;
 
@@ -146,10 +146,7 @@ impl Tree for MemTree {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
+        let start = scan_start(prefix, after);
         Ok(self.with(|t| {
             t.range::<[u8], _>((start, Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(prefix))

@@ -218,6 +218,18 @@ impl WriteSet {
     }
 }
 
+/// Where a [`Tree::scan`] starts: just after the cursor when it is inside
+/// or past the prefix, else at the prefix itself.
+pub(crate) fn scan_start<'a>(
+    prefix: &'a [u8],
+    after: Option<&'a [u8]>,
+) -> std::ops::Bound<&'a [u8]> {
+    match after {
+        Some(after) if after >= prefix => std::ops::Bound::Excluded(after),
+        _ => std::ops::Bound::Included(prefix),
+    }
+}
+
 /// How a raw key appears in error messages: hex, shortened past 32 bytes.
 pub(crate) fn describe_key(key: &[u8]) -> String {
     use fmt::Write as _;

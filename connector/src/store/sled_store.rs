@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sled::Transactional as _;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Entry, Op, Store, StoreError, Tree, TreeName, WriteSet, describe_key};
+use super::{Entry, Op, Store, StoreError, Tree, TreeName, WriteSet, describe_key, scan_start};
 
 /// A [`Store`] in a sled database directory.
 #[derive(Debug, Clone)]
@@ -193,10 +193,7 @@ impl Tree for SledTree {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
+        let start = scan_start(prefix, after);
         let mut out = Vec::new();
         for item in self.tree.range::<&[u8], _>((start, Bound::Unbounded)) {
             if out.len() >= limit {
