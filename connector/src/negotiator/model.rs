@@ -260,3 +260,14 @@ impl Viewer {
         }
     }
 }
+
+/// What handling one message produced.
+#[derive(Debug)]
+pub(super) enum Received {
+    /// Applied; the message the peer must get next, if any.
+    Fresh(Option<Message>),
+    /// Seen before; the peer gets what this side last sent again.
+    Duplicate(Option<Message>),
+    /// Not acceptable; nothing changed.
+    Refused(String),
+}

@@ -13,7 +13,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::engine::Received;
+use super::model::Received;
 use super::wire::Message;
 use super::{Negotiator, NegotiatorError};
 use crate::audit::Actor;

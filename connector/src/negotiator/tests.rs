@@ -17,7 +17,7 @@ use bayspace_contracts::policy::RegionSet;
 use libp2p::PeerId;
 use time::OffsetDateTime;
 
-use super::engine::Received;
+use super::model::Received;
 use super::*;
 use crate::admission::MembershipAdmission;
 use crate::audit::{AuditEvent, AuditLog};
