@@ -544,6 +544,30 @@ impl Negotiator {
     }
 }
 
+/// Why data may not be published as offered.
+#[derive(Debug, thiserror::Error)]
+pub enum OnwardError {
+    #[error(
+        "{} is the data of dataset {dataset} received under agreement {agreement}, whose rule \
+         no-onward-transfer-outside-gba forbids offering it to recipients outside the Greater \
+         Bay Area; restrict --recipient-region to GBA regions (e.g. `gba`)",
+        .path.display()
+    )]
+    Forbidden {
+        path: std::path::PathBuf,
+        dataset: DatasetId,
+        agreement: AgreementId,
+    },
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Negotiator(#[from] NegotiatorError),
+}
+
 pub const RECEIVED_TREE: TreeName = TreeName::new("received-data");
 
 /// Data this node received under an agreement, by content hash: what
@@ -593,6 +617,38 @@ impl Negotiator {
     /// need the onward-transfer check at all).
     pub fn has_received(&self) -> Result<bool, NegotiatorError> {
         Ok(!self.received_tree()?.is_empty())
+    }
+
+    /// The onward-transfer rule at publication: data received under an
+    /// agreement that forbids onward transfer outside the GBA cannot be
+    /// offered under a policy that admits recipients outside it. The file
+    /// is read and hashed only when this node has received data at all and
+    /// the policy reaches outside the GBA. Blocking: call it off the
+    /// runtime.
+    pub fn check_onward(
+        &self,
+        path: &std::path::Path,
+        policy: &bayspace_contracts::policy::Policy,
+    ) -> Result<(), OnwardError> {
+        if !policy.allows_recipients_outside_gba() || !self.has_received()? {
+            return Ok(());
+        }
+        let read = |source| OnwardError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(path).map_err(read)?)
+            .map_err(read)?;
+        let digest = bayspace_contracts::descriptor::Digest(*h.finalize().as_bytes());
+        match self.onward_restriction(&digest)? {
+            None => Ok(()),
+            Some(r) => Err(OnwardError::Forbidden {
+                path: path.to_owned(),
+                dataset: r.dataset,
+                agreement: r.agreement,
+            }),
+        }
     }
 
     /// The agreement that forbids offering data with this hash to

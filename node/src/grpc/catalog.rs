@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bayspace_connector::audit::{Actor, AuditEvent, AuditLog};
 use bayspace_connector::catalog::{self, Catalog, CatalogError, NewDataset, SearchQuery};
 use bayspace_connector::identity::NodeKey;
+use bayspace_connector::negotiator::OnwardError;
 use bayspace_connector::p2p::{Client, Topic};
 use bayspace_contracts::classification::{Category, DataLevel};
 use bayspace_contracts::descriptor::{ApprovalMode, DatasetId, Institution, SignedDescriptor};
@@ -34,45 +35,25 @@ pub struct CatalogApi {
 }
 
 impl CatalogApi {
-    /// Data received under an agreement that forbids onward transfer
-    /// outside the GBA cannot be offered to recipients outside it. The
-    /// file is hashed only when this node has received data at all.
+    /// The connector's onward-transfer rule, off the runtime (it may hash
+    /// the file).
     async fn check_onward(&self, new: &NewDataset) -> Result<(), Status> {
-        let internal = |e: &dyn std::fmt::Display| Status::internal(e.to_string());
-        if !self.negotiator.has_received().map_err(|e| internal(&e))? {
-            return Ok(());
-        }
         let policy = bayspace_contracts::policy::Policy::offer(new.purposes.clone())
             .recipients(new.recipient_regions.clone())
             .build()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if !policy.allows_recipients_outside_gba() {
-            return Ok(());
-        }
+        let negotiator = Arc::clone(&self.negotiator);
         let path = new.path.clone();
-        let hash = tokio::task::spawn_blocking(move || -> std::io::Result<blake3::Hash> {
-            let mut h = blake3::Hasher::new();
-            h.update_reader(std::fs::File::open(&path)?)?;
-            Ok(h.finalize())
-        })
-        .await
-        .map_err(|e| internal(&e))?
-        .map_err(|e| Status::invalid_argument(format!("{}: {e}", new.path.display())))?;
-        let digest = bayspace_contracts::descriptor::Digest(*hash.as_bytes());
-        match self
-            .negotiator
-            .onward_restriction(&digest)
-            .map_err(|e| internal(&e))?
-        {
-            None => Ok(()),
-            Some(r) => Err(Status::failed_precondition(format!(
-                "{} is the data of dataset {} received under agreement {}, whose rule \
-                 no-onward-transfer-outside-gba forbids offering it to recipients outside the \
-                 Greater Bay Area; restrict --recipient-region to GBA regions (e.g. `gba`)",
-                new.path.display(),
-                r.dataset,
-                r.agreement
-            ))),
+        let checked = tokio::task::spawn_blocking(move || negotiator.check_onward(&path, &policy))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match checked {
+            Ok(()) => Ok(()),
+            Err(e @ OnwardError::Forbidden { .. }) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(e @ OnwardError::Read { .. }) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ OnwardError::Negotiator(_)) => Err(Status::internal(e.to_string())),
         }
     }
 
