@@ -20,12 +20,14 @@
 //! transaction, so "nothing partial is stored" holds even for records that
 //! span several trees.
 
+mod reserve;
 mod sled_store;
 mod typed;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use reserve::{DEFAULT_RESERVE_BYTES, DiskFull, Reserved, available, check_space, disk_full};
 pub use sled_store::SledStore;
 pub use typed::{Key, TypedTree};
 
@@ -67,6 +69,10 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Refused before anything was written: the disk is within its
+    /// reserve of full (see [`Reserved`]).
+    #[error("{0}")]
+    Full(#[source] DiskFull),
     #[error("tree `{tree}`, key {key}: the stored value is not the expected one")]
     Conflict { tree: TreeName, key: String },
     #[error("tree `{tree}`, key {key}: the stored value does not decode: {source}")]

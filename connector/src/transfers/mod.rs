@@ -95,6 +95,9 @@ pub enum TransferError {
     Vault(#[from] VaultError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// Refused before a byte was written: the data would not fit.
+    #[error("{0}")]
+    DiskFull(#[source] crate::store::DiskFull),
     #[error("a transfer task failed: {0}")]
     Task(String),
     #[error("the transfer service is unusable after an earlier panic")]
@@ -197,6 +200,8 @@ pub struct Transfers {
     /// Agreements being fetched now: a second fetch of one would write the
     /// same partial file.
     fetching: Mutex<HashSet<AgreementId>>,
+    /// Free space kept on the disk a fetch writes to (bytes).
+    disk_reserve: std::sync::atomic::AtomicU64,
 }
 
 /// Where fetched data goes.
@@ -281,7 +286,15 @@ impl Transfers {
             per_peer: Mutex::new(HashMap::new()),
             refusal_budget: Mutex::new(AuditBudget::new(REFUSAL_BURST, REFUSAL_REFILL)),
             fetching: Mutex::new(HashSet::new()),
+            disk_reserve: std::sync::atomic::AtomicU64::new(crate::store::DEFAULT_RESERVE_BYTES),
         })
+    }
+
+    /// The free space a fetch leaves on its disk besides the data itself
+    /// (`disk-reserve-mib` of the config).
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.disk_reserve
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts a download of the data this node keeps sealed for
