@@ -988,9 +988,7 @@ async fn flood(space: &Space) {
     let addr = provider.tcp_addr();
     let provider_peer = addr.rsplit('/').next().unwrap().to_owned();
     let (um_dir, _, _) = space.member_in("flood-um", "macao", None);
-    let um = Arc::new(
-        common::forger::Forger::connect(space, &um_dir, &provider_peer, &addr).await,
-    );
+    let um = Arc::new(common::forger::Forger::connect(space, &um_dir, &provider_peer, &addr).await);
     let peer: libp2p::PeerId = provider_peer.parse().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, streams) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -1019,7 +1017,8 @@ async fn flood(space: &Space) {
         tasks.push(tokio::spawn(async move {
             let agreement = "urn:uuid:00000000-0000-4000-8000-000000000000";
             while !stop.load(Ordering::Relaxed) {
-                let asked = um.client.stream_control().open_stream(
+                let mut control = um.client.stream_control();
+                let asked = control.open_stream(
                     provider_peer.parse().unwrap(),
                     bayspace_connector::p2p::protocol::DATA_PROTOCOL,
                 );

@@ -95,7 +95,10 @@ fn fill(dir: &Path) -> PathBuf {
 fn assert_disk_full(o: &std::process::Output, disk: &Path, what: &str) {
     let said = text(o);
     println!("full disk: {what}: {}", said.trim());
-    assert!(!o.status.success(), "{what} succeeded on a full disk: {said}");
+    assert!(
+        !o.status.success(),
+        "{what} succeeded on a full disk: {said}"
+    );
     assert!(
         said.contains("ResourceExhausted")
             && said.contains("is full")
@@ -157,7 +160,9 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
     let big_file = p.space.tmp.path().join("big.bin");
     std::fs::write(
         &big_file,
-        (0..BIG).map(|i| (i * 7 + i / 4099) as u8).collect::<Vec<u8>>(),
+        (0..BIG)
+            .map(|i| (i * 7 + i / 4099) as u8)
+            .collect::<Vec<u8>>(),
     )
     .unwrap();
     let big = p.publish_file(&big_file, "Scans", &AUTO_TO_HK);
@@ -171,7 +176,11 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
     };
     let mut fetched = Vec::new();
     let refused = loop {
-        assert!(fetched.len() < 4, "a 48 MiB disk took {} copies", fetched.len());
+        assert!(
+            fetched.len() < 4,
+            "a 48 MiB disk took {} copies",
+            fetched.len()
+        );
         let agreement = agree(&big);
         let o = p.researcher(&["transfer", "fetch", &agreement, "--keep-sealed"]);
         if o.status.success() {
@@ -199,7 +208,13 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
     // the researcher and the administrator are told why.
     let filler = fill(&hk_disk);
     let before = negotiation_count(&p.hk);
-    let o = p.researcher(&["contract", "request", &small, "--purpose", "academic-research"]);
+    let o = p.researcher(&[
+        "contract",
+        "request",
+        &small,
+        "--purpose",
+        "academic-research",
+    ]);
     assert_disk_full(&o, &hk_disk.join("data"), "a contract request");
     assert_eq!(negotiation_count(&p.hk), before, "nothing stored");
     let export = p.space.tmp.path().join("refused-audit.jsonl");
@@ -256,7 +271,10 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
     assert_eq!(state, "REQUESTED");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(p.consumer_view(&id).unwrap()["state"], "REQUESTED");
-    assert!(admin_view(&p.sz, &id).is_none(), "nothing stored on the provider");
+    assert!(
+        admin_view(&p.sz, &id).is_none(),
+        "nothing stored on the provider"
+    );
     std::fs::remove_file(&filler).unwrap();
     p.wait_both(&id, "FINALIZED");
     p.publish_file(&data, "More", &AUTO_TO_HK);

@@ -107,6 +107,7 @@ struct Release {
 fn negotiations(dir: &Path) -> Option<BTreeMap<String, Value>> {
     let o = bayspace(&["contract", "list", "--json", "--dir", &s(dir)]);
     if !o.status.success() {
+        println!("soak: contract list: {}", text(&o).trim());
         return None;
     }
     let list: Value = serde_json::from_slice(&o.stdout).ok()?;
@@ -267,7 +268,7 @@ fn kill_9_soak_loses_nothing_and_drains_promptly() {
     let (mut sz_kills, mut hk_kills) = (0, 0);
     for k in 0..kills {
         std::thread::sleep(rng.millis(500, 4000));
-        let victim = if rng.next() % 2 == 0 {
+        let victim = if rng.next().is_multiple_of(2) {
             sz_kills += 1;
             &mut p.sz
         } else {
@@ -295,6 +296,10 @@ fn kill_9_soak_loses_nothing_and_drains_promptly() {
     // researcher was told about, FINALIZED on both sides.
     let settled = loop {
         let (hk, sz) = (negotiations(&p.hk.dir), negotiations(&p.sz.dir));
+        assert!(
+            last_restart.elapsed() <= SETTLE_LIMIT,
+            "the negotiation lists cannot be read {SETTLE_LIMIT:?} after the last restart"
+        );
         if let (Some(hk), Some(sz)) = (hk, sz) {
             let ids: BTreeSet<&String> = hk.keys().chain(sz.keys()).collect();
             let done = ids.iter().all(|id| {
