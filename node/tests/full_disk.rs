@@ -129,9 +129,9 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
     if !can_mount() {
         return;
     }
-    let mounts = Mutex::new(Vec::new());
+    let mounted = Mutex::new(Vec::new());
     let mut p = Pair::start_with(false, |dir| {
-        mounts
+        mounted
             .lock()
             .unwrap()
             .push(mount_tmpfs(&dir.join(DISK)).unwrap());
@@ -155,6 +155,9 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
         assert!(text.contains("disk-reserve-mib = 8"), "{text}");
         std::fs::write(&config, text).unwrap();
     });
+    // Declared after the pair, so unmounted before it is dropped (a panic
+    // included): the pair's temporary directory is then removed whole.
+    let _mounts = mounted.into_inner().unwrap();
     let (hk_disk, sz_disk) = (p.hk.dir.join(DISK), p.sz.dir.join(DISK));
     let small = p.publish("Heart study", &AUTO_TO_HK);
     let big_file = p.space.tmp.path().join("big.bin");
@@ -283,6 +286,4 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
     // 5. Both audit logs verify.
     verify_audit(&p, &p.hk, &p.hk_peer, "hku");
     verify_audit(&p, &p.sz, &p.sz_peer, "shenzhen");
-    drop(p);
-    drop(mounts);
 }
