@@ -48,7 +48,7 @@ use crate::store::{Store, StoreError, TreeName, TypedTree};
 
 pub use model::{
     AgreementRecord, Counterparty, DatasetRecords, NegotiationRecord, OpenRelease, RecordsUpdate,
-    Requester, Revocation, Step, Viewer,
+    ReleaseStart, Requester, Revocation, Step, Viewer,
 };
 pub use wire::{ContractRequest, Message, WireError};
 
@@ -421,12 +421,12 @@ impl Negotiator {
         actor: Actor,
         mut details: serde_json::Value,
         ledger: (Assessment, u64, u64),
-        resume: bool,
+        start: ReleaseStart,
         now: OffsetDateTime,
     ) -> Result<AgreementRecord, NegotiatorError> {
         self.change_agreement(id, actor, AuditEvent::KeyReleased, now, |a| {
             let continues = match &mut a.open_release {
-                Some(open) if resume && open.resumes < MAX_RESUMES => {
+                Some(open) if open.continued_by(start) => {
                     open.resumes += 1;
                     true
                 }
@@ -445,6 +445,7 @@ impl Negotiator {
                 a.open_release = Some(OpenRelease {
                     reserved_at: now,
                     resumes: 0,
+                    delivered: false,
                 });
             }
             details["uses"] = a.uses.into();
@@ -474,6 +475,23 @@ impl Negotiator {
             });
             Ok((details, None))
         })
+    }
+
+    /// Every segment of the open release of `id` has left this node: from
+    /// now on only a resume from a later segment continues it (see
+    /// [`ReleaseStart`]). Flushed, so a restart does not forget it.
+    pub fn release_delivered(&self, id: &AgreementId) -> Result<(), NegotiatorError> {
+        let _w = self.lock()?;
+        let key = id.to_string();
+        if let Some(mut a) = self.agreements.get(&key)?
+            && let Some(open) = a.open_release.as_mut()
+            && !open.delivered
+        {
+            open.delivered = true;
+            self.agreements.insert(&key, &a)?;
+            self.store.flush()?;
+        }
+        Ok(())
     }
 
     /// The consumer confirmed the data of the open release: audited, and
