@@ -382,12 +382,12 @@ fn kill_9_soak_loses_nothing_and_drains_promptly() {
         audits.push((name, o.status.success(), lines, text(&o)));
     }
 
-    // Every release: the published bytes, one use. A release cut (by
-    // either kill) after its key left the provider but before the first
-    // segment reached the consumer is asked for again from segment 0, and
-    // the provider counts that as a new use: an open finding
-    // (docs/RELIABILITY.md), told apart here by the provider's log, where
-    // every key release of such an agreement starts at segment 0.
+    // Every release: the published bytes, one use. One double count is
+    // left (docs/RELIABILITY.md): every segment had left the provider when
+    // the consumer died before writing its first, so it asks again from
+    // segment 0 and the provider, which cannot tell that from a consumer
+    // asking twice, counts a new use. Told apart here by the provider's
+    // log, where every key release of such an agreement starts at 0.
     // (subjects, whether it started at segment 0 as a new use)
     let mut key_releases: Vec<(String, bool)> = Vec::new();
     let provider_log = p.space.tmp.path().join("shenzhen-audit.jsonl");
