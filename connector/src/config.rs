@@ -77,6 +77,22 @@ pub struct NodeConfig {
     /// `tls-first` (TLS 1.3, Noise as the fallback), `tls` or `noise`.
     #[serde(default, skip_serializing_if = "is_default_security")]
     pub p2p_security: TcpSecurity,
+    /// Free space (MiB) kept on the disks of `data-dir` and `sealed-dir`:
+    /// below it the node refuses changes and fetches with "disk full"
+    /// rather than let the store hit a full disk (docs/RELIABILITY.md).
+    #[serde(default = "default_disk_reserve_mib")]
+    pub disk_reserve_mib: u64,
+}
+
+fn default_disk_reserve_mib() -> u64 {
+    crate::store::DEFAULT_RESERVE_BYTES >> 20
+}
+
+impl NodeConfig {
+    /// [`NodeConfig::disk_reserve_mib`] in bytes.
+    pub fn disk_reserve_bytes(&self) -> u64 {
+        self.disk_reserve_mib.saturating_mul(1 << 20)
+    }
 }
 
 fn is_default_security(s: &TcpSecurity) -> bool {
@@ -163,6 +179,7 @@ impl NodeConfig {
             admin_token_blake3: admin_token.blake3_hex(),
             filing_holidays: BTreeSet::new(),
             p2p_security: TcpSecurity::default(),
+            disk_reserve_mib: default_disk_reserve_mib(),
         }
     }
 
@@ -255,6 +272,12 @@ filing-holidays = {holidays}
 # Noise for members whose nodes offer only Noise), \"tls\" or \"noise\".
 # QUIC always uses TLS 1.3.
 p2p-security = {security}
+
+# Free space (MiB) kept on the disks holding data-dir and sealed-dir. Below
+# it the node refuses every change and fetch with a \"disk full\" error
+# instead of letting the store hit a full disk; reads go on, and work
+# resumes by itself once space is freed.
+disk-reserve-mib = {reserve}
 ",
             institution = s(&self.institution),
             region = s(&self.region.to_string()),
@@ -278,6 +301,7 @@ p2p-security = {security}
                     .collect()
             ),
             security = s(self.p2p_security.as_str()),
+            reserve = self.disk_reserve_mib,
         )
     }
 }

@@ -217,6 +217,11 @@ impl Vault {
         }))
     }
 
+    /// The sealed directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn guard(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
         self.lock.lock().map_err(|_| VaultError::Poisoned)
     }

@@ -32,10 +32,15 @@
 //!   the throughput, and Hong Kong's resident memory sampled during the
 //!   download (it should stay flat whatever the size).
 //!
+//! - flood: the negotiation p50 of a well-behaved member and the
+//!   provider's RSS, without and then with a third member flooding the
+//!   provider with malformed negotiation messages and release requests for
+//!   agreements that do not exist, in the same run.
+//!
 //! Run: `cargo bench -p bayspace-node --bench node_bench [-- SECTION…]`
-//! where a section is `start`, `propagation`, `negotiation`, `transfer` or
-//! `download` (the first three when none is named; `transfer` writes 2 GiB
-//! to the temporary directory, `download` 2 GiB).
+//! where a section is `start`, `propagation`, `negotiation`, `transfer`,
+//! `download` or `flood` (the first three when none is named; `transfer`
+//! writes 2 GiB to the temporary directory, `download` 2 GiB).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -936,6 +941,130 @@ async fn download(space: &Space) {
     );
 }
 
+/// Negotiations measured in each half of the flood comparison.
+const FLOOD_NEGOTIATIONS: usize = 100;
+/// Flooding tasks on negotiation messages (the flooder's own bound on
+/// requests in flight per peer is 16, as the provider's) and on data
+/// streams (the provider serves 4 per peer).
+const FLOOD_CONTROL_TASKS: usize = 16;
+const FLOOD_STREAM_TASKS: usize = 4;
+
+/// The same well-behaved member's negotiations with the provider, without
+/// and then with a third member flooding that provider with malformed
+/// negotiation messages and release requests for agreements that do not
+/// exist; its p50 and the provider's RSS in each case.
+async fn flood(space: &Space) {
+    use bayspace_connector::p2p::ControlRequest;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let file = space.tmp.path().join("flood.csv");
+    std::fs::write(&file, "id,value\n1,2\n").unwrap();
+    let Pair {
+        provider,
+        consumer: _consumer,
+        c,
+        dataset,
+    } = pair_with_dataset(space, "flood-", &file, "Flood benchmark").await;
+    let measure = |label: &'static str| {
+        let (c, dataset) = (c.clone(), dataset.clone());
+        async move {
+            let mut times = Vec::with_capacity(FLOOD_NEGOTIATIONS);
+            for _ in 0..FLOOD_NEGOTIATIONS {
+                times.push(negotiate(&c, &dataset).await);
+            }
+            times.sort_unstable();
+            let p50 = percentile(&times, 0.50);
+            summary(label, times);
+            p50
+        }
+    };
+    for _ in 0..WARM_UP {
+        negotiate(&c, &dataset).await;
+    }
+    let quiet = measure("flood: well-behaved negotiation, no flood").await;
+    let quiet_rss = rss_kib(&provider);
+
+    let addr = provider.tcp_addr();
+    let provider_peer = addr.rsplit('/').next().unwrap().to_owned();
+    let (um_dir, _, _) = space.member_in("flood-um", "macao", None);
+    let um = Arc::new(common::forger::Forger::connect(space, &um_dir, &provider_peer, &addr).await);
+    let peer: libp2p::PeerId = provider_peer.parse().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, streams) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for i in 0..FLOOD_CONTROL_TASKS {
+        let (um, stop, sent) = (um.clone(), stop.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            // Not a negotiation message: refused after decoding, 4 KiB each.
+            let junk = vec![0x80u8 | i as u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = um
+                    .client
+                    .control_request(peer, ControlRequest(junk.clone()))
+                    .await;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for _ in 0..FLOOD_STREAM_TASKS {
+        let (um, stop, streams, provider_peer) = (
+            um.clone(),
+            stop.clone(),
+            streams.clone(),
+            provider_peer.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let agreement = "urn:uuid:00000000-0000-4000-8000-000000000000";
+            while !stop.load(Ordering::Relaxed) {
+                let mut control = um.client.stream_control();
+                let asked = control.open_stream(
+                    provider_peer.parse().unwrap(),
+                    bayspace_connector::p2p::protocol::DATA_PROTOCOL,
+                );
+                if let Ok(mut s) = asked.await {
+                    let req = common::forger::request(agreement, "r-1");
+                    if bayspace_connector::transfers::wire::write_frame(&mut s, &req)
+                        .await
+                        .is_ok()
+                    {
+                        let _ = bayspace_connector::transfers::wire::read_frame(&mut s).await;
+                    }
+                }
+                streams.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Let the flood reach its rate before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let since = Instant::now();
+    let (sent0, streams0) = (
+        sent.load(Ordering::Relaxed),
+        streams.load(Ordering::Relaxed),
+    );
+    let flooded = measure("flood: well-behaved negotiation, one member flooding").await;
+    let secs = since.elapsed().as_secs_f64();
+    let flood_rss = rss_kib(&provider);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(TIMEOUT, t).await;
+    }
+    println!(
+        "flood: {:.0} malformed negotiation messages/s and {:.0} bogus release requests/s from the flooder",
+        (sent.load(Ordering::Relaxed) - sent0) as f64 / secs,
+        (streams.load(Ordering::Relaxed) - streams0) as f64 / secs,
+    );
+    println!(
+        "flood: p50 {:.1} ms without, {:.1} ms with ({:.2}x); provider RSS {:.1} MiB without, {:.1} MiB with, peak {:.1} MiB",
+        ms(quiet),
+        ms(flooded),
+        flooded.as_secs_f64() / quiet.as_secs_f64(),
+        quiet_rss as f64 / 1024.0,
+        flood_rss as f64 / 1024.0,
+        peak_rss_kib(&provider) as f64 / 1024.0,
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // rustls is built with two crypto providers here and needs telling.
@@ -960,5 +1089,8 @@ async fn main() {
     }
     if sections.iter().any(|x| x == "download") {
         download(&space).await;
+    }
+    if sections.iter().any(|x| x == "flood") {
+        flood(&space).await;
     }
 }

@@ -214,3 +214,75 @@ async fn silent_streams_from_one_member_do_not_hold_up_another_members_release()
     assert_eq!(std::fs::read(Path::new(&out)).unwrap(), data);
     drop(held);
 }
+
+/// A peer that never presents a credential and opens `dials` TCP
+/// connections to the provider at once; what it holds open is read from
+/// its own swarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_holds_at_most_two_connections_and_loses_them_at_the_admission_deadline() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+    use std::time::{Duration, Instant};
+
+    let p = Pair::start(false);
+    let provider: libp2p::PeerId = p.sz_peer.parse().unwrap();
+    let addr: libp2p::Multiaddr = p.sz.tcp_addr().parse().unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+        .unwrap()
+        // The stranger keeps whatever it gets; only the provider closes.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    let dials = 12;
+    for _ in 0..dials {
+        swarm
+            .dial(
+                DialOpts::peer_id(provider)
+                    .addresses(vec![addr.clone()])
+                    .condition(PeerCondition::Always)
+                    .build(),
+            )
+            .unwrap();
+    }
+    let (mut established, mut open_at_3s, mut last_closed) = (0, None, None);
+    let started = Instant::now();
+    // The admission deadline is 10 s; give the sweep (1 s) and the close
+    // some room.
+    while started.elapsed() < Duration::from_secs(16) {
+        let open = swarm.network_info().connection_counters().num_established();
+        if open_at_3s.is_none() && started.elapsed() >= Duration::from_secs(3) {
+            open_at_3s = Some(open);
+        }
+        if let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(200), swarm.next()).await
+        {
+            match event {
+                SwarmEvent::ConnectionEstablished { .. } => established += 1,
+                SwarmEvent::ConnectionClosed { .. } => last_closed = Some(started.elapsed()),
+                _ => {}
+            }
+        }
+    }
+    let open_at_end = swarm.network_info().connection_counters().num_established();
+    println!(
+        "stranger: {dials} dials, {established} handshakes completed, {open_at_3s:?} open after 3 s, \
+         {open_at_end} after 16 s (last closed at {last_closed:?})"
+    );
+    let open_at_3s = open_at_3s.unwrap();
+    assert!(
+        (1..=2).contains(&open_at_3s),
+        "{open_at_3s} connections held by one peer; the limit is 2"
+    );
+    assert_eq!(open_at_end, 0, "the admission deadline closes them all");
+    assert!(last_closed.is_some());
+    // The provider still serves its members.
+    p.publish("After the stranger", &AUTO_TO_HK);
+}

@@ -48,7 +48,7 @@ use crate::store::{Store, StoreError, TreeName, TypedTree};
 
 pub use model::{
     AgreementRecord, Counterparty, DatasetRecords, NegotiationRecord, OpenRelease, RecordsUpdate,
-    Requester, Revocation, Step, Viewer,
+    ReleaseStart, Requester, Revocation, Step, Viewer,
 };
 pub use wire::{ContractRequest, Message, WireError};
 
@@ -78,6 +78,11 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Messages being delivered at once.
     pub max_deliveries: usize,
+    /// Messages being delivered to one peer at once by the retry loop:
+    /// below the swarm's requests in flight per peer and protocol, so a
+    /// backlog for one peer is sent as fast as it answers instead of
+    /// running into that bound and being pushed back.
+    pub max_deliveries_per_peer: usize,
     /// Requests from one member that may wait for this node's administrator
     /// at once; past it, new requests are refused until some are decided.
     /// Automatic offers are decided at once and never wait.
@@ -92,6 +97,7 @@ impl Default for Settings {
             retry_initial: Duration::from_millis(250),
             retry_max: Duration::from_secs(30),
             max_deliveries: 32,
+            max_deliveries_per_peer: 8,
             max_pending_per_peer: 1000,
         }
     }
@@ -233,6 +239,8 @@ pub struct Negotiator {
     wake: Notify,
     /// Outbox keys being delivered right now.
     delivering: Mutex<HashSet<String>>,
+    /// Requests on the wire right now, by peer.
+    in_flight: Mutex<HashMap<String, usize>>,
     /// Bounds the store work running on the blocking pool at once.
     blocking: Semaphore,
     /// Requests to this node waiting for its administrator, by requesting
@@ -279,6 +287,7 @@ impl Negotiator {
             changes,
             wake: Notify::new(),
             delivering: Mutex::new(Default::default()),
+            in_flight: Mutex::new(Default::default()),
             blocking: Semaphore::new(MAX_BLOCKING),
             pending_by_peer: Mutex::new(pending_by_peer),
             refusal_budget: Mutex::new(AuditBudget::new(
@@ -399,12 +408,12 @@ impl Negotiator {
         actor: Actor,
         mut details: serde_json::Value,
         ledger: (Assessment, u64, u64),
-        resume: bool,
+        start: ReleaseStart,
         now: OffsetDateTime,
     ) -> Result<AgreementRecord, NegotiatorError> {
         self.change_agreement(id, actor, AuditEvent::KeyReleased, now, |a| {
             let continues = match &mut a.open_release {
-                Some(open) if resume && open.resumes < MAX_RESUMES => {
+                Some(open) if open.continued_by(start) => {
                     open.resumes += 1;
                     true
                 }
@@ -423,6 +432,7 @@ impl Negotiator {
                 a.open_release = Some(OpenRelease {
                     reserved_at: now,
                     resumes: 0,
+                    delivered: false,
                 });
             }
             details["uses"] = a.uses.into();
@@ -452,6 +462,23 @@ impl Negotiator {
             });
             Ok((details, None))
         })
+    }
+
+    /// Every segment of the open release of `id` has left this node: from
+    /// now on only a resume from a later segment continues it (see
+    /// [`ReleaseStart`]). Flushed, so a restart does not forget it.
+    pub fn release_delivered(&self, id: &AgreementId) -> Result<(), NegotiatorError> {
+        let _w = self.lock()?;
+        let key = id.to_string();
+        if let Some(mut a) = self.agreements.get(&key)?
+            && let Some(open) = a.open_release.as_mut()
+            && !open.delivered
+        {
+            open.delivered = true;
+            self.agreements.insert(&key, &a)?;
+            self.store.flush()?;
+        }
+        Ok(())
     }
 
     /// The consumer confirmed the data of the open release: audited, and

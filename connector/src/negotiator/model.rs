@@ -156,6 +156,38 @@ pub struct OpenRelease {
     /// How often the consumer has resumed it.
     #[serde(default)]
     pub resumes: u32,
+    /// Every segment of it has left the provider. Until then a request
+    /// from segment 0, with no attempt of it being served, continues it:
+    /// the attempt was cut (a kill of either side, say) before the
+    /// consumer had a segment to resume from.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delivered: bool,
+}
+
+/// How a release request starts, as far as the use count is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseStart {
+    /// From segment 0 while another attempt is being served, or with no
+    /// release open: a new use.
+    New,
+    /// From a later segment: continues the open release.
+    Resume,
+    /// From segment 0 with no attempt being served: continues the open
+    /// release if its data never all left.
+    Restart,
+}
+
+impl OpenRelease {
+    /// Whether a request starting as `start` continues this release
+    /// rather than taking a new use.
+    pub fn continued_by(&self, start: ReleaseStart) -> bool {
+        self.resumes < super::MAX_RESUMES
+            && match start {
+                ReleaseStart::New => false,
+                ReleaseStart::Resume => true,
+                ReleaseStart::Restart => !self.delivered,
+            }
+    }
 }
 
 impl AgreementRecord {

@@ -3,8 +3,16 @@
 //! the change the peer's answer causes, so after a crash every entry still
 //! in the outbox is exactly a message not yet answered. Undelivered
 //! entries are retried with exponential back-off; a peer that is admitted
-//! again gets its entries at once.
+//! again gets its entries at once, with their back-off forgotten (it
+//! measured the peer's absence, which has ended). The retry loop sends a
+//! peer at most [`Settings::max_deliveries_per_peer`] at once, and a
+//! message held back by the swarm's own bound on requests in flight is
+//! retried soon without counting as an attempt: neither says anything
+//! about the peer being away.
+//!
+//! [`Settings::max_deliveries_per_peer`]: super::Settings::max_deliveries_per_peer
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +25,7 @@ use super::model::Received;
 use super::wire::Message;
 use super::{Negotiator, NegotiatorError};
 use crate::audit::Actor;
-use crate::p2p::ControlRequest;
+use crate::p2p::{ControlRequest, P2pError};
 use crate::store::WriteSet;
 
 /// One message for one peer, and when to try it next.
@@ -29,6 +37,25 @@ pub(crate) struct Outgoing {
     pub attempts: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub next_at: OffsetDateTime,
+}
+
+/// Why an attempt got no answer, which decides when the next one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Miss {
+    /// The peer is away, did not answer, was busy or answered nonsense.
+    Failed,
+    /// This node did not send it: the peer already has as many requests
+    /// in flight as the swarm allows.
+    Throttled,
+}
+
+impl Miss {
+    fn of(e: &P2pError) -> Miss {
+        match e {
+            P2pError::TooManyPending { .. } => Miss::Throttled,
+            _ => Miss::Failed,
+        }
+    }
 }
 
 /// `<negotiation> <kind>`: a negotiation has at most one message of each
@@ -61,6 +88,10 @@ impl Negotiator {
             .lock()
             .map(|mut d| d.insert(key.to_owned()))
             .unwrap_or(false)
+    }
+
+    fn is_delivering(&self, key: &str) -> bool {
+        self.delivering.lock().is_ok_and(|d| d.contains(key))
     }
 
     fn unclaim(&self, key: &str) {
@@ -96,28 +127,30 @@ impl Negotiator {
                 return None;
             }
         };
-        let response = match self
+        self.sending(&entry.peer, true);
+        let response = self
             .client
             .control_request(peer, ControlRequest(bytes))
-            .await
-        {
+            .await;
+        self.sending(&entry.peer, false);
+        let response = match response {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(key, %peer, "negotiation message not delivered: {e}");
-                self.reschedule(key, entry);
+                self.reschedule(key, entry, Miss::of(&e));
                 return None;
             }
         };
         let reply = match Message::decode(&response.0) {
             Ok(Message::Busy { reason }) => {
                 tracing::info!(key, %peer, "peer busy: {reason}; will retry");
-                self.reschedule(key, entry);
+                self.reschedule(key, entry, Miss::Failed);
                 return None;
             }
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(key, %peer, "unreadable answer to a negotiation message: {e}");
-                self.reschedule(key, entry);
+                self.reschedule(key, entry, Miss::Failed);
                 return None;
             }
         };
@@ -130,7 +163,7 @@ impl Negotiator {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(key, %peer, "cannot apply the answer to a negotiation message: {e}");
-                self.reschedule(key, entry);
+                self.reschedule(key, entry, Miss::Failed);
                 None
             }
         }
@@ -216,16 +249,49 @@ impl Negotiator {
         }
     }
 
-    /// Try again later: the delay doubles per attempt up to the maximum.
-    /// The schedule is not flushed on its own: after a crash every entry is
-    /// simply due.
-    fn reschedule(&self, key: &str, mut entry: Outgoing) {
-        entry.attempts = entry.attempts.saturating_add(1);
-        let delay = self
-            .settings
-            .retry_initial
-            .saturating_mul(1u32 << entry.attempts.min(16))
-            .min(self.settings.retry_max);
+    /// Counts a request to `peer` going out (`true`) or coming back, and
+    /// lets the retry loop look again when a slot frees.
+    fn sending(&self, peer: &str, out: bool) {
+        if let Ok(mut m) = self.in_flight.lock() {
+            if out {
+                *m.entry(peer.to_owned()).or_default() += 1;
+            } else if let Some(n) = m.get_mut(peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(peer);
+                }
+            }
+        }
+        if !out {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether the retry loop may start another delivery to `peer`, having
+    /// just started `started` that may not be on the wire yet.
+    fn has_slot_for(&self, peer: &str, started: usize) -> bool {
+        self.in_flight.lock().map_or(true, |m| {
+            m.get(peer).copied().unwrap_or(0) + started
+                < self.settings.max_deliveries_per_peer.max(1)
+        })
+    }
+
+    /// Try again later. A failed attempt doubles the delay up to the
+    /// maximum; a message held back only by this node's own bound on
+    /// requests in flight is due again after the first delay, with its
+    /// attempts unchanged. The schedule is not flushed on its own: after a
+    /// crash every entry is simply due.
+    pub(super) fn reschedule(&self, key: &str, mut entry: Outgoing, miss: Miss) {
+        let delay = match miss {
+            Miss::Failed => {
+                entry.attempts = entry.attempts.saturating_add(1);
+                self.settings
+                    .retry_initial
+                    .saturating_mul(1u32 << entry.attempts.min(16))
+                    .min(self.settings.retry_max)
+            }
+            Miss::Throttled => self.settings.retry_initial,
+        };
         entry.next_at = OffsetDateTime::now_utc() + delay;
         let Ok(_w) = self.lock() else { return };
         // Only if the entry is still there: an answer may have removed it.
@@ -248,8 +314,9 @@ impl Negotiator {
         let now = OffsetDateTime::now_utc();
         if let Ok(_w) = self.lock() {
             for (key, mut e) in entries {
-                if e.peer == peer && e.next_at > now {
+                if e.peer == peer && (e.next_at > now || e.attempts > 0) {
                     e.next_at = now;
+                    e.attempts = 0;
                     if let Err(err) = self.outbox.insert(&key, &e) {
                         tracing::error!(key, "cannot reschedule an outbox entry: {err}");
                     }
@@ -275,12 +342,23 @@ impl Negotiator {
             let mut sleep = self.settings.retry_max;
             match self.outbox_entries() {
                 Ok(entries) => {
+                    let mut started: HashMap<String, usize> = HashMap::new();
                     for (key, e) in entries {
                         if e.next_at > now {
                             let wait = (e.next_at - now).unsigned_abs();
                             sleep = sleep.min(wait);
                             continue;
                         }
+                        if self.is_delivering(&key) {
+                            continue;
+                        }
+                        // Due, but its peer has all it may take at once: a
+                        // finished delivery wakes the loop.
+                        let n = started.entry(e.peer.clone()).or_default();
+                        if !self.has_slot_for(&e.peer, *n) {
+                            continue;
+                        }
+                        *n += 1;
                         let Ok(permit) = limit.clone().acquire_owned().await else {
                             return;
                         };

@@ -1005,3 +1005,73 @@ async fn a_member_cannot_queue_more_requests_than_its_quota() {
     let r = ask(&p, &ds).await;
     assert_eq!(state(&p.provider, &r.id), State::Requested);
 }
+
+/// The single outbox entry of `s`, with its schedule.
+fn only_entry(s: &Side) -> (String, outbox::Outgoing) {
+    let mut entries = s.n.outbox_entries().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries.remove(0)
+}
+
+#[tokio::test]
+async fn a_peer_admitted_again_gets_its_messages_at_once_with_the_back_off_forgotten() {
+    // The swarms of the pair are not connected: every attempt fails as
+    // while the provider was down, and the back-off grows.
+    let p = pair();
+    let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
+    p.consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    let (key, _) = only_entry(&p.consumer);
+    for _ in 0..8 {
+        p.consumer.n.deliver(key.clone()).await;
+    }
+    let (_, before) = only_entry(&p.consumer);
+    assert_eq!(before.attempts, 9);
+    let now = OffsetDateTime::now_utc();
+    assert!(before.next_at > now + time::Duration::seconds(20));
+
+    // The provider is back. Were the attempts kept, the first miss after
+    // it (a request timing out on a connection that died with the old
+    // process, a busy answer) would wait the full 30 s again: what made
+    // the last negotiations settle minutes after a restart.
+    p.consumer.n.peer_admitted(&p.provider.peer);
+    let (_, after) = only_entry(&p.consumer);
+    assert_eq!(after.attempts, 0, "the back-off is forgotten");
+    assert!(after.next_at <= OffsetDateTime::now_utc(), "due at once");
+    assert_eq!(after.message, before.message);
+
+    // One more miss now waits the first delay, not the maximum.
+    p.consumer.n.deliver(key.clone()).await;
+    let (_, again) = only_entry(&p.consumer);
+    assert_eq!(again.attempts, 1);
+    assert!(again.next_at < OffsetDateTime::now_utc() + time::Duration::seconds(2));
+}
+
+#[tokio::test]
+async fn a_message_held_back_by_the_bound_on_requests_in_flight_is_not_an_attempt() {
+    let p = pair();
+    let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
+    p.consumer
+        .n
+        .request(request("academic-research", &ds))
+        .await
+        .unwrap();
+    let (key, entry) = only_entry(&p.consumer);
+    assert_eq!(
+        entry.attempts, 1,
+        "the first delivery failed: not connected"
+    );
+    for _ in 0..10 {
+        let (_, e) = only_entry(&p.consumer);
+        p.consumer.n.reschedule(&key, e, outbox::Miss::Throttled);
+    }
+    let (_, held) = only_entry(&p.consumer);
+    assert_eq!(held.attempts, 1, "held back ten times, still one attempt");
+    assert!(held.next_at < OffsetDateTime::now_utc() + time::Duration::seconds(1));
+
+    p.consumer.n.reschedule(&key, held, outbox::Miss::Failed);
+    assert_eq!(only_entry(&p.consumer).1.attempts, 2);
+}

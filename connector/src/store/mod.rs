@@ -23,6 +23,7 @@
 //! span several trees.
 
 mod mem_store;
+mod reserve;
 mod sled_store;
 mod typed;
 
@@ -30,6 +31,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use mem_store::MemStore;
+pub use reserve::{DEFAULT_RESERVE_BYTES, DiskFull, Reserved, available, check_space, disk_full};
 pub use sled_store::SledStore;
 pub use typed::{Iter, Key, TypedTree};
 
@@ -71,6 +73,10 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Refused before anything was written: the disk is within its
+    /// reserve of full (see [`Reserved`]).
+    #[error("{0}")]
+    Full(#[source] DiskFull),
     #[error("tree `{tree}`, key {key}: the stored value is not the expected one")]
     Conflict { tree: TreeName, key: String },
     #[error("tree `{tree}`, key {key}: the stored value does not decode: {source}")]

@@ -171,6 +171,23 @@ impl Transfers {
                 caller: caller.to_owned(),
             });
         }
+        // Room for the whole dataset beside the reserve, before a byte of
+        // it is written: a fetch the disk cannot hold is refused now, not
+        // when the disk fills half-way.
+        let size = self
+            .catalog
+            .get(&ag.dataset)?
+            .filter(|s| s.descriptor.version == ag.dataset_version)
+            .map_or(0, |s| s.descriptor.size);
+        let dir = match dest {
+            Destination::File(p) => p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from),
+            Destination::Sealed => self.vault.dir().to_path_buf(),
+        };
+        crate::store::check_space(&dir, size, self.disk_reserve.load(Ordering::Relaxed))
+            .map_err(TransferError::DiskFull)?;
         {
             let (intents, store) = (self.intents()?, self.store.clone());
             let intent = FetchIntent {

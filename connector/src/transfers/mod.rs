@@ -95,6 +95,9 @@ pub enum TransferError {
     Vault(#[from] VaultError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// Refused before a byte was written: the data would not fit.
+    #[error("{0}")]
+    DiskFull(#[source] crate::store::DiskFull),
     #[error("a transfer task failed: {0}")]
     Task(String),
     #[error("the transfer service is unusable after an earlier panic")]
@@ -197,6 +200,30 @@ pub struct Transfers {
     /// Agreements being fetched now: a second fetch of one would write the
     /// same partial file.
     fetching: Mutex<HashSet<AgreementId>>,
+    /// Free space kept on the disk a fetch writes to (bytes).
+    disk_reserve: std::sync::atomic::AtomicU64,
+    /// Release attempts being served now, by agreement.
+    releasing: Mutex<HashMap<AgreementId, usize>>,
+}
+
+/// One release attempt being served, counted in
+/// [`Transfers::releasing`] until dropped.
+struct Attempt<'a> {
+    set: &'a Mutex<HashMap<AgreementId, usize>>,
+    id: AgreementId,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.set.lock()
+            && let Some(n) = m.get_mut(&self.id)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// Where fetched data goes.
@@ -253,6 +280,8 @@ fn buffer_pool(n: usize) -> (mpsc::Sender<SegmentBuf>, mpsc::Receiver<SegmentBuf
 /// What the checks established about a release that may go ahead.
 struct Release {
     agreement: AgreementRecord,
+    /// How the request starts, for the use count.
+    start: crate::negotiator::ReleaseStart,
     path: PathBuf,
     size: u64,
     content_hash: bayspace_contracts::descriptor::Digest,
@@ -281,7 +310,16 @@ impl Transfers {
             per_peer: Mutex::new(HashMap::new()),
             refusal_budget: Mutex::new(AuditBudget::new(REFUSAL_BURST, REFUSAL_REFILL)),
             fetching: Mutex::new(HashSet::new()),
+            disk_reserve: std::sync::atomic::AtomicU64::new(crate::store::DEFAULT_RESERVE_BYTES),
+            releasing: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The free space a fetch leaves on its disk besides the data itself
+    /// (`disk-reserve-mib` of the config).
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.disk_reserve
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Starts a download of the data this node keeps sealed for
@@ -386,7 +424,21 @@ impl Transfers {
             }
         };
         let now = OffsetDateTime::now_utc();
-        let release = match self.check_release(&peer, &req, now).await {
+        // Counted before anything is judged, so that of two requests from
+        // segment 0 at once only one may continue a cut release.
+        let (_attempt, restart_allowed) = {
+            let mut m = self.releasing.lock().map_err(|_| TransferError::Poisoned)?;
+            let n = m.entry(req.agreement.clone()).or_default();
+            *n += 1;
+            (
+                Attempt {
+                    set: &self.releasing,
+                    id: req.agreement.clone(),
+                },
+                *n == 1,
+            )
+        };
+        let release = match self.check_release(&peer, &req, restart_allowed, now).await {
             Ok(r) => r,
             Err(refusal) => {
                 let (code, reason) = (refusal.code(), refusal.to_string());
@@ -459,14 +511,14 @@ impl Transfers {
                 release.personal,
                 release.sensitive,
             );
-            let resume = req.from_segment > 0;
+            let start = release.start;
             blocking(move || {
                 Ok(negotiator.reserve_release(
                     &id,
                     Actor::Peer(peer.to_string()),
                     details,
                     ledger,
-                    resume,
+                    start,
                     now,
                 )?)
             })
@@ -561,6 +613,12 @@ impl Transfers {
             sent += 1;
             // Room for it: there are only `AHEAD` buffers.
             let _ = free_tx.try_send(buf);
+        }
+        // All of it has left: asking from segment 0 again is a new use.
+        {
+            let negotiator = self.negotiator.clone();
+            let id = ag.id.clone();
+            blocking(move || Ok(negotiator.release_delivered(&id)?)).await?;
         }
         let confirmed = deadline(
             COMPLETION_TIMEOUT,
@@ -679,9 +737,11 @@ impl Transfers {
         &self,
         peer: &PeerId,
         req: &TransferRequest,
+        restart_allowed: bool,
         now: OffsetDateTime,
     ) -> Result<Release, ReleaseRefusal> {
-        let facts = self.release_facts(peer, req, now).await?;
+        let mut facts = self.release_facts(peer, req, now).await?;
+        facts.restart_allowed = restart_allowed;
         release::judge(facts, peer, req, self.admission.anchors(), now)
     }
 }

@@ -24,7 +24,7 @@ use crate::catalog::LocalFile;
 use crate::identity::{
     MembershipCredential, ResearcherChecks, ResearcherCredential, RevocationList,
 };
-use crate::negotiator::{AgreementRecord, MAX_RESUMES, NegotiationRecord};
+use crate::negotiator::{AgreementRecord, NegotiationRecord, ReleaseStart};
 
 /// Why the provider refuses a release. The message is the reason sent in
 /// the TransferTerminationMessage and shown to the researcher;
@@ -199,6 +199,22 @@ pub(super) struct ReleaseFacts {
     /// The assessment of a release of `dataset` now, with today's records
     /// and ledger; `None` without a dataset.
     pub assessment: Option<Assessment>,
+    /// No other attempt of this agreement's release is being served now,
+    /// so a request from segment 0 may continue a release that was cut.
+    pub restart_allowed: bool,
+}
+
+impl ReleaseFacts {
+    /// How `req` starts, for the use count.
+    pub(super) fn start_of(&self, req: &TransferRequest) -> ReleaseStart {
+        if req.from_segment > 0 {
+            ReleaseStart::Resume
+        } else if self.restart_allowed {
+            ReleaseStart::Restart
+        } else {
+            ReleaseStart::New
+        }
+    }
 }
 
 impl Transfers {
@@ -244,6 +260,7 @@ impl Transfers {
             dataset,
             file,
             assessment,
+            restart_allowed: false,
         })
     }
 }
@@ -258,6 +275,7 @@ pub(super) fn judge(
     anchors: &[VerifyingKey],
     now: OffsetDateTime,
 ) -> Result<Release, ReleaseRefusal> {
+    let start = facts.start_of(req);
     let ReleaseFacts {
         agreement,
         negotiation,
@@ -267,6 +285,7 @@ pub(super) fn judge(
         dataset,
         file,
         assessment,
+        restart_allowed: _,
     } = facts;
     let ag = &agreement.signed.agreement;
     let id = || ag.id.clone();
@@ -302,11 +321,10 @@ pub(super) fn judge(
     // A resume of the release still open continues its use; anything else
     // needs one left. (The count is taken again, under the negotiator's
     // lock, when the key is about to leave.)
-    let resuming = req.from_segment > 0
-        && agreement
-            .open_release
-            .as_ref()
-            .is_some_and(|o| o.resumes < MAX_RESUMES);
+    let resuming = agreement
+        .open_release
+        .as_ref()
+        .is_some_and(|o| o.continued_by(start));
     let uses_before = if resuming {
         agreement.uses.saturating_sub(1)
     } else {
@@ -425,6 +443,7 @@ pub(super) fn judge(
         sensitive: d.profile.sensitive_individuals,
         assessment,
         agreement,
+        start,
     })
 }
 
@@ -474,6 +493,7 @@ mod tests {
             negotiation,
             dataset,
             assessment,
+            restart_allowed: false,
         }
     }
 
@@ -534,9 +554,14 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let release = judged(p, facts(p, id, now), now).unwrap();
         let ledger = (release.assessment, 0, 0);
+        let start = if resume {
+            ReleaseStart::Resume
+        } else {
+            ReleaseStart::New
+        };
         p.provider
             .n
-            .reserve_release(id, Actor::Node, json!({}), ledger, resume, now)
+            .reserve_release(id, Actor::Node, json!({}), ledger, start, now)
     }
 
     #[tokio::test]
@@ -557,11 +582,16 @@ mod tests {
         // checks; the reservation is what refuses the second.
         let first = judged(&p, facts(&p, &id, now), now).unwrap();
         let second = judged(&p, facts(&p, &id, now), now).unwrap();
-        let take = |release: &Release, resume| {
+        let take = |release: &Release, resume: bool| {
             let ledger = (release.assessment.clone(), 0, 0);
+            let start = if resume {
+                ReleaseStart::Resume
+            } else {
+                ReleaseStart::New
+            };
             p.provider
                 .n
-                .reserve_release(&id, Actor::Node, json!({}), ledger, resume, now)
+                .reserve_release(&id, Actor::Node, json!({}), ledger, start, now)
         };
         let taken = take(&first, false).unwrap();
         assert_eq!(taken.uses, 1);
@@ -614,6 +644,46 @@ mod tests {
         assert_eq!(back.uses, 0);
         assert!(back.open_release.is_none());
         reserve(&p, &id, false).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_release_cut_before_its_data_left_continues_from_segment_0_without_a_new_use() {
+        // Found by the kill -9 soak: the key left, then either side died
+        // before the consumer had a segment; it asks again from 0.
+        let (p, id) = agreed(|d| d.use_limit = Some(1)).await;
+        let now = OffsetDateTime::now_utc();
+        let anchors = p.provider.admission.anchors();
+        let take = |facts: ReleaseFacts| {
+            let req = transfer_request(&id, "r-1");
+            let start = facts.start_of(&req);
+            let release = judge(facts, &p.consumer.peer, &req, anchors, now)?;
+            let ledger = (release.assessment.clone(), 0, 0);
+            p.provider
+                .n
+                .reserve_release(&id, Actor::Node, json!({}), ledger, start, now)
+                .map_err(|e| ReleaseRefusal::internal(&e))
+        };
+        let restart = || ReleaseFacts {
+            restart_allowed: true,
+            ..facts(&p, &id, now)
+        };
+        assert_eq!(take(restart()).unwrap().uses, 1);
+        // Cut, asked again from segment 0 with no attempt being served:
+        // the same use.
+        let again = take(restart()).unwrap();
+        assert_eq!(again.uses, 1);
+        assert_eq!(again.open_release.unwrap().resumes, 1);
+        // From segment 0 while another attempt is served: a new use,
+        // which the limit refuses.
+        let e = take(facts(&p, &id, now)).unwrap_err();
+        assert_eq!(e.code(), "uses-exhausted");
+        // Once every segment has left, asking from 0 again is a new use
+        // (what stops a consumer that never confirms from taking it twice).
+        p.provider.n.release_delivered(&id).unwrap();
+        let e = take(restart()).unwrap_err();
+        assert_eq!(e.code(), "uses-exhausted");
+        let shown = p.provider.n.agreement(&id).unwrap().unwrap();
+        assert_eq!(shown.uses, 1);
     }
 
     #[tokio::test]

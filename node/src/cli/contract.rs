@@ -119,9 +119,17 @@ fn print_line(n: &Negotiation) {
     );
 }
 
+/// The largest `contract list` answer read: some 20 000 negotiations.
+const LIST_MAX_BYTES: usize = 64 << 20;
+
 pub fn run(args: ContractArgs) -> anyhow::Result<ExitCode> {
     client::block_on(async {
-        let mut c = ContractServiceClient::new(client::connect(&args.client).await?);
+        // `ListNegotiations` answers with every negotiation at once: about
+        // 3 KiB each, so tonic's 4 MiB default stopped `contract list` at
+        // some 1 400 of them (found by the kill -9 soak). The node is the
+        // caller's own, so a larger answer is trusted.
+        let mut c = ContractServiceClient::new(client::connect(&args.client).await?)
+            .max_decoding_message_size(LIST_MAX_BYTES);
         match args.command {
             ContractCommand::Request {
                 dataset_id,

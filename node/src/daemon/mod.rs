@@ -25,7 +25,7 @@ use bayspace_connector::identity::{
 use bayspace_connector::ledger::LedgerStore;
 use bayspace_connector::negotiator::{Deps, Negotiator, Settings};
 use bayspace_connector::p2p::{self, P2pConfig};
-use bayspace_connector::store::{SledStore, Store};
+use bayspace_connector::store::{Reserved, SledStore, Store};
 use bayspace_connector::transfers::Transfers;
 use bayspace_connector::vault::Vault;
 use bayspace_contracts::descriptor::{Institution, PublicKey};
@@ -207,7 +207,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         })?;
 
     let data_dir = resolve(dir, &config.data_dir);
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir)?);
+    let store: Arc<dyn Store> = Arc::new(Reserved::new(
+        SledStore::open(&data_dir)?,
+        &data_dir,
+        config.disk_reserve_bytes(),
+    ));
     let admission = Arc::new(MembershipAdmission::open(
         &credential,
         anchors.clone(),
@@ -293,6 +297,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         vault.clone(),
         store.clone(),
     );
+    transfers.set_disk_reserve(config.disk_reserve_bytes());
     for addr in listen {
         let bound = client.listen_on(addr).await?;
         tracing::info!("listening on {bound}");

@@ -71,7 +71,10 @@ impl proto::audit_service_server::AuditService for AuditApi {
         // its last line.
         self.log
             .checkpoint(OffsetDateTime::now_utc())
-            .map_err(|e| Status::internal(format!("audit checkpoint: {e}")))?;
+            .map_err(|e| {
+                super::disk_full(&e)
+                    .unwrap_or_else(|| Status::internal(format!("audit checkpoint: {e}")))
+            })?;
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || {

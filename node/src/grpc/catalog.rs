@@ -101,11 +101,16 @@ impl CatalogApi {
                 OffsetDateTime::now_utc(),
             )
             .map(|_| ())
-            .map_err(|e| Status::internal(format!("audit log: {e}")))
+            .map_err(|e| {
+                super::disk_full(&e).unwrap_or_else(|| Status::internal(format!("audit log: {e}")))
+            })
     }
 }
 
 fn catalog_status(e: CatalogError) -> Status {
+    if let Some(full) = super::disk_full(&e) {
+        return full;
+    }
     match e {
         CatalogError::Store(_) | CatalogError::Encode(_) | CatalogError::Dsp(_) => {
             Status::internal(e.to_string())

@@ -46,6 +46,9 @@ pub struct ContractsApi {
 /// The gRPC code for each refusal; the message is the error's own text.
 pub fn negotiator_status(e: NegotiatorError) -> Status {
     use NegotiatorError as E;
+    if let Some(full) = super::disk_full(&e) {
+        return full;
+    }
     let msg = e.to_string();
     match e {
         E::UnknownDataset(_) | E::UnknownNegotiation(_) | E::UnknownAgreement(_) => {

@@ -27,6 +27,14 @@ use catalog::CatalogApi;
 use contracts::ContractsApi;
 
 use crate::daemon::NodeContext;
+
+/// RESOURCE_EXHAUSTED naming the disk, when `e` is or wraps the store's
+/// (or the sealed directory's) refusal on a full disk: the caller may try
+/// again once space is freed, without the node restarting.
+pub(crate) fn disk_full(e: &(dyn std::error::Error + 'static)) -> Option<tonic::Status> {
+    bayspace_connector::store::disk_full(e)
+        .map(|f| tonic::Status::resource_exhausted(f.to_string()))
+}
 use crate::proto::agreement_service_server::AgreementServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::catalog_service_server::CatalogServiceServer;

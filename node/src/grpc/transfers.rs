@@ -37,6 +37,9 @@ const PROGRESS_BUFFER: usize = 16;
 const DOWNLOAD_BUFFER: usize = 2;
 
 fn status(e: &TransferError) -> Status {
+    if let Some(full) = super::disk_full(e) {
+        return full;
+    }
     let msg = e.to_string();
     match e {
         TransferError::UnknownAgreement(_) => Status::not_found(msg),
@@ -53,6 +56,9 @@ fn status(e: &TransferError) -> Status {
 }
 
 fn vault_status(e: &VaultError) -> Status {
+    if let Some(full) = super::disk_full(e) {
+        return full;
+    }
     let msg = e.to_string();
     match e {
         VaultError::NotFound(_) => Status::not_found(msg),

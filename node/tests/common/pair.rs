@@ -38,8 +38,15 @@ impl Pair {
     /// `fixed_sz_port`: Shenzhen listens on a TCP port chosen now, so a
     /// restarted Shenzhen is found again at the bootstrap address HKU has.
     pub fn start(fixed_sz_port: bool) -> Pair {
+        Pair::start_with(fixed_sz_port, |_| {})
+    }
+
+    /// [`Pair::start`], with `prepare` run on each node directory after
+    /// `init` and before the node starts (to edit its config, say).
+    pub fn start_with(fixed_sz_port: bool, prepare: impl Fn(&Path)) -> Pair {
         let space = Space::new();
         let (sz_dir, sz_peer, _) = space.member_in(SZ, "mainland:shenzhen", None);
+        prepare(&sz_dir);
         if fixed_sz_port {
             let config = sz_dir.join("config.toml");
             let text = std::fs::read_to_string(&config).unwrap();
@@ -50,6 +57,7 @@ impl Pair {
         let sz = Node::start(&sz_dir);
         let sz_addr = sz.tcp_addr();
         let (hk_dir, hk_peer, _) = space.member_in(HK, "hk", Some(&sz_addr));
+        prepare(&hk_dir);
         let hk = Node::start(&hk_dir);
         wait_admitted(&hk, &sz_peer);
         wait_admitted(&sz, &hk_peer);
