@@ -46,7 +46,9 @@ fn an_export_verifies_and_one_edited_byte_is_caught_at_its_entry() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     // The entries chain; it is the checkpoint after them that is refused.
     assert!(
-        text(&o).contains("line 4: the checkpoint signature does not verify with the given key"),
+        text(&o).contains(
+            "line 4 (seq 3): the checkpoint signature does not verify with the given key"
+        ),
         "{}",
         text(&o)
     );
