@@ -136,13 +136,42 @@ fn descriptor(i: usize, p: &Publisher, rng: &mut SplitMix) -> SignedDescriptor {
     SignedDescriptor::sign(d, p.key.signing_key()).unwrap()
 }
 
-/// A catalog in a temporary sled store holding `n` descriptors.
-fn build(n: usize, publishers: &[Publisher]) -> Catalog {
+/// How many of the descriptors generated should match each query of
+/// [`queries`], tallied as they are made.
+#[derive(Default)]
+struct Expected {
+    rare: usize,
+    macao_core: usize,
+    institute_7: usize,
+}
+
+impl Expected {
+    fn of(&self, query: &str) -> usize {
+        match query {
+            "text-1pct" => self.rare,
+            "text-none" => 0,
+            "region-level" => self.macao_core,
+            "publisher" => self.institute_7,
+            other => panic!("no expected count for query {other}"),
+        }
+    }
+}
+
+/// A catalog in a temporary sled store holding `n` descriptors, and how
+/// many of them each query should find.
+fn build(n: usize, publishers: &[Publisher]) -> (Catalog, Expected) {
     let started = Instant::now();
     let catalog = Catalog::open(Arc::new(SledStore::temporary().unwrap())).unwrap();
     let mut rng = SplitMix(n as u64);
+    let mut expected = Expected::default();
     for i in 0..n {
         let s = descriptor(i, &publishers[i % publishers.len()], &mut rng);
+        let d = &s.descriptor;
+        expected.rare += usize::from(d.keywords.iter().any(|k| k == RARE));
+        expected.macao_core += usize::from(
+            d.region == "macao".parse::<Region>().unwrap() && d.profile.level == DataLevel::Core,
+        );
+        expected.institute_7 += usize::from(d.publisher.name == "Institute 7");
         catalog.ingest(s, |_| true, NOW).unwrap();
     }
     assert_eq!(catalog.len(), n);
@@ -150,7 +179,7 @@ fn build(n: usize, publishers: &[Publisher]) -> Catalog {
         "built a catalog of {n} descriptors in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    catalog
+    (catalog, expected)
 }
 
 fn queries() -> Vec<(&'static str, SearchQuery)> {
@@ -215,18 +244,27 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let publishers = publishers();
-    let catalogs: Vec<(usize, Catalog)> =
-        SIZES.iter().map(|&n| (n, build(n, &publishers))).collect();
+    let built: Vec<(usize, Catalog, Expected)> = SIZES
+        .iter()
+        .map(|&n| {
+            let (catalog, expected) = build(n, &publishers);
+            (n, catalog, expected)
+        })
+        .collect();
     let queries = queries();
-    for (n, catalog) in &catalogs {
+    // A query that finds the wrong datasets would be timed for nothing.
+    for (n, catalog, expected) in &built {
         for (name, q) in &queries {
             let page = catalog.search(q).unwrap().items.len();
-            eprintln!(
-                "{n} descriptors, {name}: {} matches, first page {page}",
-                count(catalog, q)
-            );
+            let found = count(catalog, q);
+            eprintln!("{n} descriptors, {name}: {found} matches, first page {page}");
+            assert_eq!(found, expected.of(name), "{n} descriptors, {name}");
+            if found > 0 {
+                assert!(page > 0, "{n} descriptors, {name}: an empty first page");
+            }
         }
     }
+    let catalogs: Vec<(usize, Catalog)> = built.into_iter().map(|(n, c, _)| (n, c)).collect();
 
     let mut c = Criterion::default()
         .sample_size(20)

@@ -368,6 +368,10 @@ mod tests {
         // A restart loads the list in force.
         let again = admission(&f);
         assert_eq!(again.revocations().unwrap().unwrap().body().seq, 1);
-        assert!(again.check(&peer, ip, cred.as_bytes(), t).is_err());
+        let refused = again.check(&peer, ip, cred.as_bytes(), t);
+        assert!(
+            matches!(&refused, Err(AdmissionRefusal::Revoked(why)) if why.contains("serial 2")),
+            "{refused:?}"
+        );
     }
 }

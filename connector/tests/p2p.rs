@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bayspace_connector::p2p::protocol::{ADMIT_PROTOCOL, AdmitMessage, KAD_PROTOCOL};
 use bayspace_connector::p2p::{
     Admission, AdmissionRefusal, AdmittedPeer, CatalogRequest, CatalogResponse, Client,
-    GossipVerdict, P2pConfig, P2pEvent, TcpSecurity, Topic, spawn,
+    GossipVerdict, P2pConfig, P2pError, P2pEvent, TcpSecurity, Topic, spawn,
 };
 use futures::StreamExt;
 use libp2p::identity::Keypair;
@@ -249,18 +249,29 @@ async fn intruder_is_refused_disconnected_and_unheard() {
     wait_disconnected(&intruder.client).await;
 
     // Whatever the intruder tries now fails on its side, and nothing reaches `a`.
+    let published = intruder
+        .client
+        .publish(Topic::Descriptors, b"spam".to_vec())
+        .await;
     assert!(
-        intruder
-            .client
-            .publish(Topic::Descriptors, b"spam".to_vec())
-            .await
-            .is_err()
+        matches!(
+            &published,
+            Err(P2pError::Publish {
+                topic: Topic::Descriptors,
+                ..
+            })
+        ),
+        "{published:?}"
     );
     let request = CatalogRequest {
         after: None,
         limit: 1,
     };
-    assert!(intruder.client.request(a.peer, request).await.is_err());
+    let asked = intruder.client.request(a.peer, request).await;
+    assert!(
+        matches!(&asked, Err(P2pError::NotAdmitted(p)) if *p == a.peer),
+        "{asked:?}"
+    );
     let stray = timeout(Duration::from_millis(300), async {
         loop {
             match a.events.recv().await {
@@ -299,7 +310,10 @@ async fn record_put_on_one_is_gettable_on_the_other() {
     let missing = timeout(WAIT, b.client.get_record(b"dataset/none".to_vec()))
         .await
         .unwrap();
-    assert!(missing.is_err());
+    assert!(
+        matches!(&missing, Err(P2pError::RecordNotFound { key }) if key == b"dataset/none"),
+        "{missing:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,7 +524,7 @@ async fn a_tls_first_node_speaks_tls_with_a_tls_only_node_and_noise_never_meets_
     let (_noise_only, addr) = node_with("member:beta", "/ip6/::1/tcp/0", TcpSecurity::Noise).await;
     let dialed = timeout(WAIT, tls_only.client.dial(addr)).await.unwrap();
     assert!(
-        dialed.is_err(),
-        "a TLS-only node connected to a Noise-only one"
+        matches!(&dialed, Err(P2pError::Dial { .. })),
+        "a TLS-only node connected to a Noise-only one: {dialed:?}"
     );
 }

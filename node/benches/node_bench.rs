@@ -355,10 +355,13 @@ const WARM_UP: usize = 20;
 const CONCURRENT: usize = 16;
 const SUSTAINED: Duration = Duration::from_secs(10);
 
-/// One negotiation, to FINALIZED. The request RPC usually returns it
-/// finalized; when the first delivery had to wait (too many requests in
-/// flight to the peer), the retry finishes it and the time includes that.
-async fn negotiate(consumer: &Auth, dataset: &str) -> Duration {
+/// One negotiation, to FINALIZED on both sides. The request RPC usually
+/// returns it finalized; when the first delivery had to wait (too many
+/// requests in flight to the peer), the retry finishes it and the time
+/// includes that. The provider finalizes before it tells the consumer, so
+/// it is asked only afterwards, outside the time, unless it is not yet
+/// FINALIZED then: the time runs until it is.
+async fn negotiate(consumer: &Auth, provider: &Auth, dataset: &str) -> Duration {
     let since = Instant::now();
     let mut contracts = ContractServiceClient::new(consumer.clone());
     let mut n = contracts
@@ -380,7 +383,22 @@ async fn negotiate(consumer: &Auth, dataset: &str) -> Duration {
             .unwrap()
             .into_inner();
     }
-    since.elapsed()
+    let mut took = since.elapsed();
+    let mut on_provider = ContractServiceClient::new(provider.clone());
+    loop {
+        let p = on_provider
+            .show(proto::ShowNegotiationRequest { id: n.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if p.state == "FINALIZED" {
+            return took;
+        }
+        assert_ne!(p.state, "TERMINATED", "refused: {:?}", p.reasons);
+        assert!(since.elapsed() < TIMEOUT, "not finalized: {p:?}");
+        tokio::time::sleep(POLL).await;
+        took = since.elapsed();
+    }
 }
 
 /// A Shenzhen provider and a Hong Kong consumer bootstrapped to it, both
@@ -389,6 +407,7 @@ async fn negotiate(consumer: &Auth, dataset: &str) -> Duration {
 struct Pair {
     provider: Node,
     consumer: Node,
+    p: Auth,
     c: Auth,
     dataset: String,
 }
@@ -447,7 +466,7 @@ async fn pair_with_security(
         );
         tokio::time::sleep(POLL).await;
     }
-    let dataset = DatasetServiceClient::new(p)
+    let dataset = DatasetServiceClient::new(p.clone())
         .publish(PublishRequest {
             path: file.to_str().unwrap().to_owned(),
             title: title.into(),
@@ -482,6 +501,7 @@ async fn pair_with_security(
     Pair {
         provider,
         consumer,
+        p,
         c,
         dataset,
     }
@@ -493,15 +513,16 @@ async fn negotiation(space: &Space) {
     let Pair {
         provider,
         consumer,
+        p,
         c,
         dataset,
     } = pair_with_dataset(space, "bench-", &file, "Negotiation benchmark").await;
     for _ in 0..WARM_UP {
-        negotiate(&c, &dataset).await;
+        negotiate(&c, &p, &dataset).await;
     }
     let mut times = Vec::new();
     for _ in 0..NEGOTIATIONS {
-        times.push(negotiate(&c, &dataset).await);
+        times.push(negotiate(&c, &p, &dataset).await);
     }
     summary(
         "negotiation, auto approval, request to FINALIZED on both sides",
@@ -511,11 +532,11 @@ async fn negotiation(space: &Space) {
     let since = Instant::now();
     let workers: Vec<_> = (0..CONCURRENT)
         .map(|_| {
-            let (c, dataset) = (c.clone(), dataset.clone());
+            let (c, p, dataset) = (c.clone(), p.clone(), dataset.clone());
             tokio::spawn(async move {
                 let mut done = 0u64;
                 while since.elapsed() < SUSTAINED {
-                    negotiate(&c, &dataset).await;
+                    negotiate(&c, &p, &dataset).await;
                     done += 1;
                 }
                 done
@@ -633,11 +654,12 @@ impl Sshd {
         }
     }
 
-    /// Copies `file` with scp; the time of the copy alone. The copy is
-    /// checked for size and removed.
-    fn copy(&self, file: &Path) -> Duration {
+    /// Copies `file` with scp; the time of the copy alone and the machine's
+    /// busy CPU seconds during it. The copy is checked for size and removed.
+    fn copy(&self, file: &Path) -> (Duration, f64) {
         let dest = self.dir.join("copy.bin");
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let cpu_before = busy_cpu_seconds();
         let since = Instant::now();
         run_ok(
             std::process::Command::new("scp")
@@ -660,12 +682,13 @@ impl Sshd {
                 .arg(format!("{user}@[::1]:{}", dest.display())),
         );
         let took = since.elapsed();
+        let cpu = busy_cpu_seconds() - cpu_before;
         assert_eq!(
             std::fs::metadata(&dest).unwrap().len(),
             std::fs::metadata(file).unwrap().len()
         );
         std::fs::remove_file(&dest).unwrap();
-        took
+        (took, cpu)
     }
 }
 
@@ -715,8 +738,10 @@ fn transfer_rounds() -> usize {
 }
 
 /// One negotiation and one fetch of its agreement on the consumer; the time
-/// of the fetch call. The fetched file is checked for size and removed.
-async fn fetch_once(c: &Auth, dataset: &str, out: &Path) -> Duration {
+/// of the fetch call and the machine's busy CPU seconds during it (not
+/// during the negotiation before it or the removal after). The fetched file
+/// is checked for size and removed.
+async fn fetch_once(c: &Auth, dataset: &str, out: &Path) -> (Duration, f64) {
     let mut contracts = ContractServiceClient::new(c.clone());
     let n = contracts
         .request(ContractRequest {
@@ -728,6 +753,7 @@ async fn fetch_once(c: &Auth, dataset: &str, out: &Path) -> Duration {
         .unwrap()
         .into_inner();
     assert_eq!(n.state, "FINALIZED", "{n:?}");
+    let cpu_before = busy_cpu_seconds();
     let since = Instant::now();
     let mut stream = TransferServiceClient::new(c.clone())
         .fetch(FetchRequest {
@@ -746,11 +772,12 @@ async fn fetch_once(c: &Auth, dataset: &str, out: &Path) -> Duration {
         }
     }
     let took = since.elapsed();
+    let cpu = busy_cpu_seconds() - cpu_before;
     let done = done.expect("the fetch ended without a result");
     assert_eq!(done.bytes_done, TRANSFER_BYTES);
     assert_eq!(std::fs::metadata(out).unwrap().len(), TRANSFER_BYTES);
     std::fs::remove_file(out).unwrap();
-    took
+    (took, cpu)
 }
 
 /// CPU time the whole machine has spent busy (user, system, interrupts),
@@ -768,13 +795,6 @@ fn busy_cpu_seconds() -> f64 {
         .collect();
     // user nice system idle iowait irq softirq steal …
     (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]) / 100.0
-}
-
-/// Runs `f`, returning its result and the machine's busy CPU seconds.
-async fn with_cpu<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
-    let before = busy_cpu_seconds();
-    let out = f.await;
-    (out, busy_cpu_seconds() - before)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -810,9 +830,9 @@ async fn transfer(space: &Space) {
     let mut rates: [Vec<f64>; 3] = Default::default();
     let mut cpus: [Vec<f64>; 3] = Default::default();
     for round in 0..=rounds {
-        let (t, t_cpu) = with_cpu(fetch_once(&tls.c, &tls.dataset, &out_tls)).await;
-        let (n, n_cpu) = with_cpu(fetch_once(&noise.c, &noise.dataset, &out_noise)).await;
-        let (s, s_cpu) = with_cpu(async { sshd.copy(&file) }).await;
+        let (t, t_cpu) = fetch_once(&tls.c, &tls.dataset, &out_tls).await;
+        let (n, n_cpu) = fetch_once(&noise.c, &noise.dataset, &out_noise).await;
+        let (s, s_cpu) = sshd.copy(&file);
         let rate = |d: Duration| mib_per_s(TRANSFER_BYTES, d);
         let label = if round == 0 {
             "warm-up".to_owned()
@@ -874,6 +894,7 @@ async fn download(space: &Space) {
         consumer,
         c,
         dataset,
+        ..
     } = pair_with_dataset(space, "bench-dl-", &file, "Download benchmark").await;
     let n = ContractServiceClient::new(c.clone())
         .request(ContractRequest {
@@ -963,15 +984,16 @@ async fn flood(space: &Space) {
     let Pair {
         provider,
         consumer: _consumer,
+        p,
         c,
         dataset,
     } = pair_with_dataset(space, "flood-", &file, "Flood benchmark").await;
     let measure = |label: &'static str| {
-        let (c, dataset) = (c.clone(), dataset.clone());
+        let (c, p, dataset) = (c.clone(), p.clone(), dataset.clone());
         async move {
             let mut times = Vec::with_capacity(FLOOD_NEGOTIATIONS);
             for _ in 0..FLOOD_NEGOTIATIONS {
-                times.push(negotiate(&c, &dataset).await);
+                times.push(negotiate(&c, &p, &dataset).await);
             }
             times.sort_unstable();
             let p50 = percentile(&times, 0.50);
@@ -980,7 +1002,7 @@ async fn flood(space: &Space) {
         }
     };
     for _ in 0..WARM_UP {
-        negotiate(&c, &dataset).await;
+        negotiate(&c, &p, &dataset).await;
     }
     let quiet = measure("flood: well-behaved negotiation, no flood").await;
     let quiet_rss = rss_kib(&provider);

@@ -44,6 +44,14 @@ fn an_export_verifies_and_one_edited_byte_is_caught_at_its_entry() {
     let (_, other, _) = space.member("beta", None);
     let o = bayspace(&["audit", "verify", &s(&export), "--peer-id", &other]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // The entries chain; it is the checkpoint after them that is refused.
+    assert!(
+        text(&o).contains(
+            "line 4 (seq 3): the checkpoint signature does not verify with the given key"
+        ),
+        "{}",
+        text(&o)
+    );
 
     // One byte edited in the second entry: verification names line 2.
     let original = std::fs::read_to_string(&export).unwrap();

@@ -168,19 +168,15 @@ fn a_dataset_published_on_one_member_is_found_on_the_others() {
     ]))
     .unwrap();
     assert_eq!(dsp["@type"], "Catalog");
-    let validator =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/dsp-validate");
-    if validator.exists() {
+    if let Some(shared) = shared() {
         let file = space.tmp.path().join("catalog.json");
         std::fs::write(&file, dsp.to_string()).unwrap();
-        let o = std::process::Command::new(&validator)
+        let o = std::process::Command::new(shared.join("tools/dsp-validate"))
             .arg("catalog")
             .arg(&file)
             .output()
             .unwrap();
         assert!(o.status.success(), "dsp-validate: {}", text(&o));
-    } else {
-        println!("skipped DSP validation: ../shared/tools/dsp-validate not found");
     }
 }
 
@@ -192,12 +188,22 @@ fn bad_publications_are_refused_and_store_nothing() {
     node.wait_for("status", |_| true);
     let d = s(&dir);
     let missing = space.tmp.path().join("nope.csv");
+    // Every case but the missing file publishes a file that exists, so that
+    // only the defect it names can be what refuses it.
+    let data = space.tmp.path().join("data.csv");
+    std::fs::write(&data, "id,value\n1,2\n").unwrap();
     let terms = |extra: &[&'static str]| {
         let mut v = vec!["--level", "general", "--personal", "1", "--sensitive", "0"];
         v.extend(extra);
         v
     };
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let (missing, data) = (s(&missing), s(&data));
+    let mut cases: Vec<(&str, Vec<&str>, &str)> = vec![(
+        &missing,
+        vec!["--level", "general", "--personal", "1", "--sensitive", "0"],
+        "nope.csv",
+    )];
+    let bad_terms: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--level", "secret", "--personal", "1", "--sensitive", "0"],
             "level",
@@ -218,10 +224,6 @@ fn bad_publications_are_refused_and_store_nothing() {
                 "mainland:shenzen",
             ],
             "shenzen",
-        ),
-        (
-            vec!["--level", "general", "--personal", "1", "--sensitive", "0"],
-            "nope.csv",
         ),
         (
             terms(&["--valid-until", "tomorrow"]),
@@ -246,12 +248,12 @@ fn bad_publications_are_refused_and_store_nothing() {
         (terms(&["--use-limit", "0"]), "use-limit `0`"),
         (terms(&["--use-limit", "many"]), "'many' for '--use-limit"),
     ];
-    let f = s(&missing);
-    for (extra, needle) in cases {
+    cases.extend(bad_terms.into_iter().map(|(t, n)| (data.as_str(), t, n)));
+    let publish_args = |file, extra: &[&'static str]| {
         let mut args = vec![
             "dataset",
             "publish",
-            &f,
+            file,
             "--title",
             "t",
             "--purpose",
@@ -260,6 +262,10 @@ fn bad_publications_are_refused_and_store_nothing() {
             &d,
         ];
         args.extend(extra);
+        args
+    };
+    for (file, extra, needle) in cases {
+        let args = publish_args(file, &extra);
         let o = bayspace(&args);
         assert!(!o.status.success(), "{args:?} accepted");
         assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
@@ -267,6 +273,12 @@ fn bad_publications_are_refused_and_store_nothing() {
     let st = node.wait_for("status", |_| true);
     assert_eq!(st["catalog_size"], 0);
     assert!(search(&dir, &[]).is_empty());
+
+    // The same file and the same other terms, without a defect, publish.
+    let o = bayspace(&publish_args(&data, &terms(&[])));
+    assert!(o.status.success(), "{}", text(&o));
+    let st = node.wait_for("status", |_| true);
+    assert_eq!(st["catalog_size"], 1);
 }
 
 #[test]

@@ -270,7 +270,17 @@ fn auto_approval_rejection_and_policy_refusals_reach_the_researcher() {
         reasons.iter().any(|r| r.contains("`marketing`")),
         "{reasons:?}"
     );
-    assert!(admin_view(&p.sz, &id).is_none_or(|v| v["state"] == "TERMINATED"));
+    // The provider keeps the refused request, terminated, with its reason.
+    let provider = admin_view(&p.sz, &id).expect("the provider keeps the request");
+    assert_eq!(provider["state"], "TERMINATED", "{provider}");
+    assert!(
+        provider["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("`marketing`")),
+        "{provider}"
+    );
 
     // A recipient region the offer does not allow.
     let macao_only = p.publish(
@@ -286,7 +296,12 @@ fn auto_approval_rejection_and_policy_refusals_reach_the_researcher() {
     );
     let (id, _) = p.request(&macao_only, "academic-research");
     let reasons = p.wait_terminated(&id);
-    assert!(reasons.iter().any(|r| r.contains("`hk`")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("recipients in `hk` are not allowed; allowed: macao")),
+        "{reasons:?}"
+    );
 }
 
 #[test]
@@ -768,7 +783,7 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
 #[test]
 fn fetch_on_a_terminal_draws_a_progress_bar() {
     if Command::new("script").arg("--version").output().is_err() {
-        println!("skipped: `script` (util-linux) is not installed, so there is no pseudo-terminal");
+        skip_or_fail("`script` (util-linux) is not installed, so there is no pseudo-terminal");
         return;
     }
     let p = Pair::start(false);

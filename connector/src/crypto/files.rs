@@ -26,7 +26,7 @@ pub(super) fn direct_io_fits(data: &[u8]) -> bool {
 /// costs a copy and a page-cache allocation per byte, pushes other data out
 /// of memory, and is only written out by the `fsync` at the end, while a
 /// direct write goes from the segment buffer to the device as it arrives.
-fn open_direct(path: &Path) -> Option<File> {
+pub(super) fn open_direct(path: &Path) -> Option<File> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -176,6 +176,8 @@ pub struct SegmentWriter {
     /// aligned buffers; `None` where the file system refuses it, for sealed
     /// records (not block-sized), and after a direct write was refused.
     direct: Option<File>,
+    /// Segments written through `direct` by this writer.
+    direct_writes: u32,
     /// Where a sealed record is made, reused from one segment to the next.
     scratch: Vec<u8>,
     hasher: blake3::Hasher,
@@ -307,6 +309,7 @@ impl SegmentWriter {
             part,
             file,
             direct: None,
+            direct_writes: 0,
             scratch: Vec::new(),
             hasher: blake3::Hasher::new(),
             segment_size,
@@ -321,9 +324,14 @@ impl SegmentWriter {
     }
 
     /// Whether full segments in aligned buffers still go to disk directly.
-    #[cfg(test)]
-    pub(crate) fn direct_io(&self) -> bool {
+    pub fn direct_io(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// How many segments this writer has written with direct I/O, past the
+    /// page cache; 0 where the file system refuses it.
+    pub fn direct_writes(&self) -> u32 {
+        self.direct_writes
     }
 
     /// The index the next segment must have.
@@ -389,7 +397,10 @@ impl SegmentWriter {
             && let Some(direct) = &self.direct
         {
             match direct.write_all_at(data, offset) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.direct_writes += 1;
+                    return Ok(());
+                }
                 // The file system took the open but refuses the write (some
                 // do, for some sizes): buffered writes from now on. A write
                 // refused part-way is simply done again below.

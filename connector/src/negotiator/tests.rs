@@ -35,7 +35,58 @@ pub(crate) struct Side {
     pub(crate) admission: Arc<MembershipAdmission>,
     pub(crate) key: Arc<NodeKey>,
     pub(crate) me: Institution,
-    _p2p: tokio::task::JoinHandle<()>,
+    /// What [`Side::restart`] opens again.
+    store: Arc<dyn Store>,
+    store_path: Option<std::path::PathBuf>,
+    own: MembershipCredential,
+    other: (PeerId, String, MembershipCredential),
+    anchor: ed25519_dalek::VerifyingKey,
+    settings: Settings,
+    p2p: tokio::task::JoinHandle<()>,
+}
+
+impl Side {
+    /// Stop everything of this side and open it again from its store, as a
+    /// node restarting does: a store opened at a path is closed and opened
+    /// again from disk.
+    async fn restart(self) -> Side {
+        let Side {
+            n,
+            audit,
+            catalog,
+            admission,
+            key,
+            store,
+            store_path,
+            own,
+            other,
+            anchor,
+            settings,
+            p2p,
+            ..
+        } = self;
+        p2p.abort();
+        let _ = p2p.await;
+        // Every holder of the store goes, so that sled lets it open again.
+        drop((n, audit, catalog, admission));
+        let store: Arc<dyn Store> = match &store_path {
+            Some(path) => {
+                drop(store);
+                Arc::new(SledStore::open(path).unwrap())
+            }
+            None => store,
+        };
+        let other = (&other.0, other.1.as_str(), &other.2);
+        side_on(
+            store,
+            store_path.clone(),
+            key,
+            &own,
+            other,
+            anchor,
+            settings,
+        )
+    }
 }
 
 /// A provider in Shenzhen (`fd00:5a::/48`) and a consumer in Hong Kong
@@ -79,9 +130,27 @@ fn side(
     settings: Settings,
 ) -> Side {
     let store: Arc<dyn Store> = Arc::new(SledStore::temporary().unwrap());
-    let admission = Arc::new(
-        MembershipAdmission::open(own, vec![anchor.verifying_key()], store.clone()).unwrap(),
-    );
+    side_on(
+        store,
+        None,
+        Arc::new(key),
+        own,
+        other,
+        anchor.verifying_key(),
+        settings,
+    )
+}
+
+fn side_on(
+    store: Arc<dyn Store>,
+    store_path: Option<std::path::PathBuf>,
+    key: Arc<NodeKey>,
+    own: &MembershipCredential,
+    other: (&PeerId, &str, &MembershipCredential),
+    anchor: ed25519_dalek::VerifyingKey,
+    settings: Settings,
+) -> Side {
+    let admission = Arc::new(MembershipAdmission::open(own, vec![anchor], store.clone()).unwrap());
     let addr: IpAddr = other.1.parse().unwrap();
     admission
         .check(
@@ -114,9 +183,8 @@ fn side(
         peer_id: key.peer_id().to_string(),
         key: PublicKey::from(&key.verifying_key()),
     };
-    let key = Arc::new(key);
     let n = Negotiator::open(Deps {
-        store,
+        store: store.clone(),
         audit: audit.clone(),
         catalog: catalog.clone(),
         admission: admission.clone(),
@@ -124,7 +192,7 @@ fn side(
         key: key.clone(),
         me: me.clone(),
         client,
-        settings,
+        settings: settings.clone(),
     })
     .unwrap();
     Side {
@@ -135,7 +203,13 @@ fn side(
         admission,
         key,
         me,
-        _p2p: task,
+        store,
+        store_path,
+        own: own.clone(),
+        other: (*other.0, other.1.to_owned(), other.2.clone()),
+        anchor,
+        settings,
+        p2p: task,
     }
 }
 
@@ -322,6 +396,14 @@ pub(crate) fn pump(from: &Side, to: &Side) -> usize {
                 a.n.receive(&b.peer, other, Some((&key, &sent))).unwrap();
             }
         }
+    }
+}
+
+/// The reason of a refusal; anything else fails the test.
+fn refusal(got: Received) -> String {
+    match got {
+        Received::Refused(reason) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
     }
 }
 
@@ -690,7 +772,7 @@ async fn policy_refusals_terminate_at_once_with_every_reason() {
     let all = c.reasons.join(" | ");
     assert!(all.contains("marketing"), "{all}");
     assert!(
-        all.contains("hk"),
+        all.contains("recipients in `hk` are not allowed"),
         "the recipient region is named too: {all}"
     );
     assert!(events(&p.provider).contains(&AuditEvent::Rejection));
@@ -741,14 +823,19 @@ async fn duplicates_change_nothing_and_conflicts_are_refused() {
         .n
         .receive(&p.consumer.peer, Message::ContractRequest(other), None)
         .unwrap();
-    assert!(
-        matches!(conflict.0, Received::Refused(_)),
-        "{:?}",
-        conflict.0
+    assert_eq!(
+        refusal(conflict.0),
+        format!(
+            "a different contract-request for negotiation {} was received before",
+            r.id
+        )
     );
     let stranger = PeerId::random();
     let hijack = p.provider.n.receive(&stranger, sent, None).unwrap();
-    assert!(matches!(hijack.0, Received::Refused(_)));
+    assert_eq!(
+        refusal(hijack.0),
+        format!("negotiation {} is not one with {stranger}", r.id)
+    );
     assert_eq!(p.provider.n.get(&r.id).unwrap().unwrap(), before);
 
     // Approve; the agreement arrives twice: the second gets the same
@@ -788,7 +875,11 @@ async fn out_of_order_messages_are_refused_without_a_change() {
         negotiation: r.id.clone(),
     };
     let got = p.consumer.n.receive(&p.provider.peer, early, None).unwrap();
-    assert!(matches!(got.0, Received::Refused(_)), "{:?}", got.0);
+    let reason = refusal(got.0);
+    assert!(
+        reason.starts_with(&format!("negotiation {}: ", r.id)) && reason.contains("REQUESTED"),
+        "{reason}"
+    );
     assert_eq!(state(&p.consumer, &r.id), State::Requested);
     // A verification sent to the consumer comes from the wrong side.
     p.provider.n.approve(&r.id, None).await.unwrap();
@@ -800,7 +891,13 @@ async fn out_of_order_messages_are_refused_without_a_change() {
         agreement,
     };
     let got = p.consumer.n.receive(&p.provider.peer, wrong, None).unwrap();
-    assert!(matches!(got.0, Received::Refused(_)));
+    assert_eq!(
+        refusal(got.0),
+        format!(
+            "ContractAgreementVerificationMessage cannot come from the consumer of negotiation {}",
+            r.id
+        )
+    );
     assert_eq!(state(&p.consumer, &r.id), State::Requested);
     // The real exchange still completes.
     pump(&p.provider, &p.consumer);
@@ -884,8 +981,17 @@ async fn revocation_reaches_the_consumer() {
 #[tokio::test]
 async fn a_restarted_consumer_still_holds_its_outbox() {
     // The outbox is in the store: a negotiator opened again on the same
-    // store finds the undelivered request.
-    let p = pair();
+    // store, after the store itself was closed and opened again from disk,
+    // finds the undelivered request and delivers it.
+    let mut p = pair();
+    let dir = p._dir.path().join("consumer-store");
+    p.consumer = Side {
+        store: Arc::new(SledStore::open(&dir).unwrap()),
+        store_path: Some(dir),
+        ..p.consumer
+    }
+    .restart()
+    .await;
     let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
     let r = p
         .consumer
@@ -893,10 +999,22 @@ async fn a_restarted_consumer_still_holds_its_outbox() {
         .request(request("academic-research", &ds))
         .await
         .unwrap();
-    let entries = outbox_of(&p.consumer);
-    assert_eq!(entries.len(), 1);
-    assert!(entries[0].0.starts_with(r.id.as_str()));
-    assert!(matches!(entries[0].1, Message::ContractRequest(_)));
+    let before = outbox_of(&p.consumer);
+    assert_eq!(before.len(), 1);
+    assert!(before[0].0.starts_with(r.id.as_str()));
+    assert!(matches!(before[0].1, Message::ContractRequest(_)));
+
+    p.consumer = p.consumer.restart().await;
+    assert_eq!(
+        outbox_of(&p.consumer),
+        before,
+        "the reopened store holds the same entry"
+    );
+    assert_eq!(state(&p.consumer, &r.id), State::Requested);
+    pump(&p.consumer, &p.provider);
+    assert_eq!(state(&p.consumer, &r.id), State::Finalized);
+    assert_eq!(state(&p.provider, &r.id), State::Finalized);
+    assert!(outbox_of(&p.consumer).is_empty());
 }
 
 #[tokio::test]

@@ -507,14 +507,58 @@ mod tests {
         assert_eq!(t.refusals(), 1);
     }
 
+    /// Admits `b"ok"` with a credential that expires at `.0`, and refuses
+    /// it as expired from then on, as a member's real credential is.
+    struct Expiring(SystemTime);
+
+    impl Admission for Expiring {
+        fn check(
+            &self,
+            peer: &PeerId,
+            _remote: IpAddr,
+            credential: &[u8],
+            now: SystemTime,
+        ) -> Result<AdmittedPeer, AdmissionRefusal> {
+            if credential != b"ok" {
+                return Err(AdmissionRefusal::Malformed("not ok".into()));
+            }
+            if now >= self.0 {
+                return Err(AdmissionRefusal::Expired);
+            }
+            Ok(AdmittedPeer {
+                peer_id: *peer,
+                institution: "uni".into(),
+                expires_at: self.0,
+            })
+        }
+        fn own_credential(&self) -> Vec<u8> {
+            b"ok".to_vec()
+        }
+    }
+
     #[test]
     fn recheck_refuses_expired_and_revoked() {
-        let (adm, mut t, peer, now) = (
-            fake(),
+        let now = SystemTime::now();
+
+        // A credential that is not renewed: refused once it has expired.
+        let (adm, mut t, peer) = (
+            Expiring(now + Duration::from_secs(3600)),
             PeerTable::default(),
             PeerId::random(),
-            SystemTime::now(),
         );
+        connect(&mut t, peer, addr(), Instant::now());
+        t.judge(&adm, peer, b"ok", now);
+        assert!(t.is_admitted(&peer));
+        let r = t.recheck(&adm, now + Duration::from_secs(3599), true);
+        assert!(r.refused.is_empty() && r.close.is_empty());
+        let r = t.recheck(&adm, now + Duration::from_secs(3600), true);
+        assert_eq!(r.refused, [(peer, AdmissionRefusal::Expired)]);
+        assert!(r.close.is_empty(), "the whole peer goes, not a connection");
+        assert!(!t.is_admitted(&peer));
+        assert_eq!(t.refusals(), 1);
+
+        // A renewed credential stays; a revoked one is refused as revoked.
+        let (adm, mut t, peer) = (fake(), PeerTable::default(), PeerId::random());
         connect(&mut t, peer, addr(), Instant::now());
         t.judge(&adm, peer, b"ok", now);
         // Not yet expired: the expiry sweep leaves it alone.
@@ -523,9 +567,10 @@ mod tests {
         // After expiry the node's check runs again; the fake renews.
         let later = now + Duration::from_secs(7200);
         assert!(t.recheck(&adm, later, true).refused.is_empty());
+        assert!(t.is_admitted(&peer));
         adm.refuse_all.store(true, Ordering::SeqCst);
         let r = t.recheck(&adm, later, false);
-        assert_eq!(r.refused.len(), 1);
+        assert_eq!(r.refused, [(peer, AdmissionRefusal::Revoked("all".into()))]);
         assert!(r.close.is_empty(), "the whole peer goes, not a connection");
         assert!(!t.is_admitted(&peer));
         assert_eq!(t.refusals(), 1);

@@ -692,17 +692,55 @@ mod tests {
 
     #[test]
     fn overflow_closes_only_that_connection() {
+        // Two connections of one peer, both shut: the first is flooded past
+        // its bound, the second holds a little.
+        let (mut flooded, mut other) = (
+            GateHandler::new(Probe::default()),
+            GateHandler::new(Probe::default()),
+        );
+        for n in 0..=MAX_HELD_EVENTS {
+            flooded.on_behaviour_event(GateIn::Inner(n as u32));
+        }
+        other.on_behaviour_event(GateIn::Inner(7));
+        other.on_connection_event(inbound(70));
+        assert!(matches!(
+            poll_handler(&mut flooded),
+            Poll::Ready(Some(GateOut::Overflow))
+        ));
+        assert!(!flooded.connection_keep_alive());
+        assert!(poll_handler(&mut other).is_pending(), "the other waits");
+        assert!(other.connection_keep_alive(), "the other stays open");
+
+        // The behaviour closes the flooded connection and no other.
         let mut g = Gated::new(dummy::Behaviour);
-        let peer = PeerId::random();
+        let (peer, stranger) = (PeerId::random(), PeerId::random());
         establish(&mut g, peer, 1);
         establish(&mut g, peer, 2);
-        let (c1, c2) = (
-            ConnectionId::new_unchecked(1),
-            ConnectionId::new_unchecked(2),
+        establish(&mut g, stranger, 3);
+        let c = ConnectionId::new_unchecked;
+        g.on_connection_handler_event(peer, c(1), GateOut::Overflow);
+        assert_eq!(drain(&mut g), [(peer, c(1), false)]);
+        g.open(&peer, &[c(2)]);
+        g.open(&stranger, &[c(3)]);
+        assert_eq!(
+            drain(&mut g),
+            [(peer, c(2), true), (stranger, c(3), true)],
+            "the others are served"
         );
-        g.on_connection_handler_event(peer, c1, GateOut::Overflow);
-        assert_eq!(drain(&mut g), [(peer, c1, false)]);
-        g.open(&peer, &[c2]);
-        assert_eq!(drain(&mut g), [(peer, c2, true)], "the other one is served");
+
+        // Opened, the other connection gets what it held and serves.
+        other.on_behaviour_event(GateIn::Open);
+        assert_eq!(
+            (
+                other.inner.events.as_slice(),
+                other.inner.streams.as_slice()
+            ),
+            (&[7][..], &[70][..])
+        );
+        assert!(matches!(
+            poll_handler(&mut other),
+            Poll::Ready(Some(GateOut::Inner(99)))
+        ));
+        assert!(flooded.inner.events.is_empty() && flooded.inner.polls == 0);
     }
 }

@@ -864,6 +864,158 @@ mod tests {
         judged(&p, facts(&p, &id, next_day), next_day).unwrap();
     }
 
+    #[tokio::test]
+    async fn an_agreement_this_node_did_not_provide_is_refused() {
+        let (p, id) = agreed(|_| {}).await;
+        let now = OffsetDateTime::now_utc();
+        let mut f = facts(&p, &id, now);
+        f.agreement.role = Role::Consumer;
+        let e = refused(judged(&p, f, now));
+        assert_eq!(e, ReleaseRefusal::NotProvider(id));
+        assert_eq!(e.code(), "not-provider");
+    }
+
+    #[tokio::test]
+    async fn an_agreement_whose_signatures_do_not_verify_is_refused() {
+        let (p, id) = agreed(|_| {}).await;
+        let now = OffsetDateTime::now_utc();
+        // A term changed after both signed.
+        let mut f = facts(&p, &id, now);
+        f.agreement.signed.agreement.researcher.name = "Dr Mallory".into();
+        let e = refused(judged(&p, f, now));
+        let ReleaseRefusal::BadSignature { id: got, reason } = &e else {
+            panic!("expected a bad signature, got {e}");
+        };
+        assert_eq!(got, &id);
+        assert!(reason.contains("changed after signing"), "{reason}");
+        assert_eq!(e.code(), "bad-signature");
+        // The consumer's signature missing.
+        let mut f = facts(&p, &id, now);
+        f.agreement.signed.consumer_signature = None;
+        let e = refused(judged(&p, f, now));
+        assert!(
+            matches!(&e, ReleaseRefusal::BadSignature { id: got, reason }
+                if *got == id && reason.contains("not countersigned")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agreement_the_provider_revoked_is_refused_by_the_provider() {
+        let (p, id) = agreed(|_| {}).await;
+        p.provider
+            .n
+            .revoke(&id, "consent withdrawn".into())
+            .await
+            .unwrap();
+        // The consumer never hears of it: the provider's own record refuses.
+        let now = OffsetDateTime::now_utc();
+        let e = refused(judged(&p, facts(&p, &id, now), now));
+        assert_eq!(
+            e,
+            ReleaseRefusal::Revoked {
+                id,
+                reason: "consent withdrawn".into()
+            }
+        );
+        assert_eq!(e.code(), "revoked");
+    }
+
+    #[tokio::test]
+    async fn a_release_before_the_agreement_starts_is_refused() {
+        let (p, id) = agreed(|_| {}).await;
+        let now = OffsetDateTime::now_utc();
+        let not_before = judged(&p, facts(&p, &id, now), now)
+            .unwrap()
+            .agreement
+            .signed
+            .agreement
+            .not_before;
+        judged(&p, facts(&p, &id, not_before), not_before).unwrap();
+        let early = not_before - Duration::SECOND;
+        let e = refused(judged(&p, facts(&p, &id, early), early));
+        assert_eq!(e, ReleaseRefusal::NotYetValid { id, not_before });
+        assert_eq!(e.code(), "not-yet-valid");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_altered_researcher_credential_is_refused() {
+        let (p, id) = agreed(|_| {}).await;
+        let now = OffsetDateTime::now_utc();
+        let mut f = facts(&p, &id, now);
+        f.negotiation.as_mut().unwrap().credential = None;
+        let e = refused(judged(&p, f, now));
+        assert_eq!(
+            e,
+            ReleaseRefusal::ResearcherCredential {
+                id: id.clone(),
+                reason: "none is on record".into()
+            }
+        );
+        assert_eq!(e.code(), "researcher-credential");
+
+        // The researcher's name changed after the home node signed it.
+        let mut f = facts(&p, &id, now);
+        let n = f.negotiation.as_mut().unwrap();
+        let credential = n.credential.take().unwrap();
+        assert!(credential.contains("Dr Chan"), "{credential}");
+        n.credential = Some(credential.replace("Dr Chan", "Dr Chen"));
+        let e = refused(judged(&p, f, now));
+        let ReleaseRefusal::ResearcherCredential { id: got, reason } = &e else {
+            panic!("expected a credential refusal, got {e}");
+        };
+        assert_eq!(got, &id);
+        assert_ne!(reason, "none is on record");
+        assert_eq!(e.code(), "researcher-credential");
+    }
+
+    #[tokio::test]
+    async fn a_dataset_gone_changed_or_without_its_file_is_refused() {
+        let (p, id) = agreed(|_| {}).await;
+        let now = OffsetDateTime::now_utc();
+        let dataset = facts(&p, &id, now).agreement.signed.agreement.dataset;
+
+        let mut f = facts(&p, &id, now);
+        f.dataset = None;
+        let e = refused(judged(&p, f, now));
+        assert_eq!(e, ReleaseRefusal::DatasetGone(dataset.clone()));
+        assert_eq!(e.code(), "dataset-gone");
+
+        let mut f = facts(&p, &id, now);
+        f.dataset.as_mut().unwrap().descriptor.version += 1;
+        let agreed = f.agreement.signed.agreement.dataset_version;
+        let e = refused(judged(&p, f, now));
+        assert_eq!(
+            e,
+            ReleaseRefusal::DatasetChanged {
+                dataset: dataset.clone(),
+                version: agreed + 1,
+                withdrawn: false,
+                agreed,
+            }
+        );
+        assert_eq!(e.code(), "dataset-changed");
+
+        let mut f = facts(&p, &id, now);
+        f.dataset.as_mut().unwrap().descriptor.withdrawn = true;
+        let e = refused(judged(&p, f, now));
+        assert_eq!(
+            e,
+            ReleaseRefusal::DatasetChanged {
+                dataset: dataset.clone(),
+                version: agreed,
+                withdrawn: true,
+                agreed,
+            }
+        );
+
+        let mut f = facts(&p, &id, now);
+        f.file = None;
+        let e = refused(judged(&p, f, now));
+        assert_eq!(e, ReleaseRefusal::FileMissing(dataset));
+        assert_eq!(e.code(), "file-missing");
+    }
+
     #[test]
     fn refusal_messages_name_what_failed() {
         let e = ReleaseRefusal::Blocked {

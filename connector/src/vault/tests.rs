@@ -282,18 +282,39 @@ fn a_wrong_storage_key_or_a_moved_key_file_opens_nothing() {
     let f = fixture();
     let a = agreement(None);
     let b = agreement(None);
-    receive(&f.vault, &a, &data(10)).unwrap();
+    let bytes = data(10);
+    receive(&f.vault, &a, &bytes).unwrap();
     receive(&f.vault, &b, &data(10)).unwrap();
-    // a's wrapped key under b's name: the context (agreement id) differs.
-    fs::copy(f.vault.key_path(&a.id), f.vault.key_path(&b.id)).unwrap();
-    let e = f
-        .vault
-        .open_to(&b.id, None, &f.root.join("x"), NOW)
-        .unwrap_err();
+    // The same directory and records under another node's storage key:
+    // a's intact key file unwraps nothing.
+    let stranger = Vault::open(
+        f.root.join("sealed"),
+        crypto::storage_key_from_seed(&[9; 32]),
+        f.store.clone(),
+        f.audit.clone(),
+    )
+    .unwrap();
+    let out = f.root.join("wrong-key");
+    let e = stranger.open_to(&a.id, None, &out, NOW).unwrap_err();
     assert!(
         matches!(e, VaultError::Crypto(CryptoError::Unwrap { .. })),
         "{e}"
     );
+    assert!(!out.exists());
+    // With the right key the same copy opens.
+    let out = f.root.join("right-key");
+    f.vault.open_to(&a.id, None, &out, NOW).unwrap();
+    assert_eq!(fs::read(&out).unwrap(), bytes);
+
+    // a's wrapped key under b's name: the context (agreement id) differs.
+    fs::copy(f.vault.key_path(&a.id), f.vault.key_path(&b.id)).unwrap();
+    let out = f.root.join("x");
+    let e = f.vault.open_to(&b.id, None, &out, NOW).unwrap_err();
+    assert!(
+        matches!(e, VaultError::Crypto(CryptoError::Unwrap { .. })),
+        "{e}"
+    );
+    assert!(!out.exists());
 }
 
 #[tokio::test]
