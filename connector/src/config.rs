@@ -77,6 +77,10 @@ pub struct NodeConfig {
     /// `tls-first` (TLS 1.3, Noise as the fallback), `tls` or `noise`.
     #[serde(default, skip_serializing_if = "is_default_security")]
     pub p2p_security: TcpSecurity,
+    /// Where `/metrics` (Prometheus text format) is served over plain
+    /// HTTP; `None`, the default, serves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn is_default_security(s: &TcpSecurity) -> bool {
@@ -163,6 +167,7 @@ impl NodeConfig {
             admin_token_blake3: admin_token.blake3_hex(),
             filing_holidays: BTreeSet::new(),
             p2p_security: TcpSecurity::default(),
+            metrics: None,
         }
     }
 
@@ -255,6 +260,12 @@ filing-holidays = {holidays}
 # Noise for members whose nodes offer only Noise), \"tls\" or \"noise\".
 # QUIC always uses TLS 1.3.
 p2p-security = {security}
+
+# Prometheus metrics: serve /metrics over plain HTTP on this address
+# (host:port), e.g. \"[::1]:9410\". Left out, nothing is served. The
+# metrics name no dataset or researcher; keep the port to the monitoring
+# network anyway.
+{metrics}
 ",
             institution = s(&self.institution),
             region = s(&self.region.to_string()),
@@ -278,6 +289,10 @@ p2p-security = {security}
                     .collect()
             ),
             security = s(self.p2p_security.as_str()),
+            metrics = match self.metrics {
+                Some(addr) => format!("metrics = {}", s(&addr.to_string())),
+                None => "# metrics = \"[::1]:9410\"".to_owned(),
+            },
         )
     }
 }

@@ -6,18 +6,27 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use sled::Transactional as _;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Entry, Op, Store, StoreError, Tree, TreeName, WriteSet, describe_key};
+use super::{
+    Entry, Op, Snapshot, SnapshotTree, Store, StoreError, Tree, TreeName, WriteSet, describe_key,
+};
 
 /// A [`Store`] in a sled database directory.
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// Writes hold it shared; [`Store::snapshot`] holds it exclusively, so
+    /// a snapshot sees every write whole or not at all. sled has no
+    /// snapshot of its own across trees.
+    gate: Arc<RwLock<()>>,
 }
+
+/// sled's own tree, which the store never uses.
+const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 
 impl SledStore {
     /// Open (creating if needed) the database in the directory `path`. sled
@@ -31,7 +40,36 @@ impl SledStore {
                 path: path.display().to_string(),
                 source: Box::new(e),
             })?;
-        Ok(SledStore { db })
+        Ok(SledStore {
+            db,
+            gate: Arc::default(),
+        })
+    }
+
+    /// Creates a store in `path`, which must not hold one yet, with the
+    /// content of `snapshot`, flushed.
+    pub fn create_from(path: &Path, snapshot: &Snapshot) -> Result<Self, StoreError> {
+        if path.join("conf").exists() || path.join("db").exists() {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                source: "a store already exists there".into(),
+            });
+        }
+        let store = Self::open(path)?;
+        for t in &snapshot.trees {
+            let tree = store
+                .db
+                .open_tree(t.name.as_bytes())
+                .map_err(|e| backend(format!("creating tree `{}`", t.name), e))?;
+            let mut batch = sled::Batch::default();
+            for (k, v) in &t.entries {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            tree.apply_batch(batch)
+                .map_err(|e| backend(format!("filling tree `{}`", t.name), e))?;
+        }
+        store.flush()?;
+        Ok(store)
     }
 
     /// A database removed when dropped, for tests and dry runs.
@@ -43,7 +81,10 @@ impl SledStore {
                 path: "(temporary)".to_owned(),
                 source: Box::new(e),
             })?;
-        Ok(SledStore { db })
+        Ok(SledStore {
+            db,
+            gate: Arc::default(),
+        })
     }
 }
 
@@ -60,7 +101,11 @@ impl Store for SledStore {
             .db
             .open_tree(name.as_str())
             .map_err(|e| backend(format!("opening tree `{name}`"), e))?;
-        Ok(Arc::new(SledTree { name, tree }))
+        Ok(Arc::new(SledTree {
+            name,
+            tree,
+            gate: self.gate.clone(),
+        }))
     }
 
     fn apply(&self, writes: &WriteSet) -> Result<(), StoreError> {
@@ -68,6 +113,7 @@ impl Store for SledStore {
             // sled's multi-tree transaction needs at least one tree.
             return Ok(());
         }
+        let _writing = shared(&self.gate);
         let mut names: Vec<TreeName> = Vec::new();
         let mut ops: Vec<(usize, &Op)> = Vec::with_capacity(writes.ops().len());
         for (name, op) in writes.ops() {
@@ -135,11 +181,54 @@ impl Store for SledStore {
             .map(drop)
             .map_err(|e| backend("flush".to_owned(), e))
     }
+
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let _alone = match self.gate.write() {
+            Ok(g) => g,
+            // The lock guards no data; a panicked writer leaves nothing
+            // half-done in it.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut trees = Vec::new();
+        for name in self.db.tree_names() {
+            if name.as_ref() == SLED_DEFAULT_TREE {
+                continue;
+            }
+            let shown = String::from_utf8_lossy(&name).into_owned();
+            let tree = self
+                .db
+                .open_tree(&name)
+                .map_err(|e| backend(format!("opening tree `{shown}`"), e))?;
+            let mut entries = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item.map_err(|e| backend(format!("reading tree `{shown}`"), e))?;
+                entries.push((
+                    serde_bytes::ByteBuf::from(k.to_vec()),
+                    serde_bytes::ByteBuf::from(v.to_vec()),
+                ));
+            }
+            trees.push(SnapshotTree {
+                name: shown,
+                entries,
+            });
+        }
+        trees.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Snapshot { trees })
+    }
+}
+
+/// Shared hold of the write gate; see [`SledStore::gate`].
+fn shared(gate: &RwLock<()>) -> std::sync::RwLockReadGuard<'_, ()> {
+    match gate.read() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 struct SledTree {
     name: TreeName,
     tree: sled::Tree,
+    gate: Arc<RwLock<()>>,
 }
 
 impl SledTree {
@@ -160,6 +249,7 @@ impl Tree for SledTree {
     }
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _writing = shared(&self.gate);
         let old = self
             .tree
             .insert(key, value)
@@ -168,6 +258,7 @@ impl Tree for SledTree {
     }
 
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _writing = shared(&self.gate);
         let old = self.tree.remove(key).map_err(self.fail("remove", key))?;
         Ok(old.map(|v| v.to_vec()))
     }
@@ -178,6 +269,7 @@ impl Tree for SledTree {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<(), StoreError> {
+        let _writing = shared(&self.gate);
         self.tree
             .compare_and_swap(key, expected, new)
             .map_err(self.fail("compare-and-swap", key))?

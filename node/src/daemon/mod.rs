@@ -7,11 +7,14 @@
 
 mod bootstrap;
 pub(crate) mod events;
+mod metrics;
+pub mod reload;
 mod witness;
 
+use std::collections::BTreeSet;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -31,7 +34,7 @@ use bayspace_connector::vault::Vault;
 use bayspace_contracts::descriptor::{Institution, PublicKey};
 use bayspace_ipv6::listen::ListenAddr;
 use libp2p::Multiaddr;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use tokio::sync::oneshot;
 
 use crate::grpc;
@@ -57,6 +60,39 @@ pub struct NodeContext {
     pub witness: Arc<PeerCheckpoints>,
     /// Where an administrator's exports go on this host (resolved).
     pub export_dir: PathBuf,
+    /// `filing-holidays`, replaced on SIGHUP.
+    pub holidays: Holidays,
+}
+
+impl NodeContext {
+    pub fn holidays(&self) -> Arc<BTreeSet<Date>> {
+        self.holidays.get()
+    }
+}
+
+/// The filing holidays in force; a reload swaps the whole set.
+#[derive(Clone, Default)]
+pub struct Holidays(Arc<RwLock<Arc<BTreeSet<Date>>>>);
+
+impl Holidays {
+    pub fn new(days: BTreeSet<Date>) -> Self {
+        Holidays(Arc::new(RwLock::new(Arc::new(days))))
+    }
+
+    pub fn get(&self) -> Arc<BTreeSet<Date>> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, days: BTreeSet<Date>) {
+        let days = Arc::new(days);
+        match self.0.write() {
+            Ok(mut g) => *g = days,
+            Err(poisoned) => *poisoned.into_inner() = days,
+        }
+    }
 }
 
 /// Everything loaded from the node directory before the node starts.
@@ -317,6 +353,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         transfers: transfers.clone(),
         witness,
         export_dir: resolve(dir, &config.export_dir),
+        holidays: Holidays::new(config.filing_holidays.clone()),
         config,
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
@@ -332,6 +369,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         let _ = grpc_stopped.await;
     })
     .await?;
+    let hup = reload::watch()?;
+    let reload_task = tokio::spawn(reload::run(hup, ctx.clone(), dir.to_owned()));
+    let metrics_task = match ctx.config.metrics {
+        Some(addr) => Some(metrics::serve(addr, ctx.clone(), data_dir.clone()).await?),
+        None => None,
+    };
     tracing::info!(%peer_id, institution = %ctx.config.institution, "node running");
 
     shutdown_signal().await?;
@@ -344,6 +387,10 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     }
     redial_task.abort();
     witness_task.abort();
+    reload_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Err(e) = client.shutdown().await {
         tracing::warn!("p2p shutdown: {e}");
     }

@@ -7,6 +7,7 @@ mod audit;
 pub mod auth;
 mod catalog;
 mod contracts;
+mod metered;
 mod services;
 mod transfers;
 
@@ -137,7 +138,8 @@ pub async fn serve(
         .timeout(limits::REQUEST_TIMEOUT)
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
-        .http2_max_header_list_size(limits::MAX_HEADER_LIST);
+        .http2_max_header_list_size(limits::MAX_HEADER_LIST)
+        .layer(metered::MeteredLayer);
     if let Some(id) = tls {
         server = server
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&id.cert, &*id.key)))
@@ -220,12 +222,12 @@ pub async fn serve(
 
 /// The catalog and dataset services; each is wrapped with `auth` and checks
 /// the caller's role itself.
-fn catalog_services(
-    router: Router,
+fn catalog_services<L>(
+    router: Router<L>,
     ctx: &Arc<NodeContext>,
     auth: &Authenticator,
     scheme: &str,
-) -> Router {
+) -> Router<L> {
     let api = CatalogApi {
         catalog: ctx.catalog.clone(),
         p2p: ctx.client.clone(),
@@ -255,11 +257,15 @@ fn catalog_services(
 
 /// The negotiation services; each is wrapped with `auth` and checks the
 /// caller's role itself.
-fn contract_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator) -> Router {
+fn contract_services<L>(
+    router: Router<L>,
+    ctx: &Arc<NodeContext>,
+    auth: &Authenticator,
+) -> Router<L> {
     let api = ContractsApi {
         negotiator: ctx.negotiator.clone(),
         researchers: ctx.researchers.clone(),
-        holidays: Arc::new(ctx.config.filing_holidays.clone()),
+        holidays: ctx.holidays.clone(),
     };
     router
         .add_service(guarded!(ContractServiceServer, api.clone(), auth))

@@ -38,6 +38,12 @@ impl Pair {
     /// `fixed_sz_port`: Shenzhen listens on a TCP port chosen now, so a
     /// restarted Shenzhen is found again at the bootstrap address HKU has.
     pub fn start(fixed_sz_port: bool) -> Pair {
+        Self::start_with(fixed_sz_port, |_| {})
+    }
+
+    /// [`Pair::start`], with `configure` called on each node directory
+    /// before that node starts.
+    pub fn start_with(fixed_sz_port: bool, configure: impl Fn(&Path)) -> Pair {
         let space = Space::new();
         let (sz_dir, sz_peer, _) = space.member_in(SZ, "mainland:shenzhen", None);
         if fixed_sz_port {
@@ -47,9 +53,11 @@ impl Pair {
             assert!(text.contains("/ip6/::1/tcp/0"), "{text}");
             std::fs::write(&config, text.replace("/ip6/::1/tcp/0", &port)).unwrap();
         }
+        configure(&sz_dir);
         let sz = Node::start(&sz_dir);
         let sz_addr = sz.tcp_addr();
         let (hk_dir, hk_peer, _) = space.member_in(HK, "hk", Some(&sz_addr));
+        configure(&hk_dir);
         let hk = Node::start(&hk_dir);
         wait_admitted(&hk, &sz_peer);
         wait_admitted(&sz, &hk_peer);
