@@ -76,6 +76,8 @@ pub enum BackupError {
     Kdf(String),
     #[error("the system random number generator failed: {0}")]
     Random(String),
+    #[error("cannot take a snapshot of the store: {0}")]
+    Snapshot(String),
     #[error("cannot encode the backup: {0}")]
     Encode(String),
     #[error("{path}: {source}")]
@@ -154,6 +156,46 @@ impl Contents {
             .iter()
             .filter(move |f| f.role == role)
             .map(|f| f.data.as_slice())
+    }
+}
+
+/// A store snapshot and the checkpoint its audit log ends at, as a running
+/// node hands it to `bayspace backup`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshotted {
+    pub checkpoint: Option<Checkpoint>,
+    pub store: Snapshot,
+}
+
+impl Snapshotted {
+    /// Takes one from a live store: the audit log is checkpointed and no
+    /// entry or other write lands while the snapshot is read.
+    pub fn take(
+        audit: &crate::audit::AuditLog,
+        store: &dyn crate::store::Store,
+        now: OffsetDateTime,
+    ) -> Result<Self, BackupError> {
+        let (checkpoint, store) = audit
+            .at_checkpoint(now, || store.snapshot())
+            .map_err(|e| BackupError::Snapshot(e.to_string()))?;
+        Ok(Snapshotted {
+            checkpoint,
+            store: store.map_err(|e| BackupError::Snapshot(e.to_string()))?,
+        })
+    }
+
+    pub fn to_cbor(&self) -> Result<Vec<u8>, BackupError> {
+        let mut out = Vec::new();
+        cbor4ii::serde::to_writer(&mut out, self)
+            .map_err(|e| BackupError::Encode(e.to_string()))?;
+        Ok(out)
+    }
+
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self, BackupError> {
+        cbor4ii::serde::from_slice(bytes).map_err(|e| BackupError::Malformed {
+            path: "the node's snapshot".into(),
+            reason: e.to_string(),
+        })
     }
 }
 

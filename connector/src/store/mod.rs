@@ -22,6 +22,7 @@
 
 mod sled_store;
 mod typed;
+pub mod version;
 
 use std::fmt;
 use std::sync::Arc;
@@ -429,6 +430,33 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let t: TypedTree<u64, Rec> = TypedTree::open(&store, A).unwrap();
         assert_eq!(t.get(&1).unwrap(), Some(rec("one", 1)));
+    }
+
+    #[test]
+    fn a_snapshot_recreates_the_store_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("a")).unwrap();
+        let t: TypedTree<u64, Rec> = TypedTree::open(&store, A).unwrap();
+        for n in 0..50u64 {
+            t.insert(&n, &rec("r", n)).unwrap();
+        }
+        store.tree(B).unwrap().insert(b"k", b"v").unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.tree(A).unwrap().entries.len(), 50);
+        // Writes after the snapshot are not in it.
+        t.insert(&99, &rec("late", 99)).unwrap();
+        let copy = SledStore::create_from(&dir.path().join("b"), &snap).unwrap();
+        let t2: TypedTree<u64, Rec> = TypedTree::open(&copy, A).unwrap();
+        assert_eq!(t2.len(), 50);
+        assert_eq!(t2.get(&7).unwrap(), Some(rec("r", 7)));
+        assert_eq!(
+            copy.tree(B).unwrap().get(b"k").unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(copy.snapshot().unwrap(), snap);
+        drop(copy);
+        // Never over an existing store.
+        assert!(SledStore::create_from(&dir.path().join("b"), &snap).is_err());
     }
 
     #[test]

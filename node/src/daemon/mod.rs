@@ -13,6 +13,7 @@ mod witness;
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU64;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -41,7 +42,7 @@ use crate::grpc;
 use crate::researchers::Researchers;
 
 /// Entries between two signed audit checkpoints.
-const CHECKPOINT_EVERY: NonZeroU64 = NonZeroU64::MIN.saturating_add(63);
+pub const CHECKPOINT_EVERY: NonZeroU64 = NonZeroU64::MIN.saturating_add(63);
 
 /// What the gRPC services and the event loop share.
 pub struct NodeContext {
@@ -62,6 +63,7 @@ pub struct NodeContext {
     pub export_dir: PathBuf,
     /// `filing-holidays`, replaced on SIGHUP.
     pub holidays: Holidays,
+    pub store: Arc<dyn Store>,
 }
 
 impl NodeContext {
@@ -108,7 +110,7 @@ struct Loaded {
     api_tls: Option<grpc::ApiIdentity>,
 }
 
-fn resolve(dir: &Path, p: &Path) -> PathBuf {
+pub fn resolve(dir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
     } else {
@@ -244,6 +246,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
 
     let data_dir = resolve(dir, &config.data_dir);
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&data_dir)?);
+    upgrade_store(dir, &config, &key, &store)
+        .with_context(|| format!("the store in {}", data_dir.display()))?;
     let admission = Arc::new(MembershipAdmission::open(
         &credential,
         anchors.clone(),
@@ -354,6 +358,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         witness,
         export_dir: resolve(dir, &config.export_dir),
         holidays: Holidays::new(config.filing_holidays.clone()),
+        store: store.clone(),
         config,
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
@@ -407,6 +412,44 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     audit.checkpoint(OffsetDateTime::now_utc())?;
     store.flush()?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Refuses a store of a newer format; migrates an older one after writing a
+/// backup of it to `backups/` in the node directory.
+fn upgrade_store(
+    dir: &Path,
+    config: &NodeConfig,
+    key: &NodeKey,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    use bayspace_connector::store::version::{self, Found};
+    let from = match version::check(&**store)? {
+        Found::Current | Found::New => return Ok(()),
+        Found::Older(v) => v,
+    };
+    let backups = dir.join("backups");
+    std::fs::create_dir_all(&backups)
+        .with_context(|| format!("cannot create {}", backups.display()))?;
+    std::fs::set_permissions(&backups, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set the mode of {}", backups.display()))?;
+    let now = OffsetDateTime::now_utc();
+    let out = backups.join(format!(
+        "pre-migration-v{from}-{}.bsbackup",
+        now.unix_timestamp()
+    ));
+    let snap = {
+        let audit = AuditLog::open(store.clone(), key.signing_key().clone(), CHECKPOINT_EVERY)?;
+        bayspace_connector::backup::Snapshotted::take(&audit, &**store, now)?
+    };
+    crate::cli::backup::write_backup(dir, config, key, snap, None, &out)
+        .context("cannot write the backup to take before migrating the store")?;
+    version::migrate(&**store, from)?;
+    tracing::info!(
+        "store migrated from format version {from} to {}; the store as it was is backed up in {}",
+        version::CURRENT,
+        out.display()
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 mod audit;
 pub mod auth;
+mod backup;
 mod catalog;
 mod contracts;
 mod metered;
@@ -30,6 +31,7 @@ use contracts::ContractsApi;
 use crate::daemon::NodeContext;
 use crate::proto::agreement_service_server::AgreementServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
+use crate::proto::backup_service_server::BackupServiceServer;
 use crate::proto::catalog_service_server::CatalogServiceServer;
 use crate::proto::contract_service_server::ContractServiceServer;
 use crate::proto::data_service_server::DataServiceServer;
@@ -175,7 +177,15 @@ pub async fn serve(
             auth
         ))
         .add_service(guarded!(TransferServiceServer, transfers.clone(), auth))
-        .add_service(guarded!(DataServiceServer, transfers, auth));
+        .add_service(guarded!(DataServiceServer, transfers, auth))
+        .add_service(guarded!(
+            BackupServiceServer,
+            backup::BackupApi {
+                audit: ctx.audit.clone(),
+                store: ctx.store.clone(),
+            },
+            auth
+        ));
     let router = catalog_services(router, &ctx, &auth, scheme);
     let router = contract_services(router, &ctx, &auth);
 
@@ -193,6 +203,9 @@ pub async fn serve(
         .set_serving::<DatasetServiceServer<CatalogApi>>()
         .await;
     health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health
+        .set_serving::<BackupServiceServer<backup::BackupApi>>()
+        .await;
     health
         .set_serving::<ContractServiceServer<ContractsApi>>()
         .await;
