@@ -380,10 +380,16 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         Some(addr) => Some(metrics::serve(addr, ctx.clone(), data_dir.clone()).await?),
         None => None,
     };
+    // systemd's Type=notify: ready once the API (and metrics) serve. A
+    // no-op when not started by systemd.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot tell systemd the node is ready: {e}");
+    }
     tracing::info!(%peer_id, institution = %ctx.config.institution, "node running");
 
     shutdown_signal().await?;
     tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = stop_grpc.send(());
     match grpc_task.await {
         Ok(Ok(())) => {}

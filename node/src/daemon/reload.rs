@@ -37,8 +37,7 @@ async fn reload(ctx: &Arc<NodeContext>, dir: &Path) {
             let days = config.filing_holidays.len();
             ctx.holidays.set(config.filing_holidays);
             tracing::info!(
-                days,
-                "filing-holidays reloaded from {}",
+                "filing-holidays reloaded from {}: {days} days",
                 config_path.display()
             );
         }
