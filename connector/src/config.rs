@@ -82,6 +82,10 @@ pub struct NodeConfig {
     /// rather than let the store hit a full disk (docs/RELIABILITY.md).
     #[serde(default = "default_disk_reserve_mib")]
     pub disk_reserve_mib: u64,
+    /// Where `/metrics` (Prometheus text format) is served over plain
+    /// HTTP; `None`, the default, serves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn default_disk_reserve_mib() -> u64 {
@@ -180,6 +184,7 @@ impl NodeConfig {
             filing_holidays: BTreeSet::new(),
             p2p_security: TcpSecurity::default(),
             disk_reserve_mib: default_disk_reserve_mib(),
+            metrics: None,
         }
     }
 
@@ -278,6 +283,11 @@ p2p-security = {security}
 # instead of letting the store hit a full disk; reads go on, and work
 # resumes by itself once space is freed.
 disk-reserve-mib = {reserve}
+# Prometheus metrics: serve /metrics over plain HTTP on this address
+# (host:port), e.g. \"[::1]:9410\". Left out, nothing is served. The
+# metrics name no dataset or researcher; keep the port to the monitoring
+# network anyway.
+{metrics}
 ",
             institution = s(&self.institution),
             region = s(&self.region.to_string()),
@@ -302,6 +312,10 @@ disk-reserve-mib = {reserve}
             ),
             security = s(self.p2p_security.as_str()),
             reserve = self.disk_reserve_mib,
+            metrics = match self.metrics {
+                Some(addr) => format!("metrics = {}", s(&addr.to_string())),
+                None => "# metrics = \"[::1]:9410\"".to_owned(),
+            },
         )
     }
 }

@@ -67,6 +67,7 @@
 pub mod admission;
 pub mod api_tls;
 pub mod audit;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod crypto;
@@ -78,6 +79,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod ledger;
 pub mod limits;
+pub mod metrics;
 pub mod negotiator;
 pub mod p2p;
 pub mod random;

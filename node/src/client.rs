@@ -40,6 +40,16 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// For callers inside the binary (the demo) that already know the
     /// node and the token.
+    /// The node whose directory is `dir`, with its administrator token.
+    pub fn in_dir(dir: PathBuf) -> Self {
+        ClientArgs {
+            node: None,
+            ca: None,
+            token: None,
+            dir: Some(dir),
+        }
+    }
+
     pub fn to(node: String, token: String, ca: Option<PathBuf>) -> Self {
         ClientArgs {
             node: Some(node),

@@ -70,6 +70,10 @@ enum Command {
     /// Export a regulator filing package for an agreement (administrator).
     #[command(subcommand)]
     Filing(cli::filing::FilingCommand),
+    /// Write a signed backup of a node directory, while the node runs.
+    Backup(cli::backup::BackupArgs),
+    /// Rebuild a node directory from a backup.
+    Restore(cli::backup::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +104,8 @@ fn main() -> ExitCode {
         Command::Records(args) => cli::records::run(args),
         Command::Agreement(args) => cli::agreement::run(args),
         Command::Filing(cmd) => cli::filing::run(cmd),
+        Command::Backup(args) => cli::backup::backup(args),
+        Command::Restore(args) => cli::backup::restore(args),
     };
     match result {
         Ok(code) => code,

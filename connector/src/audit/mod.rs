@@ -208,6 +208,29 @@ impl AuditLog {
     /// or its last record already is a checkpoint.
     pub fn checkpoint(&self, now: OffsetDateTime) -> Result<Option<Checkpoint>, AuditError> {
         let mut head = self.head.lock().map_err(|_| AuditError::Poisoned)?;
+        self.checkpoint_locked(&mut head, now)
+    }
+
+    /// Signs the end of the chain (when it is not signed already) and runs
+    /// `f` before any other entry can be appended: what `f` reads of the
+    /// store (a backup's snapshot) holds the log up to that checkpoint and
+    /// no further. Returns the last checkpoint and `f`'s value.
+    pub fn at_checkpoint<T>(
+        &self,
+        now: OffsetDateTime,
+        f: impl FnOnce() -> T,
+    ) -> Result<(Option<Checkpoint>, T), AuditError> {
+        let mut head = self.head.lock().map_err(|_| AuditError::Poisoned)?;
+        self.checkpoint_locked(&mut head, now)?;
+        let latest = self.latest.borrow().clone();
+        Ok((latest, f()))
+    }
+
+    fn checkpoint_locked(
+        &self,
+        head: &mut Head,
+        now: OffsetDateTime,
+    ) -> Result<Option<Checkpoint>, AuditError> {
         let Some((seq, digest)) = head.last else {
             return Ok(None);
         };

@@ -143,6 +143,13 @@ impl NodeKey {
         Self::from_seed(read_secret(path)?.to_bytes())
     }
 
+    /// A key file's text (as `load` reads it) that is not on disk, e.g.
+    /// out of a backup; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, KeyError> {
+        let doc: SecretKeyFile = files::parse_document(text, path, SECRET_KEY_FORMAT)?;
+        Self::from_seed(doc.seed)
+    }
+
     /// Generate a key and write it with mode 0600; refuses an existing file.
     pub fn create(path: &Path) -> Result<Self, KeyError> {
         let key = Self::generate()?;

@@ -58,6 +58,9 @@ pub const NEGOTIATIONS_TREE: TreeName = TreeName::new("negotiations");
 pub const AGREEMENTS_TREE: TreeName = TreeName::new("agreements");
 pub const RECORDS_TREE: TreeName = TreeName::new("dataset-records");
 pub const OUTBOX_TREE: TreeName = TreeName::new("negotiation-outbox");
+/// Agreements whose filing package the administrator has exported, with
+/// when: the metrics stop counting their filing as due from then on.
+pub const FILINGS_EXPORTED_TREE: TreeName = TreeName::new("filings-exported");
 
 /// How often one release may be resumed before a resume counts as a new
 /// use: enough for a transfer that survives many restarts of either side,
@@ -333,6 +336,27 @@ impl Negotiator {
 
     pub fn agreement(&self, id: &AgreementId) -> Result<Option<AgreementRecord>, NegotiatorError> {
         Ok(self.agreements.get(&id.to_string())?)
+    }
+
+    /// Notes that the filing package of `id` was exported (the node cannot
+    /// see the filing itself; the export is the administrator's step toward
+    /// it).
+    pub fn note_filing_exported(
+        &self,
+        id: &AgreementId,
+        at: OffsetDateTime,
+    ) -> Result<(), NegotiatorError> {
+        let tree: TypedTree<String, String> = TypedTree::open(&*self.store, FILINGS_EXPORTED_TREE)?;
+        let when = at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        tree.insert(&id.to_string(), &when)?;
+        Ok(())
+    }
+
+    pub fn filing_exported(&self, id: &AgreementId) -> Result<bool, NegotiatorError> {
+        let tree: TypedTree<String, String> = TypedTree::open(&*self.store, FILINGS_EXPORTED_TREE)?;
+        Ok(tree.get(&id.to_string())?.is_some())
     }
 
     pub fn agreements(&self) -> Result<Vec<AgreementRecord>, NegotiatorError> {

@@ -443,6 +443,7 @@ impl EventLoop {
         reason: AdmissionRefusal,
     ) {
         tracing::warn!(%peer, %reason, "connection refused; closing it");
+        crate::metrics::global().admission_refused(&reason);
         self.swarm.close_connection(connection);
         self.emit(P2pEvent::PeerRefused { peer, reason });
     }
@@ -481,6 +482,7 @@ impl EventLoop {
     /// Acts on a refusal the table already counted.
     fn on_refused(&mut self, peer: PeerId, reason: AdmissionRefusal) {
         tracing::warn!(%peer, %reason, "peer refused admission; disconnecting");
+        crate::metrics::global().admission_refused(&reason);
         let behaviour = self.swarm.behaviour_mut();
         behaviour.gossip.blacklist_peer(&peer);
         behaviour.kad.remove_peer(&peer);

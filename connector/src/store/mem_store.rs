@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Entry, Op, Store, StoreError, Tree, TreeName, WriteSet, describe_key, scan_start};
+use super::{
+    Entry, Op, Snapshot, SnapshotTree, Store, StoreError, Tree, TreeName, WriteSet, describe_key,
+    scan_start,
+};
 
 type Trees = BTreeMap<TreeName, BTreeMap<Vec<u8>, Vec<u8>>>;
 
@@ -88,6 +91,28 @@ impl Store for MemStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // One lock over every tree: the snapshot is of one moment.
+        let trees = lock(&self.trees);
+        Ok(Snapshot {
+            trees: trees
+                .iter()
+                .map(|(name, entries)| SnapshotTree {
+                    name: name.as_str().to_owned(),
+                    entries: entries
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                serde_bytes::ByteBuf::from(k.clone()),
+                                serde_bytes::ByteBuf::from(v.clone()),
+                            )
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
     }
 }
 

@@ -26,6 +26,7 @@ mod mem_store;
 mod reserve;
 mod sled_store;
 mod typed;
+pub mod version;
 
 use std::fmt;
 use std::sync::Arc;
@@ -114,6 +115,29 @@ pub trait Store: Send + Sync + 'static {
     /// Make every write made so far durable (fsync). This is the durability
     /// point: see the module documentation.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Every tree and entry as of one moment: writes wait while it is
+    /// taken, so no write is half in it (a backup while the node runs).
+    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+}
+
+/// The whole content of a store at one moment: each tree's name and its
+/// entries in key order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub trees: Vec<SnapshotTree>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotTree {
+    pub name: String,
+    pub entries: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+}
+
+impl Snapshot {
+    pub fn tree(&self, name: TreeName) -> Option<&SnapshotTree> {
+        self.trees.iter().find(|t| t.name == name.as_str())
+    }
 }
 
 /// One ordered map from byte keys to byte values. Keys sort by their bytes,

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Entry, Store, StoreError, Tree, TreeName, WriteSet};
+use super::{Entry, Snapshot, Store, StoreError, Tree, TreeName, WriteSet};
 
 /// Default reserve: far above what sled writes after the last accepted
 /// change (an 8 MiB I/O buffer and its 512 KiB log segments), and nothing
@@ -142,6 +142,11 @@ impl<S: Store> Store for Reserved<S> {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // Reading: no space needed.
+        self.inner.snapshot()
     }
 }
 

@@ -6,18 +6,28 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use sled::Transactional as _;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{Entry, Op, Store, StoreError, Tree, TreeName, WriteSet, describe_key, scan_start};
+use super::{
+    Entry, Op, Snapshot, SnapshotTree, Store, StoreError, Tree, TreeName, WriteSet, describe_key,
+    scan_start,
+};
 
 /// A [`Store`] in a sled database directory.
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
+    /// Writes hold it shared; [`Store::snapshot`] holds it exclusively, so
+    /// a snapshot sees every write whole or not at all. sled has no
+    /// snapshot of its own across trees.
+    gate: Arc<RwLock<()>>,
 }
+
+/// sled's own tree, which the store never uses.
+const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 
 impl SledStore {
     /// Open (creating if needed) the database in the directory `path`. sled
@@ -31,7 +41,36 @@ impl SledStore {
                 path: path.display().to_string(),
                 source: Box::new(e),
             })?;
-        Ok(SledStore { db })
+        Ok(SledStore {
+            db,
+            gate: Arc::default(),
+        })
+    }
+
+    /// Creates a store in `path`, which must not hold one yet, with the
+    /// content of `snapshot`, flushed.
+    pub fn create_from(path: &Path, snapshot: &Snapshot) -> Result<Self, StoreError> {
+        if path.join("conf").exists() || path.join("db").exists() {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                source: "a store already exists there".into(),
+            });
+        }
+        let store = Self::open(path)?;
+        for t in &snapshot.trees {
+            let tree = store
+                .db
+                .open_tree(t.name.as_bytes())
+                .map_err(|e| backend(format!("creating tree `{}`", t.name), e))?;
+            let mut batch = sled::Batch::default();
+            for (k, v) in &t.entries {
+                batch.insert(k.as_slice(), v.as_slice());
+            }
+            tree.apply_batch(batch)
+                .map_err(|e| backend(format!("filling tree `{}`", t.name), e))?;
+        }
+        store.flush()?;
+        Ok(store)
     }
 
     /// A database removed when dropped, for tests and dry runs.
@@ -43,7 +82,10 @@ impl SledStore {
                 path: "(temporary)".to_owned(),
                 source: Box::new(e),
             })?;
-        Ok(SledStore { db })
+        Ok(SledStore {
+            db,
+            gate: Arc::default(),
+        })
     }
 }
 
@@ -60,7 +102,11 @@ impl Store for SledStore {
             .db
             .open_tree(name.as_str())
             .map_err(|e| backend(format!("opening tree `{name}`"), e))?;
-        Ok(Arc::new(SledTree { name, tree }))
+        Ok(Arc::new(SledTree {
+            name,
+            tree,
+            gate: self.gate.clone(),
+        }))
     }
 
     fn apply(&self, writes: &WriteSet) -> Result<(), StoreError> {
@@ -68,6 +114,7 @@ impl Store for SledStore {
             // sled's multi-tree transaction needs at least one tree.
             return Ok(());
         }
+        let _writing = shared(&self.gate);
         let mut names: Vec<TreeName> = Vec::new();
         let mut ops: Vec<(usize, &Op)> = Vec::with_capacity(writes.ops().len());
         for (name, op) in writes.ops() {
@@ -135,11 +182,54 @@ impl Store for SledStore {
             .map(drop)
             .map_err(|e| backend("flush".to_owned(), e))
     }
+
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let _alone = match self.gate.write() {
+            Ok(g) => g,
+            // The lock guards no data; a panicked writer leaves nothing
+            // half-done in it.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut trees = Vec::new();
+        for name in self.db.tree_names() {
+            if name.as_ref() == SLED_DEFAULT_TREE {
+                continue;
+            }
+            let shown = String::from_utf8_lossy(&name).into_owned();
+            let tree = self
+                .db
+                .open_tree(&name)
+                .map_err(|e| backend(format!("opening tree `{shown}`"), e))?;
+            let mut entries = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item.map_err(|e| backend(format!("reading tree `{shown}`"), e))?;
+                entries.push((
+                    serde_bytes::ByteBuf::from(k.to_vec()),
+                    serde_bytes::ByteBuf::from(v.to_vec()),
+                ));
+            }
+            trees.push(SnapshotTree {
+                name: shown,
+                entries,
+            });
+        }
+        trees.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Snapshot { trees })
+    }
+}
+
+/// Shared hold of the write gate; see [`SledStore::gate`].
+fn shared(gate: &RwLock<()>) -> std::sync::RwLockReadGuard<'_, ()> {
+    match gate.read() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 struct SledTree {
     name: TreeName,
     tree: sled::Tree,
+    gate: Arc<RwLock<()>>,
 }
 
 impl SledTree {
@@ -160,6 +250,7 @@ impl Tree for SledTree {
     }
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _writing = shared(&self.gate);
         let old = self
             .tree
             .insert(key, value)
@@ -168,6 +259,7 @@ impl Tree for SledTree {
     }
 
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _writing = shared(&self.gate);
         let old = self.tree.remove(key).map_err(self.fail("remove", key))?;
         Ok(old.map(|v| v.to_vec()))
     }
@@ -178,6 +270,7 @@ impl Tree for SledTree {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<(), StoreError> {
+        let _writing = shared(&self.gate);
         self.tree
             .compare_and_swap(key, expected, new)
             .map_err(self.fail("compare-and-swap", key))?
@@ -226,6 +319,7 @@ mod tests {
     use crate::store::TypedTree;
 
     const A: TreeName = TreeName::new("a");
+    const B: TreeName = TreeName::new("b");
 
     #[test]
     fn flushed_data_survives_reopening() {
@@ -241,6 +335,33 @@ mod tests {
         let store = SledStore::open(dir.path()).unwrap();
         let t: TypedTree<u64, String> = TypedTree::open(&store, A).unwrap();
         assert_eq!(t.get(&1).unwrap().as_deref(), Some("one"));
+    }
+
+    #[test]
+    fn a_snapshot_recreates_the_store_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("a")).unwrap();
+        let t: TypedTree<u64, String> = TypedTree::open(&store, A).unwrap();
+        for n in 0..50u64 {
+            t.insert(&n, &format!("r{n}")).unwrap();
+        }
+        store.tree(B).unwrap().insert(b"k", b"v").unwrap();
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.tree(A).unwrap().entries.len(), 50);
+        // Writes after the snapshot are not in it.
+        t.insert(&99, &"late".to_owned()).unwrap();
+        let copy = SledStore::create_from(&dir.path().join("b"), &snap).unwrap();
+        let t2: TypedTree<u64, String> = TypedTree::open(&copy, A).unwrap();
+        assert_eq!(t2.len(), 50);
+        assert_eq!(t2.get(&7).unwrap(), Some("r7".to_owned()));
+        assert_eq!(
+            copy.tree(B).unwrap().get(b"k").unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(copy.snapshot().unwrap(), snap);
+        drop(copy);
+        // Never over an existing store.
+        assert!(SledStore::create_from(&dir.path().join("b"), &snap).is_err());
     }
 
     #[test]

@@ -566,6 +566,7 @@ impl Transfers {
         if let Err(e) = confirm(&mut stream, start.content_hash).await {
             tracing::warn!(agreement = %agreement, "the data is in place, but the provider did not take the confirmation: {e}");
         }
+        crate::metrics::global().transfer_done(Role::Consumer, bytes, started.elapsed());
         Ok(FetchReport {
             agreement: agreement.clone(),
             path,

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bayspace_contracts::agreement::AgreementId;
+use bayspace_contracts::negotiation::Role;
 use futures::StreamExt;
 use libp2p::PeerId;
 use serde_json::json;
@@ -34,6 +35,7 @@ use crate::audit::{Actor, AuditEvent};
 use crate::catalog::Catalog;
 use crate::crypto::{self, DataKey, SealedReader, SegmentBuf, SegmentCipher, SegmentWriter};
 use crate::limits::AuditBudget;
+use crate::metrics::ReleaseOutcome;
 use crate::negotiator::{AgreementRecord, Negotiator, NegotiatorError};
 use crate::p2p::{self, protocol::DATA_PROTOCOL};
 use crate::store::Store;
@@ -386,8 +388,16 @@ impl Transfers {
                 let Ok(_slot) = this.slots.acquire().await else {
                     return;
                 };
-                if let Err(e) = this.serve_one(peer, stream).await {
-                    tracing::warn!(%peer, "transfer ended: {e}");
+                match this.serve_one(peer, stream).await {
+                    // Counted, with its reason, where it was refused.
+                    Err(TransferError::Refused(reason)) => {
+                        tracing::warn!(%peer, "transfer ended: {reason}");
+                    }
+                    Err(e) => {
+                        crate::metrics::global().release(ReleaseOutcome::Failed, "error");
+                        tracing::warn!(%peer, "transfer ended: {e}");
+                    }
+                    Ok(()) => {}
                 }
             });
         }
@@ -424,6 +434,7 @@ impl Transfers {
             }
         };
         let now = OffsetDateTime::now_utc();
+        let started = std::time::Instant::now();
         // Counted before anything is judged, so that of two requests from
         // segment 0 at once only one may continue a cut release.
         let (_attempt, restart_allowed) = {
@@ -579,6 +590,7 @@ impl Transfers {
             }
         });
         let mut sent = 0u32;
+        let mut sent_bytes = 0u64;
         while let Some(item) = full.recv().await {
             let (index, last, buf) =
                 match item {
@@ -611,6 +623,7 @@ impl Transfers {
             )
             .await?;
             sent += 1;
+            sent_bytes += buf.as_ref().len() as u64;
             // Room for it: there are only `AHEAD` buffers.
             let _ = free_tx.try_send(buf);
         }
@@ -663,6 +676,9 @@ impl Transfers {
             .await?
         };
         tracing::info!(agreement = %ag.id, %peer, uses = completed.uses, "release completed");
+        let metrics = crate::metrics::global();
+        metrics.release(ReleaseOutcome::Completed, "none");
+        metrics.transfer_done(Role::Provider, sent_bytes, started.elapsed());
         deadline(
             FRAME_TIMEOUT,
             "the acknowledgement",
@@ -701,10 +717,11 @@ impl Transfers {
         peer: PeerId,
         mut stream: libp2p::Stream,
         agreement: Option<&AgreementId>,
-        code: &str,
+        code: &'static str,
         reason: String,
         researcher: Option<&str>,
     ) -> Result<(), TransferError> {
+        crate::metrics::global().release(ReleaseOutcome::Refused, code);
         let budget = self
             .refusal_budget
             .lock()

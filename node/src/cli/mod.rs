@@ -5,6 +5,7 @@ pub mod agreement;
 pub mod assess;
 pub mod audit;
 pub mod authority;
+pub mod backup;
 pub mod catalog;
 pub mod contract;
 pub mod credential;

@@ -7,11 +7,15 @@
 
 mod bootstrap;
 pub(crate) mod events;
+mod metrics;
+pub mod reload;
 mod witness;
 
+use std::collections::BTreeSet;
 use std::num::NonZeroU64;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -31,14 +35,14 @@ use bayspace_connector::vault::Vault;
 use bayspace_contracts::descriptor::{Institution, PublicKey};
 use bayspace_ipv6::listen::ListenAddr;
 use libp2p::Multiaddr;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use tokio::sync::oneshot;
 
 use crate::grpc;
 use crate::researchers::Researchers;
 
 /// Entries between two signed audit checkpoints.
-const CHECKPOINT_EVERY: NonZeroU64 = NonZeroU64::MIN.saturating_add(63);
+pub const CHECKPOINT_EVERY: NonZeroU64 = NonZeroU64::MIN.saturating_add(63);
 
 /// What the gRPC services and the event loop share.
 pub struct NodeContext {
@@ -57,6 +61,40 @@ pub struct NodeContext {
     pub witness: Arc<PeerCheckpoints>,
     /// Where an administrator's exports go on this host (resolved).
     pub export_dir: PathBuf,
+    /// `filing-holidays`, replaced on SIGHUP.
+    pub holidays: Holidays,
+    pub store: Arc<dyn Store>,
+}
+
+impl NodeContext {
+    pub fn holidays(&self) -> Arc<BTreeSet<Date>> {
+        self.holidays.get()
+    }
+}
+
+/// The filing holidays in force; a reload swaps the whole set.
+#[derive(Clone, Default)]
+pub struct Holidays(Arc<RwLock<Arc<BTreeSet<Date>>>>);
+
+impl Holidays {
+    pub fn new(days: BTreeSet<Date>) -> Self {
+        Holidays(Arc::new(RwLock::new(Arc::new(days))))
+    }
+
+    pub fn get(&self) -> Arc<BTreeSet<Date>> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, days: BTreeSet<Date>) {
+        let days = Arc::new(days);
+        match self.0.write() {
+            Ok(mut g) => *g = days,
+            Err(poisoned) => *poisoned.into_inner() = days,
+        }
+    }
 }
 
 /// Everything loaded from the node directory before the node starts.
@@ -72,7 +110,7 @@ struct Loaded {
     api_tls: Option<grpc::ApiIdentity>,
 }
 
-fn resolve(dir: &Path, p: &Path) -> PathBuf {
+pub fn resolve(dir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
     } else {
@@ -212,6 +250,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         &data_dir,
         config.disk_reserve_bytes(),
     ));
+    upgrade_store(dir, &config, &key, &store)
+        .with_context(|| format!("the store in {}", data_dir.display()))?;
     let admission = Arc::new(MembershipAdmission::open(
         &credential,
         anchors.clone(),
@@ -322,6 +362,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         transfers: transfers.clone(),
         witness,
         export_dir: resolve(dir, &config.export_dir),
+        holidays: Holidays::new(config.filing_holidays.clone()),
+        store: store.clone(),
         config,
     });
     let event_task = tokio::spawn(events::run(ctx.clone(), events));
@@ -337,10 +379,22 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
         let _ = grpc_stopped.await;
     })
     .await?;
+    let hup = reload::watch()?;
+    let reload_task = tokio::spawn(reload::run(hup, ctx.clone(), dir.to_owned()));
+    let metrics_task = match ctx.config.metrics {
+        Some(addr) => Some(metrics::serve(addr, ctx.clone(), data_dir.clone()).await?),
+        None => None,
+    };
+    // systemd's Type=notify: ready once the API (and metrics) serve. A
+    // no-op when not started by systemd.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot tell systemd the node is ready: {e}");
+    }
     tracing::info!(%peer_id, institution = %ctx.config.institution, "node running");
 
     shutdown_signal().await?;
     tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = stop_grpc.send(());
     match grpc_task.await {
         Ok(Ok(())) => {}
@@ -349,6 +403,10 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     }
     redial_task.abort();
     witness_task.abort();
+    reload_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Err(e) = client.shutdown().await {
         tracing::warn!("p2p shutdown: {e}");
     }
@@ -365,6 +423,44 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     audit.checkpoint(OffsetDateTime::now_utc())?;
     store.flush()?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Refuses a store of a newer format; migrates an older one after writing a
+/// backup of it to `backups/` in the node directory.
+fn upgrade_store(
+    dir: &Path,
+    config: &NodeConfig,
+    key: &NodeKey,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    use bayspace_connector::store::version::{self, Found};
+    let from = match version::check(&**store)? {
+        Found::Current | Found::New => return Ok(()),
+        Found::Older(v) => v,
+    };
+    let backups = dir.join("backups");
+    std::fs::create_dir_all(&backups)
+        .with_context(|| format!("cannot create {}", backups.display()))?;
+    std::fs::set_permissions(&backups, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set the mode of {}", backups.display()))?;
+    let now = OffsetDateTime::now_utc();
+    let out = backups.join(format!(
+        "pre-migration-v{from}-{}.bsbackup",
+        now.unix_timestamp()
+    ));
+    let snap = {
+        let audit = AuditLog::open(store.clone(), key.signing_key().clone(), CHECKPOINT_EVERY)?;
+        bayspace_connector::backup::Snapshotted::take(&audit, &**store, now)?
+    };
+    crate::cli::backup::write_backup(dir, config, key, snap, None, &out)
+        .context("cannot write the backup to take before migrating the store")?;
+    version::migrate(&**store, from)?;
+    tracing::info!(
+        "store migrated from format version {from} to {}; the store as it was is backed up in {}",
+        version::CURRENT,
+        out.display()
+    );
     Ok(())
 }
 

@@ -4,7 +4,6 @@
 //! `AgreementService` and `FilingService`. The negotiator decides and
 //! records; these only check who may ask and translate.
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -40,7 +39,7 @@ pub struct ContractsApi {
     pub negotiator: Arc<Negotiator>,
     pub researchers: Researchers,
     /// `filing-holidays` from the config.
-    pub holidays: Arc<BTreeSet<Date>>,
+    pub holidays: crate::daemon::Holidays,
 }
 
 /// The gRPC code for each refusal; the message is the error's own text.
@@ -603,7 +602,10 @@ impl proto::filing_service_server::FilingService for ContractsApi {
         let id: AgreementId = parse_field("agreement", &req.into_inner().agreement_id)?;
         let due = self
             .negotiator
-            .filing(&id, &self.holidays)
+            .filing(&id, &self.holidays.get())
+            .map_err(negotiator_status)?;
+        self.negotiator
+            .note_filing_exported(&id, time::OffsetDateTime::now_utc())
             .map_err(negotiator_status)?;
         let package = match due {
             FilingDue::Contract(filing) => proto::FilingPackage {

@@ -5,8 +5,10 @@
 
 mod audit;
 pub mod auth;
+mod backup;
 mod catalog;
 mod contracts;
+mod metered;
 mod services;
 mod transfers;
 
@@ -37,6 +39,7 @@ pub(crate) fn disk_full(e: &(dyn std::error::Error + 'static)) -> Option<tonic::
 }
 use crate::proto::agreement_service_server::AgreementServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
+use crate::proto::backup_service_server::BackupServiceServer;
 use crate::proto::catalog_service_server::CatalogServiceServer;
 use crate::proto::contract_service_server::ContractServiceServer;
 use crate::proto::data_service_server::DataServiceServer;
@@ -145,7 +148,8 @@ pub async fn serve(
         .timeout(limits::REQUEST_TIMEOUT)
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
-        .http2_max_header_list_size(limits::MAX_HEADER_LIST);
+        .http2_max_header_list_size(limits::MAX_HEADER_LIST)
+        .layer(metered::MeteredLayer);
     if let Some(id) = tls {
         server = server
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&id.cert, &*id.key)))
@@ -181,7 +185,15 @@ pub async fn serve(
             auth
         ))
         .add_service(guarded!(TransferServiceServer, transfers.clone(), auth))
-        .add_service(guarded!(DataServiceServer, transfers, auth));
+        .add_service(guarded!(DataServiceServer, transfers, auth))
+        .add_service(guarded!(
+            BackupServiceServer,
+            backup::BackupApi {
+                audit: ctx.audit.clone(),
+                store: ctx.store.clone(),
+            },
+            auth
+        ));
     let router = catalog_services(router, &ctx, &auth, scheme);
     let router = contract_services(router, &ctx, &auth);
 
@@ -199,6 +211,9 @@ pub async fn serve(
         .set_serving::<DatasetServiceServer<CatalogApi>>()
         .await;
     health.set_serving::<AuditServiceServer<AuditApi>>().await;
+    health
+        .set_serving::<BackupServiceServer<backup::BackupApi>>()
+        .await;
     health
         .set_serving::<ContractServiceServer<ContractsApi>>()
         .await;
@@ -228,12 +243,12 @@ pub async fn serve(
 
 /// The catalog and dataset services; each is wrapped with `auth` and checks
 /// the caller's role itself.
-fn catalog_services(
-    router: Router,
+fn catalog_services<L>(
+    router: Router<L>,
     ctx: &Arc<NodeContext>,
     auth: &Authenticator,
     scheme: &str,
-) -> Router {
+) -> Router<L> {
     let api = CatalogApi {
         catalog: ctx.catalog.clone(),
         p2p: ctx.client.clone(),
@@ -263,11 +278,15 @@ fn catalog_services(
 
 /// The negotiation services; each is wrapped with `auth` and checks the
 /// caller's role itself.
-fn contract_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator) -> Router {
+fn contract_services<L>(
+    router: Router<L>,
+    ctx: &Arc<NodeContext>,
+    auth: &Authenticator,
+) -> Router<L> {
     let api = ContractsApi {
         negotiator: ctx.negotiator.clone(),
         researchers: ctx.researchers.clone(),
-        holidays: Arc::new(ctx.config.filing_holidays.clone()),
+        holidays: ctx.holidays.clone(),
     };
     router
         .add_service(guarded!(ContractServiceServer, api.clone(), auth))
