@@ -31,6 +31,20 @@ pub struct Assessment {
     pub rules: Vec<String>,
 }
 
+impl Assessment {
+    /// The citation line (`rule id: source, article`) this assessment gives
+    /// for `rule`, e.g. `blocker:pipia`.
+    pub fn citation(&self, rule: &str) -> Option<&str> {
+        self.citations
+            .iter()
+            .find(|c| {
+                c.strip_prefix(rule)
+                    .is_some_and(|rest| rest.starts_with(':'))
+            })
+            .map(String::as_str)
+    }
+}
+
 /// A step of the procedure; its id is the rule id in the rulebook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {

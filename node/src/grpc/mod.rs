@@ -3,12 +3,12 @@
 //! services, which stay open so that probes and tools like grpcurl work
 //! without a token.
 
-mod audit;
+pub(crate) mod audit;
 pub mod auth;
-mod catalog;
-mod contracts;
-mod services;
-mod transfers;
+pub(crate) mod catalog;
+pub(crate) mod contracts;
+pub(crate) mod services;
+pub(crate) mod transfers;
 
 use std::future::Future;
 use std::path::Path;
@@ -17,7 +17,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use bayspace_connector::api_tls;
 use tokio::task::JoinHandle;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::service::{Routes, RoutesBuilder};
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use zeroize::Zeroizing;
 
@@ -130,14 +131,18 @@ pub async fn serve(
         .with_context(|| format!("cannot listen for gRPC on {addr}"))?
         .with_nodelay(Some(true))
         .with_keepalive(Some(limits::TCP_KEEPALIVE));
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let secure = tls.is_some();
+    let scheme = if secure { "https" } else { "http" };
     let mut server = Server::builder()
         .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(limits::MAX_CALLS_PER_CONNECTION)
         .timeout(limits::REQUEST_TIMEOUT)
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
-        .http2_max_header_list_size(limits::MAX_HEADER_LIST);
+        .http2_max_header_list_size(limits::MAX_HEADER_LIST)
+        // Over TLS, browsers agree on HTTP/2 by ALPN; on a plaintext
+        // loopback API they speak HTTP/1.1 to the console.
+        .accept_http1(!secure && ctx.config.console);
     if let Some(id) = tls {
         server = server
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&id.cert, &*id.key)))
@@ -153,18 +158,16 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let auth = Authenticator::new(admin_token_hash, ctx.researchers.clone());
-    let transfers = TransfersApi {
-        transfers: ctx.transfers.clone(),
-        export_dir: ctx.export_dir.clone(),
-    };
-    let router = server
+    let apis = Apis::new(&ctx, scheme);
+    let mut routes = RoutesBuilder::default();
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(guarded!(NodeServiceServer, NodeApi(ctx.clone()), auth))
+        .add_service(guarded!(NodeServiceServer, apis.node.clone(), auth))
         .add_service(guarded!(
             ResearcherServiceServer,
-            ResearcherApi(ctx.clone()),
+            apis.researchers.clone(),
             auth
         ))
         .add_service(guarded!(
@@ -172,10 +175,29 @@ pub async fn serve(
             RevocationApi(ctx.clone()),
             auth
         ))
-        .add_service(guarded!(TransferServiceServer, transfers.clone(), auth))
-        .add_service(guarded!(DataServiceServer, transfers, auth));
-    let router = catalog_services(router, &ctx, &auth, scheme);
-    let router = contract_services(router, &ctx, &auth);
+        .add_service(guarded!(
+            TransferServiceServer,
+            apis.transfers.clone(),
+            auth
+        ))
+        .add_service(guarded!(DataServiceServer, apis.transfers.clone(), auth))
+        .add_service(guarded!(CatalogServiceServer, apis.catalog.clone(), auth))
+        .add_service(guarded!(DatasetServiceServer, apis.catalog.clone(), auth))
+        .add_service(guarded!(AuditServiceServer, apis.audit.clone(), auth));
+    contract_services(&mut routes, &apis.contracts, &auth);
+    let mut axum_routes = routes.routes().into_axum_router();
+    if ctx.config.console {
+        // Browsers send no `application/grpc` requests and gRPC clients ask
+        // only for `/<package>.<Service>/<method>` paths, so the console's
+        // paths sit beside the services without overlapping them.
+        axum_routes = axum_routes.merge(crate::console::router(
+            ctx.clone(),
+            apis,
+            auth,
+            secure,
+        )?);
+    }
+    let router = server.add_routes(Routes::from(axum_routes).prepare());
 
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
     health
@@ -218,53 +240,62 @@ pub async fn serve(
     ))
 }
 
-/// The catalog and dataset services; each is wrapped with `auth` and checks
-/// the caller's role itself.
-fn catalog_services(
-    router: Router,
-    ctx: &Arc<NodeContext>,
-    auth: &Authenticator,
-    scheme: &str,
-) -> Router {
-    let api = CatalogApi {
-        catalog: ctx.catalog.clone(),
-        p2p: ctx.client.clone(),
-        key: ctx.key.clone(),
-        institution: Institution {
-            name: ctx.config.institution.clone(),
-            region: ctx.config.region,
-            peer_id: ctx.peer_id.to_string(),
-            key: PublicKey::from(&ctx.key.verifying_key()),
-        },
-        audit: ctx.audit.clone(),
-        grpc_endpoint: format!("{scheme}://{}", ctx.config.grpc),
-        negotiator: ctx.negotiator.clone(),
-    };
-    router
-        .add_service(guarded!(CatalogServiceServer, api.clone(), auth))
-        .add_service(guarded!(DatasetServiceServer, api, auth))
-        .add_service(guarded!(
-            AuditServiceServer,
-            AuditApi {
+/// The in-process implementations of the services, shared by the gRPC
+/// server and the console, so that both make the same calls with the same
+/// role checks and audit entries.
+#[derive(Clone)]
+pub(crate) struct Apis {
+    pub node: NodeApi,
+    pub researchers: ResearcherApi,
+    pub transfers: TransfersApi,
+    pub catalog: CatalogApi,
+    pub audit: AuditApi,
+    pub contracts: ContractsApi,
+}
+
+impl Apis {
+    fn new(ctx: &Arc<NodeContext>, scheme: &str) -> Apis {
+        Apis {
+            node: NodeApi(ctx.clone()),
+            researchers: ResearcherApi(ctx.clone()),
+            transfers: TransfersApi {
+                transfers: ctx.transfers.clone(),
+                export_dir: ctx.export_dir.clone(),
+            },
+            catalog: CatalogApi {
+                catalog: ctx.catalog.clone(),
+                p2p: ctx.client.clone(),
+                key: ctx.key.clone(),
+                institution: Institution {
+                    name: ctx.config.institution.clone(),
+                    region: ctx.config.region,
+                    peer_id: ctx.peer_id.to_string(),
+                    key: PublicKey::from(&ctx.key.verifying_key()),
+                },
+                audit: ctx.audit.clone(),
+                grpc_endpoint: format!("{scheme}://{}", ctx.config.grpc),
+                negotiator: ctx.negotiator.clone(),
+            },
+            audit: AuditApi {
                 log: ctx.audit.clone(),
                 witness: ctx.witness.clone(),
             },
-            auth
-        ))
+            contracts: ContractsApi {
+                negotiator: ctx.negotiator.clone(),
+                researchers: ctx.researchers.clone(),
+                holidays: Arc::new(ctx.config.filing_holidays.clone()),
+            },
+        }
+    }
 }
 
 /// The negotiation services; each is wrapped with `auth` and checks the
 /// caller's role itself.
-fn contract_services(router: Router, ctx: &Arc<NodeContext>, auth: &Authenticator) -> Router {
-    let api = ContractsApi {
-        negotiator: ctx.negotiator.clone(),
-        researchers: ctx.researchers.clone(),
-        holidays: Arc::new(ctx.config.filing_holidays.clone()),
-    };
-    router
+fn contract_services(routes: &mut RoutesBuilder, api: &ContractsApi, auth: &Authenticator) {
+    routes
         .add_service(guarded!(ContractServiceServer, api.clone(), auth))
         .add_service(guarded!(OfferServiceServer, api.clone(), auth))
         .add_service(guarded!(RecordServiceServer, api.clone(), auth))
         .add_service(guarded!(AgreementServiceServer, api.clone(), auth))
-        .add_service(guarded!(FilingServiceServer, api, auth))
+        .add_service(guarded!(FilingServiceServer, api.clone(), auth));
 }
