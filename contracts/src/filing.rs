@@ -53,8 +53,9 @@ pub fn deadline(effective: Date, working_days: u32, holidays: &BTreeSet<Date>) -
 /// that are Monday to Friday and not in `holidays`. Zero when due today;
 /// negative when overdue (the working days since the deadline, negated).
 pub fn working_days_left(today: Date, deadline: Date, holidays: &BTreeSet<Date>) -> i64 {
-    let working =
-        |d: Date| !matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday) && !holidays.contains(&d);
+    let working = |d: Date| {
+        !matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday) && !holidays.contains(&d)
+    };
     let (from, to, sign) = if deadline >= today {
         (today, deadline, 1)
     } else {

@@ -247,7 +247,10 @@ struct Decide {
     reason: String,
 }
 
-async fn decide(AdminPage { page, caller }: AdminPage, axum::Form(f): axum::Form<Decide>) -> Response {
+async fn decide(
+    AdminPage { page, caller }: AdminPage,
+    axum::Form(f): axum::Form<Decide>,
+) -> Response {
     if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
         return r;
     }
@@ -256,13 +259,25 @@ async fn decide(AdminPage { page, caller }: AdminPage, axum::Form(f): axum::Form
     let result = match f.action.as_str() {
         "approve" => OfferService::approve(
             api,
-            page.request(&caller, proto::ApproveRequest { id: f.id.clone(), note: f.note }),
+            page.request(
+                &caller,
+                proto::ApproveRequest {
+                    id: f.id.clone(),
+                    note: f.note,
+                },
+            ),
         )
         .await
         .map(|r| tr.a("offer-approved", &[("state", Arg::S(r.into_inner().state))])),
         "reject" => OfferService::reject(
             api,
-            page.request(&caller, proto::RejectRequest { id: f.id.clone(), reason: f.reason }),
+            page.request(
+                &caller,
+                proto::RejectRequest {
+                    id: f.id.clone(),
+                    reason: f.reason,
+                },
+            ),
         )
         .await
         .map(|_| tr.t("offer-rejected")),
@@ -270,7 +285,14 @@ async fn decide(AdminPage { page, caller }: AdminPage, axum::Form(f): axum::Form
     };
     match result {
         Ok(m) => page.done(true, m, "/admin/offers"),
-        Err(s) => page.done(false, tr.a("action-failed", &[("reason", Arg::S(s.message().to_owned()))]), "/admin/offers"),
+        Err(s) => page.done(
+            false,
+            tr.a(
+                "action-failed",
+                &[("reason", Arg::S(s.message().to_owned()))],
+            ),
+            "/admin/offers",
+        ),
     }
 }
 
@@ -285,7 +307,10 @@ struct RecordsForm {
     confirm: String,
 }
 
-async fn set_records(AdminPage { page, caller }: AdminPage, axum::Form(f): axum::Form<RecordsForm>) -> Response {
+async fn set_records(
+    AdminPage { page, caller }: AdminPage,
+    axum::Form(f): axum::Form<RecordsForm>,
+) -> Response {
     if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
         return r;
     }
@@ -306,9 +331,20 @@ async fn set_records(AdminPage { page, caller }: AdminPage, axum::Form(f): axum:
     match RecordService::set(&page.console.apis.contracts, page.request(&caller, req)).await {
         Ok(r) => {
             let n = r.into_inner().reevaluated.len();
-            page.done(true, tr.a("records-saved", &[("count", Arg::N(n as i64))]), "/admin/offers")
+            page.done(
+                true,
+                tr.a("records-saved", &[("count", Arg::N(n as i64))]),
+                "/admin/offers",
+            )
         }
-        Err(s) => page.done(false, tr.a("action-failed", &[("reason", Arg::S(s.message().to_owned()))]), "/admin/offers"),
+        Err(s) => page.done(
+            false,
+            tr.a(
+                "action-failed",
+                &[("reason", Arg::S(s.message().to_owned()))],
+            ),
+            "/admin/offers",
+        ),
     }
 }
 
@@ -393,15 +429,28 @@ struct IdReason {
     reason: String,
 }
 
-async fn revoke(AdminPage { page, caller }: AdminPage, axum::Form(f): axum::Form<IdReason>) -> Response {
+async fn revoke(
+    AdminPage { page, caller }: AdminPage,
+    axum::Form(f): axum::Form<IdReason>,
+) -> Response {
     if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
-    let req = proto::RevokeAgreementRequest { id: f.id, reason: f.reason };
+    let req = proto::RevokeAgreementRequest {
+        id: f.id,
+        reason: f.reason,
+    };
     match AgreementService::revoke(&page.console.apis.contracts, page.request(&caller, req)).await {
         Ok(_) => page.done(true, tr.t("revoked-done"), "/admin/negotiations"),
-        Err(s) => page.done(false, tr.a("action-failed", &[("reason", Arg::S(s.message().to_owned()))]), "/admin/negotiations"),
+        Err(s) => page.done(
+            false,
+            tr.a(
+                "action-failed",
+                &[("reason", Arg::S(s.message().to_owned()))],
+            ),
+            "/admin/negotiations",
+        ),
     }
 }
 
@@ -456,15 +505,35 @@ async fn datasets(AdminPage { page, caller }: AdminPage) -> Response {
     )
 }
 
-async fn withdraw(AdminPage { page, caller }: AdminPage, axum::Form(f): axum::Form<IdReason>) -> Response {
+async fn withdraw(
+    AdminPage { page, caller }: AdminPage,
+    axum::Form(f): axum::Form<IdReason>,
+) -> Response {
     if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
     let req = proto::WithdrawRequest { id: f.id };
     match DatasetService::withdraw(&page.console.apis.catalog, page.request(&caller, req)).await {
-        Ok(r) => page.done(true, tr.a("withdrawn-done", &[("version", Arg::N(i64::try_from(r.into_inner().version).unwrap_or(i64::MAX)))]), "/admin/datasets"),
-        Err(s) => page.done(false, tr.a("action-failed", &[("reason", Arg::S(s.message().to_owned()))]), "/admin/datasets"),
+        Ok(r) => page.done(
+            true,
+            tr.a(
+                "withdrawn-done",
+                &[(
+                    "version",
+                    Arg::N(i64::try_from(r.into_inner().version).unwrap_or(i64::MAX)),
+                )],
+            ),
+            "/admin/datasets",
+        ),
+        Err(s) => page.done(
+            false,
+            tr.a(
+                "action-failed",
+                &[("reason", Arg::S(s.message().to_owned()))],
+            ),
+            "/admin/datasets",
+        ),
     }
 }
 
@@ -541,19 +610,39 @@ struct FilingQuery {
     format: String,
 }
 
-async fn filing_download(AdminPage { page, caller }: AdminPage, Query(q): Query<FilingQuery>) -> Response {
-    let req = proto::ExportFilingRequest { agreement_id: q.agreement.clone() };
-    let package = match FilingService::export(&page.console.apis.contracts, page.request(&caller, req)).await {
-        Ok(p) => p.into_inner(),
-        Err(s) => {
-            let tr = page.tr();
-            return page.done(false, tr.a("action-failed", &[("reason", Arg::S(s.message().to_owned()))]), "/admin/filings");
-        }
+async fn filing_download(
+    AdminPage { page, caller }: AdminPage,
+    Query(q): Query<FilingQuery>,
+) -> Response {
+    let req = proto::ExportFilingRequest {
+        agreement_id: q.agreement.clone(),
     };
+    let package =
+        match FilingService::export(&page.console.apis.contracts, page.request(&caller, req)).await
+        {
+            Ok(p) => p.into_inner(),
+            Err(s) => {
+                let tr = page.tr();
+                return page.done(
+                    false,
+                    tr.a(
+                        "action-failed",
+                        &[("reason", Arg::S(s.message().to_owned()))],
+                    ),
+                    "/admin/filings",
+                );
+            }
+        };
     let safe: String = q
         .agreement
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let (body, kind, ext) = match (q.format.as_str(), package.certification) {
         ("md", None) => (package.markdown, "text/markdown; charset=utf-8", "md"),
@@ -642,7 +731,12 @@ async fn audit(AdminPage { page, .. }: AdminPage) -> Response {
 }
 
 async fn members(AdminPage { page, caller }: AdminPage) -> Response {
-    let st = match NodeService::status(&page.console.apis.node, page.request(&caller, proto::StatusRequest {})).await {
+    let st = match NodeService::status(
+        &page.console.apis.node,
+        page.request(&caller, proto::StatusRequest {}),
+    )
+    .await
+    {
         Ok(s) => s.into_inner(),
         Err(s) => return failed(&page, "status", s.message()),
     };
@@ -691,8 +785,17 @@ async fn researchers(AdminPage { page, caller }: AdminPage) -> Response {
     researchers_page(&page, &caller, None).await
 }
 
-async fn researchers_page(page: &Page, caller: &crate::grpc::auth::Caller, new: Option<(String, String)>) -> Response {
-    let list = match ResearcherService::list(&page.console.apis.researchers, page.request(caller, proto::ListResearchersRequest {})).await {
+async fn researchers_page(
+    page: &Page,
+    caller: &crate::grpc::auth::Caller,
+    new: Option<(String, String)>,
+) -> Response {
+    let list = match ResearcherService::list(
+        &page.console.apis.researchers,
+        page.request(caller, proto::ListResearchersRequest {}),
+    )
+    .await
+    {
         Ok(l) => l.into_inner().researchers,
         Err(s) => return failed(page, "researchers", s.message()),
     };
@@ -761,11 +864,17 @@ struct AddForm {
     orcid: String,
 }
 
-async fn add_researcher(AdminPage { page, caller }: AdminPage, axum::Form(f): axum::Form<AddForm>) -> Response {
+async fn add_researcher(
+    AdminPage { page, caller }: AdminPage,
+    axum::Form(f): axum::Form<AddForm>,
+) -> Response {
     if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
         return r;
     }
-    let req = proto::AddResearcherRequest { name: f.name, orcid: f.orcid };
+    let req = proto::AddResearcherRequest {
+        name: f.name,
+        orcid: f.orcid,
+    };
     match ResearcherService::add(&page.console.apis.researchers, page.request(&caller, req)).await {
         // The token is shown on this response only, never stored or
         // redirected through a URL.
@@ -775,19 +884,38 @@ async fn add_researcher(AdminPage { page, caller }: AdminPage, axum::Form(f): ax
         }
         Err(s) => {
             let tr = page.tr();
-            page.done(false, tr.a("action-failed", &[("reason", Arg::S(s.message().to_owned()))]), "/admin/researchers")
+            page.done(
+                false,
+                tr.a(
+                    "action-failed",
+                    &[("reason", Arg::S(s.message().to_owned()))],
+                ),
+                "/admin/researchers",
+            )
         }
     }
 }
 
-async fn remove_researcher(AdminPage { page, caller }: AdminPage, axum::Form(f): axum::Form<IdReason>) -> Response {
+async fn remove_researcher(
+    AdminPage { page, caller }: AdminPage,
+    axum::Form(f): axum::Form<IdReason>,
+) -> Response {
     if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
     let req = proto::RemoveResearcherRequest { id: f.id };
-    match ResearcherService::remove(&page.console.apis.researchers, page.request(&caller, req)).await {
+    match ResearcherService::remove(&page.console.apis.researchers, page.request(&caller, req))
+        .await
+    {
         Ok(_) => page.done(true, tr.t("researcher-removed"), "/admin/researchers"),
-        Err(s) => page.done(false, tr.a("action-failed", &[("reason", Arg::S(s.message().to_owned()))]), "/admin/researchers"),
+        Err(s) => page.done(
+            false,
+            tr.a(
+                "action-failed",
+                &[("reason", Arg::S(s.message().to_owned()))],
+            ),
+            "/admin/researchers",
+        ),
     }
 }

@@ -129,7 +129,10 @@ impl Catalogues {
     }
 
     fn bundle(&self, lang: Lang) -> Option<&FluentBundle<FluentResource>> {
-        self.bundles.iter().find(|(l, _)| *l == lang).map(|(_, b)| b)
+        self.bundles
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map(|(_, b)| b)
     }
 
     fn format_in(&self, lang: Lang, id: &str, args: Option<&FluentArgs>) -> Option<String> {

@@ -158,7 +158,10 @@ impl Page {
 impl FromRequestParts<Console> for Page {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Console) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Console,
+    ) -> Result<Self, Self::Rejection> {
         let cookies = cookies(&parts.headers);
         let find = |name: &str| {
             cookies
@@ -250,7 +253,8 @@ impl FromRequestParts<Console> for AdminPage {
 
 fn cookie_header(c: &Console, name: &str, value: &str, max_age: u64) -> HeaderValue {
     let secure = if c.secure { "; Secure" } else { "" };
-    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    let text =
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
     // Names and values are ours: hex, language tags.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -341,12 +345,7 @@ async fn signin(page: Page, axum::Form(form): axum::Form<SignInForm>) -> Respons
             let headers = r.headers_mut();
             headers.append(
                 header::SET_COOKIE,
-                cookie_header(
-                    &page.console,
-                    COOKIE,
-                    &sid,
-                    session::ABSOLUTE.as_secs(),
-                ),
+                cookie_header(&page.console, COOKIE, &sid, session::ABSOLUTE.as_secs()),
             );
             headers.append(
                 header::SET_COOKIE,
@@ -356,7 +355,9 @@ async fn signin(page: Page, axum::Form(form): axum::Form<SignInForm>) -> Respons
         }
         Err(e) => {
             let (status, id) = match e {
-                SignInError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "signin-throttled"),
+                SignInError::Throttled { .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, "signin-throttled")
+                }
                 SignInError::BadToken => (StatusCode::UNAUTHORIZED, "signin-bad-token"),
                 SignInError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "error-internal"),
             };

@@ -44,7 +44,8 @@ async fn catalog(Signed { page, caller }: Signed, Query(q): Query<SearchQuery>) 
         ..Default::default()
     };
     let tr = page.tr();
-    let found = CatalogService::search(&page.console.apis.catalog, page.request(&caller, req)).await;
+    let found =
+        CatalogService::search(&page.console.apis.catalog, page.request(&caller, req)).await;
     layout::page(
         &page,
         "catalog-title",
@@ -106,7 +107,10 @@ struct RequestForm {
     offer: Option<String>,
 }
 
-async fn request(Signed { page, caller }: Signed, axum::Form(f): axum::Form<RequestForm>) -> Response {
+async fn request(
+    Signed { page, caller }: Signed,
+    axum::Form(f): axum::Form<RequestForm>,
+) -> Response {
     if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
         return r;
     }
@@ -119,15 +123,31 @@ async fn request(Signed { page, caller }: Signed, axum::Form(f): axum::Form<Requ
     match ContractService::request(&page.console.apis.contracts, page.request(&caller, req)).await {
         Ok(n) => {
             let n = n.into_inner();
-            page.done(true, tr.a("requested", &[("state", Arg::S(n.state))]), "/negotiations")
+            page.done(
+                true,
+                tr.a("requested", &[("state", Arg::S(n.state))]),
+                "/negotiations",
+            )
         }
-        Err(s) => page.done(false, tr.a("action-failed", &[("reason", Arg::S(s.message().to_owned()))]), "/catalog"),
+        Err(s) => page.done(
+            false,
+            tr.a(
+                "action-failed",
+                &[("reason", Arg::S(s.message().to_owned()))],
+            ),
+            "/catalog",
+        ),
     }
 }
 
 async fn negotiations(Signed { page, caller }: Signed) -> Response {
     let tr = page.tr();
-    let list = match ContractService::list(&page.console.apis.contracts, page.request(&caller, proto::ListNegotiationsRequest {})).await {
+    let list = match ContractService::list(
+        &page.console.apis.contracts,
+        page.request(&caller, proto::ListNegotiationsRequest {}),
+    )
+    .await
+    {
         Ok(l) => l.into_inner().negotiations,
         Err(s) => {
             tracing::error!("console: negotiations: {}", s.message());
@@ -187,11 +207,20 @@ struct DownloadForm {
 fn file_name(title: &str, agreement: &str) -> String {
     let base: String = title
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let base = base.trim_matches('-');
     if base.is_empty() {
-        format!("bayspace-{}", agreement.rsplit(':').next().unwrap_or("data"))
+        format!(
+            "bayspace-{}",
+            agreement.rsplit(':').next().unwrap_or("data")
+        )
     } else {
         base.to_owned()
     }
@@ -201,14 +230,24 @@ fn file_name(title: &str, agreement: &str) -> String {
 /// there already, then streams it to the browser decrypted as it goes: the
 /// same two calls `bayspace transfer fetch` makes, so the same checks and
 /// audit entries.
-async fn download(Signed { page, caller }: Signed, axum::Form(f): axum::Form<DownloadForm>) -> Response {
+async fn download(
+    Signed { page, caller }: Signed,
+    axum::Form(f): axum::Form<DownloadForm>,
+) -> Response {
     if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
     let api = &page.console.apis.transfers;
-    let fail = |msg: &str| page.done(false, tr.a("action-failed", &[("reason", Arg::S(msg.to_owned()))]), "/negotiations");
-    let held = match DataService::list(api, page.request(&caller, proto::DataListRequest {})).await {
+    let fail = |msg: &str| {
+        page.done(
+            false,
+            tr.a("action-failed", &[("reason", Arg::S(msg.to_owned()))]),
+            "/negotiations",
+        )
+    };
+    let held = match DataService::list(api, page.request(&caller, proto::DataListRequest {})).await
+    {
         Ok(l) => l
             .into_inner()
             .items
@@ -263,7 +302,10 @@ async fn download(Signed { page, caller }: Signed, axum::Form(f): axum::Form<Dow
     });
     let mut r = Body::from_stream(body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"{}\"",
@@ -281,7 +323,10 @@ mod tests {
 
     #[test]
     fn file_names_are_plain() {
-        assert_eq!(file_name("Diabetes cohort 2026", "urn:uuid:x"), "Diabetes-cohort-2026");
+        assert_eq!(
+            file_name("Diabetes cohort 2026", "urn:uuid:x"),
+            "Diabetes-cohort-2026"
+        );
         assert_eq!(file_name("\"; rm -rf /", "urn:uuid:abc"), "rm--rf");
         assert_eq!(file_name("糖尿病", "urn:uuid:abc"), "bayspace-abc");
     }

@@ -85,7 +85,10 @@ impl Authenticator {
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
     #[error("too many failed sign-ins from {ip}; try again in {wait_secs} s")]
-    Throttled { ip: std::net::IpAddr, wait_secs: u64 },
+    Throttled {
+        ip: std::net::IpAddr,
+        wait_secs: u64,
+    },
     #[error("the token is not valid")]
     BadToken,
     #[error("the token could not be checked")]

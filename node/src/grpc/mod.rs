@@ -190,12 +190,7 @@ pub async fn serve(
         // Browsers send no `application/grpc` requests and gRPC clients ask
         // only for `/<package>.<Service>/<method>` paths, so the console's
         // paths sit beside the services without overlapping them.
-        axum_routes = axum_routes.merge(crate::console::router(
-            ctx.clone(),
-            apis,
-            auth,
-            secure,
-        )?);
+        axum_routes = axum_routes.merge(crate::console::router(ctx.clone(), apis, auth, secure)?);
     }
     let router = server.add_routes(Routes::from(axum_routes).prepare());
 
