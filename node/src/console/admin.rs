@@ -251,7 +251,7 @@ async fn decide(
     AdminPage { page, caller }: AdminPage,
     axum::Form(f): axum::Form<Decide>,
 ) -> Response {
-    if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(f.csrf.as_deref()) {
         return r;
     }
     let api = &page.console.apis.contracts;
@@ -311,7 +311,7 @@ async fn set_records(
     AdminPage { page, caller }: AdminPage,
     axum::Form(f): axum::Form<RecordsForm>,
 ) -> Response {
-    if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
@@ -433,7 +433,7 @@ async fn revoke(
     AdminPage { page, caller }: AdminPage,
     axum::Form(f): axum::Form<IdReason>,
 ) -> Response {
-    if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
@@ -509,7 +509,7 @@ async fn withdraw(
     AdminPage { page, caller }: AdminPage,
     axum::Form(f): axum::Form<IdReason>,
 ) -> Response {
-    if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
@@ -868,7 +868,7 @@ async fn add_researcher(
     AdminPage { page, caller }: AdminPage,
     axum::Form(f): axum::Form<AddForm>,
 ) -> Response {
-    if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(f.csrf.as_deref()) {
         return r;
     }
     let req = proto::AddResearcherRequest {
@@ -900,7 +900,7 @@ async fn remove_researcher(
     AdminPage { page, caller }: AdminPage,
     axum::Form(f): axum::Form<IdReason>,
 ) -> Response {
-    if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();

@@ -142,14 +142,15 @@ impl Page {
         Redirect::to(to).into_response()
     }
 
-    /// Refuses a form whose CSRF token is missing or not the session's.
-    pub fn check_csrf(&self, sent: Option<&str>) -> Result<(), Response> {
+    /// The refusal of a form whose CSRF token is missing or not the
+    /// session's; `None` when it is the session's.
+    pub fn csrf_refusal(&self, sent: Option<&str>) -> Option<Response> {
         let expected = self.session.as_ref().map(|(_, s)| s.csrf.as_str());
         match (expected, sent) {
-            (Some(e), Some(s)) if same_secret(e, s) => Ok(()),
+            (Some(e), Some(s)) if same_secret(e, s) => None,
             _ => {
                 tracing::warn!(path = %self.path, remote = ?self.remote, "console form without a valid CSRF token");
-                Err(layout::refusal(self, StatusCode::FORBIDDEN, "error-csrf"))
+                Some(layout::refusal(self, StatusCode::FORBIDDEN, "error-csrf"))
             }
         }
     }
@@ -374,7 +375,7 @@ struct CsrfOnly {
 }
 
 async fn signout(page: Page, axum::Form(form): axum::Form<CsrfOnly>) -> Response {
-    if let Err(r) = page.check_csrf(form.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(form.csrf.as_deref()) {
         return r;
     }
     if let Some((sid, s)) = &page.session {

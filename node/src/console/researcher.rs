@@ -111,7 +111,7 @@ async fn request(
     Signed { page, caller }: Signed,
     axum::Form(f): axum::Form<RequestForm>,
 ) -> Response {
-    if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
@@ -234,7 +234,7 @@ async fn download(
     Signed { page, caller }: Signed,
     axum::Form(f): axum::Form<DownloadForm>,
 ) -> Response {
-    if let Err(r) = page.check_csrf(f.csrf.as_deref()) {
+    if let Some(r) = page.csrf_refusal(f.csrf.as_deref()) {
         return r;
     }
     let tr = page.tr();
