@@ -494,3 +494,170 @@ async fn administrator_and_researcher_in_a_real_browser() {
     researcher.close().await.unwrap();
     admin.close().await.unwrap();
 }
+
+/// One HTTP exchange with curl, a plain client that keeps no cookies of
+/// its own: returns (status, headers, body).
+fn http(
+    dir: &Path,
+    method: &str,
+    path: &str,
+    cookies: &[&str],
+    form: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut c = Command::new("curl");
+    c.args(["-g", "-s", "-i", "--max-time", "20", "-X", method])
+        .args(["--cacert", &api_ca(dir)]);
+    if !cookies.is_empty() {
+        c.args(["-H", &format!("Cookie: {}", cookies.join("; "))]);
+    }
+    for (k, v) in form {
+        c.args(["--data-urlencode", &format!("{k}={v}")]);
+    }
+    c.arg(format!("{}{path}", console_url(dir)));
+    let o = c.output().expect("curl (Debian package curl)");
+    assert!(o.status.success(), "curl: {}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of cookie `name` set in `headers`, as `name=value`.
+fn set_cookie(headers: &str, name: &str) -> Option<(String, String)> {
+    headers.lines().find_map(|l| {
+        let rest = l
+            .strip_prefix("set-cookie: ")
+            .or_else(|| l.strip_prefix("Set-Cookie: "))?;
+        let pair = rest.split(';').next()?.trim();
+        pair.starts_with(&format!("{name}="))
+            .then(|| (pair.to_owned(), rest.to_owned()))
+    })
+}
+
+fn csrf_of(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    body[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Signs in with `token`; returns the session cookie and its CSRF token.
+fn http_sign_in(dir: &Path, token: &str) -> (u16, Option<String>) {
+    let (_, head, body) = http(dir, "GET", "/signin", &[], &[]);
+    let (nonce_cookie, _) = set_cookie(&head, "bayspace_signin").unwrap();
+    let nonce = csrf_of(&body);
+    let (status, head, _) = http(
+        dir,
+        "POST",
+        "/signin",
+        &[&nonce_cookie],
+        &[("csrf", &nonce), ("token", token)],
+    );
+    (status, set_cookie(&head, "bayspace_session").map(|c| c.0))
+}
+
+#[test]
+fn forged_forms_researchers_and_guessed_tokens_are_refused() {
+    let space = Space::new();
+    let (dir, _, _) = space.member_in(SZ, "mainland:shenzhen", None);
+    let node = Node::start(&dir);
+    node.wait_for("status", |_| true);
+    let admin_token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let admin_token = admin_token.trim();
+
+    // A sign-in without the form's value (posted from another site) fails.
+    let (status, _, _) = http(&dir, "POST", "/signin", &[], &[("token", admin_token)]);
+    assert_eq!(status, 403);
+
+    // The session cookie's attributes.
+    let (_, head, body) = http(&dir, "GET", "/signin", &[], &[]);
+    let (nonce_cookie, _) = set_cookie(&head, "bayspace_signin").unwrap();
+    let (status, head, _) = http(
+        &dir,
+        "POST",
+        "/signin",
+        &[&nonce_cookie],
+        &[("csrf", &csrf_of(&body)), ("token", admin_token)],
+    );
+    assert_eq!(status, 303, "{head}");
+    let (session, attrs) = set_cookie(&head, "bayspace_session").unwrap();
+    for a in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Max-Age=28800",
+        "Path=/",
+    ] {
+        assert!(attrs.contains(a), "{a} missing: {attrs}");
+    }
+    assert!(head.to_lowercase().contains("location: /"), "{head}");
+
+    // A state-changing form without its CSRF token, or with another, is
+    // refused and changes nothing.
+    let (status, _, page) = http(&dir, "GET", "/admin/researchers", &[&session], &[]);
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&page);
+    for forged in [
+        vec![("name", "Mallory")],
+        vec![("name", "Mallory"), ("csrf", "0000")],
+    ] {
+        let (status, _, body) = http(&dir, "POST", "/admin/researchers/add", &[&session], &forged);
+        assert_eq!(status, 403, "{body}");
+    }
+    let listed = admin_ok(&node, &["researcher", "list"]);
+    assert!(!listed.contains("Mallory"), "{listed}");
+
+    // With it, the researcher is added and the token shown once.
+    let (status, _, body) = http(
+        &dir,
+        "POST",
+        "/admin/researchers/add",
+        &[&session],
+        &[("name", "Ada Lovelace"), ("csrf", &csrf)],
+    );
+    assert_eq!(status, 200, "{body}");
+    let at = body.find("id=\"new-token\"").unwrap();
+    let token = body[at..]
+        .split("value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(admin_ok(&node, &["researcher", "list"]).contains("Ada Lovelace"));
+
+    // The researcher gets no administrator page, and cannot post to one
+    // even with their own valid CSRF token.
+    let (status, r_session) = http_sign_in(&dir, &token);
+    assert_eq!(status, 303);
+    let r_session = r_session.unwrap();
+    let (status, _, body) = http(&dir, "GET", "/admin/offers", &[&r_session], &[]);
+    assert_eq!(status, 403, "{body}");
+    let (_, _, catalog) = http(&dir, "GET", "/catalog", &[&r_session], &[]);
+    let r_csrf = csrf_of(&catalog);
+    let (status, _, _) = http(
+        &dir,
+        "POST",
+        "/admin/researchers/add",
+        &[&r_session],
+        &[("name", "Eve"), ("csrf", &r_csrf)],
+    );
+    assert_eq!(status, 403);
+    assert!(!admin_ok(&node, &["researcher", "list"]).contains("Eve"));
+
+    // Signing out ends the session on the server, not only in the browser.
+    let (status, _, _) = http(&dir, "POST", "/signout", &[&session], &[("csrf", &csrf)]);
+    assert_eq!(status, 303);
+    let (status, head, _) = http(&dir, "GET", "/admin/offers", &[&session], &[]);
+    assert_eq!(status, 303, "{head}");
+    assert!(head.to_lowercase().contains("location: /signin"), "{head}");
+
+    // Guessing tokens is throttled per address, even the right one after.
+    for _ in 0..20 {
+        assert_eq!(http_sign_in(&dir, "guess").0, 401);
+    }
+    assert_eq!(http_sign_in(&dir, admin_token).0, 429);
+}
