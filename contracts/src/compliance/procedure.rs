@@ -863,6 +863,16 @@ mod tests {
             "data": {"personal_individuals": 200_000},
             "records": certified()
         })));
+        // A rule's citation is found by its id, not by a longer id it
+        // prefixes (M8 is not M8a).
+        assert!(a.citation("M8").unwrap().starts_with("M8: "));
+        assert!(a.citation("M8a").unwrap().starts_with("M8a: "));
+        assert!(
+            a.citation(&Obligation::CertificationRenewal.rule_id())
+                .unwrap()
+                .starts_with("obligation:certification-renewal: ")
+        );
+        assert_eq!(a.citation("M9"), None);
         let out = serde_json::to_value(&a).unwrap();
         assert_eq!(out["route"], "certification");
         assert_eq!(out["variant"], Value::Null);
