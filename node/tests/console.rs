@@ -410,6 +410,17 @@ async fn administrator_and_researcher_in_a_real_browser() {
     .await;
     assert!(text.contains("Agreements"), "{text}");
 
+    // The other administrator pages show what they are for.
+    for (path, needle) in [
+        ("/admin/filings", "working days left"),
+        ("/admin/audit", "was verified on the server just now"),
+        ("/admin/members", "HKU"),
+        ("/admin/datasets", "Diabetes cohort 2026"),
+        ("/admin/researchers", "Add a researcher"),
+    ] {
+        wait_for_text(&admin, &format!("{sz}{path}"), needle, &p.sz).await;
+    }
+
     // Reject the other with a reason; the researcher sees it.
     wait_for_text(&admin, &offers, "Clinic visits", &p.sz).await;
     let reject = card(
