@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub api_cert: PathBuf,
     #[serde(default = "default_api_key")]
     pub api_key: PathBuf,
+    /// Serve the web console (HTML) beside the gRPC services, on the same
+    /// address and TLS. Configs written before it existed get it on.
+    #[serde(default = "yes")]
+    pub console: bool,
     pub node_key: PathBuf,
     pub credential: PathBuf,
     pub anchors: Vec<PathBuf>,
@@ -173,6 +177,7 @@ impl NodeConfig {
             grpc_tls: true,
             api_cert: DEFAULT_API_CERT.into(),
             api_key: DEFAULT_API_KEY.into(),
+            console: true,
             node_key: DEFAULT_NODE_KEY.into(),
             credential: DEFAULT_CREDENTIAL.into(),
             anchors: vec![DEFAULT_ANCHOR.into()],
@@ -240,6 +245,10 @@ grpc-tls = {grpc_tls}
 api-cert = {api_cert}
 api-key = {api_key}
 
+# The web console for administrators and researchers, served at
+# https://<grpc>/ on the same port and TLS as the API; `false` turns it off.
+console = {console}
+
 # The node's ed25519 key (mode 0600). The PeerId is derived from it.
 node-key = {node_key}
 
@@ -296,6 +305,7 @@ disk-reserve-mib = {reserve}
             grpc_tls = self.grpc_tls,
             api_cert = p(&self.api_cert),
             api_key = p(&self.api_key),
+            console = self.console,
             export_dir = p(&self.export_dir),
             node_key = p(&self.node_key),
             credential = p(&self.credential),

@@ -48,6 +48,34 @@ pub fn deadline(effective: Date, working_days: u32, holidays: &BTreeSet<Date>) -
     Some(day)
 }
 
+/// Working days from `today` to `deadline`, counted as [`deadline`] counts
+/// them: the days strictly after `today` up to and including `deadline`
+/// that are Monday to Friday and not in `holidays`. Zero when due today;
+/// negative when overdue (the working days since the deadline, negated).
+pub fn working_days_left(today: Date, deadline: Date, holidays: &BTreeSet<Date>) -> i64 {
+    let working = |d: Date| {
+        !matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday) && !holidays.contains(&d)
+    };
+    let (from, to, sign) = if deadline >= today {
+        (today, deadline, 1)
+    } else {
+        (deadline, today, -1)
+    };
+    let mut n = 0i64;
+    let mut day = from;
+    while day < to {
+        match day.next_day() {
+            Some(next) => day = next,
+            None => break,
+        }
+        if working(day) {
+            n += 1;
+        }
+    }
+    // Overdue from the first working day after the deadline.
+    if sign < 0 { -n.max(1) } else { n }
+}
+
 /// The same calendar day `months` months before `date`, or the last day of
 /// that month when it is shorter (31 August less 6 months is the end of
 /// February). `None` only before the first representable year.
@@ -363,6 +391,30 @@ impl Filing {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn working_days_left_counts_like_the_deadline() {
+        use time::macros::date;
+        let holidays: BTreeSet<Date> = [date!(2026 - 10 - 01)].into();
+        // Tuesday 29 September 2026; 1 October is a holiday.
+        let today = date!(2026 - 09 - 29);
+        let due = deadline(today, 10, &holidays).unwrap();
+        assert_eq!(working_days_left(today, due, &holidays), 10);
+        assert_eq!(working_days_left(due, due, &holidays), 0);
+        // Friday to the next Monday is one working day.
+        assert_eq!(
+            working_days_left(date!(2026 - 10 - 02), date!(2026 - 10 - 05), &holidays),
+            1
+        );
+        assert_eq!(
+            working_days_left(date!(2026 - 10 - 05), date!(2026 - 10 - 02), &holidays),
+            -1
+        );
+        assert_eq!(
+            working_days_left(date!(2026 - 10 - 07), date!(2026 - 10 - 02), &holidays),
+            -3
+        );
+    }
+
     use super::*;
     use crate::agreement::tests::agreement;
     use time::macros::{date, datetime};

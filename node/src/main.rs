@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 mod client;
+mod console;
 mod daemon;
 mod grpc;
 mod proto;

@@ -65,6 +65,11 @@ impl Blocker {
         Blocker::HgrFiling,
         Blocker::HgrSecurityReview,
     ];
+
+    /// Its rule id in the rulebook, as assessments cite it.
+    pub fn rule_id(self) -> String {
+        super::rulebook::blocker_rule_id(self)
+    }
 }
 
 /// A duty that follows from the decision.
@@ -97,6 +102,11 @@ impl Obligation {
         Obligation::PdpoNotice,
         Obligation::SectorCatalogueCheck,
     ];
+
+    /// Its rule id in the rulebook, as assessments cite it.
+    pub fn rule_id(self) -> String {
+        super::rulebook::obligation_rule_id(self)
+    }
 }
 
 /// The legal basis the exporter relies on.

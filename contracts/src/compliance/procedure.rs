@@ -31,6 +31,20 @@ pub struct Assessment {
     pub rules: Vec<String>,
 }
 
+impl Assessment {
+    /// The citation line (`rule id: source, article`) this assessment gives
+    /// for `rule`, e.g. `blocker:pipia`.
+    pub fn citation(&self, rule: &str) -> Option<&str> {
+        self.citations
+            .iter()
+            .find(|c| {
+                c.strip_prefix(rule)
+                    .is_some_and(|rest| rest.starts_with(':'))
+            })
+            .map(String::as_str)
+    }
+}
+
 /// A step of the procedure; its id is the rule id in the rulebook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
@@ -849,6 +863,16 @@ mod tests {
             "data": {"personal_individuals": 200_000},
             "records": certified()
         })));
+        // A rule's citation is found by its id, not by a longer id it
+        // prefixes (M8 is not M8a).
+        assert!(a.citation("M8").unwrap().starts_with("M8: "));
+        assert!(a.citation("M8a").unwrap().starts_with("M8a: "));
+        assert!(
+            a.citation(&Obligation::CertificationRenewal.rule_id())
+                .unwrap()
+                .starts_with("obligation:certification-renewal: ")
+        );
+        assert_eq!(a.citation("M9"), None);
         let out = serde_json::to_value(&a).unwrap();
         assert_eq!(out["route"], "certification");
         assert_eq!(out["variant"], Value::Null);

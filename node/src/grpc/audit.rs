@@ -20,6 +20,7 @@ const CHUNK: usize = 64 * 1024;
 /// Chunks in flight between the exporting thread and the client.
 const IN_FLIGHT: usize = 8;
 
+#[derive(Clone)]
 pub struct AuditApi {
     pub log: Arc<AuditLog>,
     pub witness: Arc<PeerCheckpoints>,

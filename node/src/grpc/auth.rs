@@ -81,6 +81,63 @@ impl Authenticator {
     }
 }
 
+/// Why a console sign-in was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("too many failed sign-ins from {ip}; try again in {wait_secs} s")]
+    Throttled {
+        ip: std::net::IpAddr,
+        wait_secs: u64,
+    },
+    #[error("the token is not valid")]
+    BadToken,
+    #[error("the token could not be checked")]
+    Internal,
+}
+
+impl Authenticator {
+    /// Checks a token typed into the console's sign-in form, under the same
+    /// per-address throttle as the API's bearer tokens, so the form is no
+    /// way around it.
+    pub fn sign_in(
+        &self,
+        source: Option<std::net::IpAddr>,
+        token: &str,
+    ) -> Result<Caller, SignInError> {
+        if let Some(ip) = source
+            && let Err(wait) = self.throttle().check(ip, Instant::now())
+        {
+            return Err(SignInError::Throttled {
+                ip,
+                wait_secs: wait.as_secs().max(1),
+            });
+        }
+        match self.caller(token.trim()) {
+            Ok(c) => Ok(c),
+            Err(e) if e.code() == tonic::Code::Unauthenticated => {
+                if let Some(ip) = source {
+                    tracing::warn!(%ip, "failed console sign-in");
+                    self.throttle().failed(ip, Instant::now());
+                }
+                Err(SignInError::BadToken)
+            }
+            Err(_) => Err(SignInError::Internal),
+        }
+    }
+
+    /// Whether a signed-in caller still holds their role: a researcher
+    /// removed since signing in does not.
+    pub fn still_valid(&self, c: &Caller) -> bool {
+        match c.role {
+            Role::Admin => true,
+            Role::Researcher => self
+                .researchers
+                .list()
+                .is_ok_and(|l| l.iter().any(|r| r.id == c.id)),
+        }
+    }
+}
+
 impl Interceptor for Authenticator {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let source = req.remote_addr().map(|a| a.ip());

@@ -3,14 +3,14 @@
 //! services, which stay open so that probes and tools like grpcurl work
 //! without a token.
 
-mod audit;
+pub(crate) mod audit;
 pub mod auth;
 mod backup;
-mod catalog;
-mod contracts;
+pub(crate) mod catalog;
+pub(crate) mod contracts;
 mod metered;
-mod services;
-mod transfers;
+pub(crate) mod services;
+pub(crate) mod transfers;
 
 use std::future::Future;
 use std::path::Path;
@@ -19,7 +19,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use bayspace_connector::api_tls;
 use tokio::task::JoinHandle;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::service::{Routes, RoutesBuilder};
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use zeroize::Zeroizing;
 
@@ -29,14 +30,6 @@ use catalog::CatalogApi;
 use contracts::ContractsApi;
 
 use crate::daemon::NodeContext;
-
-/// RESOURCE_EXHAUSTED naming the disk, when `e` is or wraps the store's
-/// (or the sealed directory's) refusal on a full disk: the caller may try
-/// again once space is freed, without the node restarting.
-pub(crate) fn disk_full(e: &(dyn std::error::Error + 'static)) -> Option<tonic::Status> {
-    bayspace_connector::store::disk_full(e)
-        .map(|f| tonic::Status::resource_exhausted(f.to_string()))
-}
 use crate::proto::agreement_service_server::AgreementServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::backup_service_server::BackupServiceServer;
@@ -54,6 +47,14 @@ use crate::proto::transfer_service_server::TransferServiceServer;
 use auth::Authenticator;
 use services::{NodeApi, ResearcherApi, RevocationApi};
 use transfers::TransfersApi;
+
+/// RESOURCE_EXHAUSTED naming the disk, when `e` is or wraps the store's
+/// (or the sealed directory's) refusal on a full disk: the caller may try
+/// again once space is freed, without the node restarting.
+pub(crate) fn disk_full(e: &(dyn std::error::Error + 'static)) -> Option<tonic::Status> {
+    bayspace_connector::store::disk_full(e)
+        .map(|f| tonic::Status::resource_exhausted(f.to_string()))
+}
 
 /// The edge of the API: what one client can make the node hold or wait
 /// for. docs/OPERATIONS.md lists them.
@@ -141,7 +142,8 @@ pub async fn serve(
         .with_context(|| format!("cannot listen for gRPC on {addr}"))?
         .with_nodelay(Some(true))
         .with_keepalive(Some(limits::TCP_KEEPALIVE));
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let secure = tls.is_some();
+    let scheme = if secure { "https" } else { "http" };
     let mut server = Server::builder()
         .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(limits::MAX_CALLS_PER_CONNECTION)
@@ -149,6 +151,9 @@ pub async fn serve(
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
         .http2_max_header_list_size(limits::MAX_HEADER_LIST)
+        // Over TLS, browsers agree on HTTP/2 by ALPN; on a plaintext
+        // loopback API they speak HTTP/1.1 to the console.
+        .accept_http1(!secure && ctx.config.console)
         .layer(metered::MeteredLayer);
     if let Some(id) = tls {
         server = server
@@ -165,18 +170,16 @@ pub async fn serve(
         .build_v1alpha()?;
 
     let auth = Authenticator::new(admin_token_hash, ctx.researchers.clone());
-    let transfers = TransfersApi {
-        transfers: ctx.transfers.clone(),
-        export_dir: ctx.export_dir.clone(),
-    };
-    let router = server
+    let apis = Apis::new(&ctx, scheme);
+    let mut routes = RoutesBuilder::default();
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(guarded!(NodeServiceServer, NodeApi(ctx.clone()), auth))
+        .add_service(guarded!(NodeServiceServer, apis.node.clone(), auth))
         .add_service(guarded!(
             ResearcherServiceServer,
-            ResearcherApi(ctx.clone()),
+            apis.researchers.clone(),
             auth
         ))
         .add_service(guarded!(
@@ -184,8 +187,15 @@ pub async fn serve(
             RevocationApi(ctx.clone()),
             auth
         ))
-        .add_service(guarded!(TransferServiceServer, transfers.clone(), auth))
-        .add_service(guarded!(DataServiceServer, transfers, auth))
+        .add_service(guarded!(
+            TransferServiceServer,
+            apis.transfers.clone(),
+            auth
+        ))
+        .add_service(guarded!(DataServiceServer, apis.transfers.clone(), auth))
+        .add_service(guarded!(CatalogServiceServer, apis.catalog.clone(), auth))
+        .add_service(guarded!(DatasetServiceServer, apis.catalog.clone(), auth))
+        .add_service(guarded!(AuditServiceServer, apis.audit.clone(), auth))
         .add_service(guarded!(
             BackupServiceServer,
             backup::BackupApi {
@@ -194,8 +204,15 @@ pub async fn serve(
             },
             auth
         ));
-    let router = catalog_services(router, &ctx, &auth, scheme);
-    let router = contract_services(router, &ctx, &auth);
+    contract_services(&mut routes, &apis.contracts, &auth);
+    let mut axum_routes = routes.routes().into_axum_router();
+    if ctx.config.console {
+        // Browsers send no `application/grpc` requests and gRPC clients ask
+        // only for `/<package>.<Service>/<method>` paths, so the console's
+        // paths sit beside the services without overlapping them.
+        axum_routes = axum_routes.merge(crate::console::router(ctx.clone(), apis, auth, secure)?);
+    }
+    let router = server.add_routes(Routes::from(axum_routes).prepare());
 
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
     health
@@ -241,57 +258,62 @@ pub async fn serve(
     ))
 }
 
-/// The catalog and dataset services; each is wrapped with `auth` and checks
-/// the caller's role itself.
-fn catalog_services<L>(
-    router: Router<L>,
-    ctx: &Arc<NodeContext>,
-    auth: &Authenticator,
-    scheme: &str,
-) -> Router<L> {
-    let api = CatalogApi {
-        catalog: ctx.catalog.clone(),
-        p2p: ctx.client.clone(),
-        key: ctx.key.clone(),
-        institution: Institution {
-            name: ctx.config.institution.clone(),
-            region: ctx.config.region,
-            peer_id: ctx.peer_id.to_string(),
-            key: PublicKey::from(&ctx.key.verifying_key()),
-        },
-        audit: ctx.audit.clone(),
-        grpc_endpoint: format!("{scheme}://{}", ctx.config.grpc),
-        negotiator: ctx.negotiator.clone(),
-    };
-    router
-        .add_service(guarded!(CatalogServiceServer, api.clone(), auth))
-        .add_service(guarded!(DatasetServiceServer, api, auth))
-        .add_service(guarded!(
-            AuditServiceServer,
-            AuditApi {
+/// The in-process implementations of the services, shared by the gRPC
+/// server and the console, so that both make the same calls with the same
+/// role checks and audit entries.
+#[derive(Clone)]
+pub(crate) struct Apis {
+    pub node: NodeApi,
+    pub researchers: ResearcherApi,
+    pub transfers: TransfersApi,
+    pub catalog: CatalogApi,
+    pub audit: AuditApi,
+    pub contracts: ContractsApi,
+}
+
+impl Apis {
+    fn new(ctx: &Arc<NodeContext>, scheme: &str) -> Apis {
+        Apis {
+            node: NodeApi(ctx.clone()),
+            researchers: ResearcherApi(ctx.clone()),
+            transfers: TransfersApi {
+                transfers: ctx.transfers.clone(),
+                export_dir: ctx.export_dir.clone(),
+            },
+            catalog: CatalogApi {
+                catalog: ctx.catalog.clone(),
+                p2p: ctx.client.clone(),
+                key: ctx.key.clone(),
+                institution: Institution {
+                    name: ctx.config.institution.clone(),
+                    region: ctx.config.region,
+                    peer_id: ctx.peer_id.to_string(),
+                    key: PublicKey::from(&ctx.key.verifying_key()),
+                },
+                audit: ctx.audit.clone(),
+                grpc_endpoint: format!("{scheme}://{}", ctx.config.grpc),
+                negotiator: ctx.negotiator.clone(),
+            },
+            audit: AuditApi {
                 log: ctx.audit.clone(),
                 witness: ctx.witness.clone(),
             },
-            auth
-        ))
+            contracts: ContractsApi {
+                negotiator: ctx.negotiator.clone(),
+                researchers: ctx.researchers.clone(),
+                holidays: ctx.holidays.clone(),
+            },
+        }
+    }
 }
 
 /// The negotiation services; each is wrapped with `auth` and checks the
 /// caller's role itself.
-fn contract_services<L>(
-    router: Router<L>,
-    ctx: &Arc<NodeContext>,
-    auth: &Authenticator,
-) -> Router<L> {
-    let api = ContractsApi {
-        negotiator: ctx.negotiator.clone(),
-        researchers: ctx.researchers.clone(),
-        holidays: ctx.holidays.clone(),
-    };
-    router
+fn contract_services(routes: &mut RoutesBuilder, api: &ContractsApi, auth: &Authenticator) {
+    routes
         .add_service(guarded!(ContractServiceServer, api.clone(), auth))
         .add_service(guarded!(OfferServiceServer, api.clone(), auth))
         .add_service(guarded!(RecordServiceServer, api.clone(), auth))
         .add_service(guarded!(AgreementServiceServer, api.clone(), auth))
-        .add_service(guarded!(FilingServiceServer, api, auth))
+        .add_service(guarded!(FilingServiceServer, api.clone(), auth));
 }

@@ -23,6 +23,7 @@ fn rfc3339(t: SystemTime) -> String {
     timestamp::format(&timestamp::whole_seconds(OffsetDateTime::from(t))).unwrap_or_default()
 }
 
+#[derive(Clone)]
 pub struct NodeApi(pub Arc<NodeContext>);
 
 #[tonic::async_trait]
@@ -72,6 +73,7 @@ impl proto::node_service_server::NodeService for NodeApi {
     }
 }
 
+#[derive(Clone)]
 pub struct ResearcherApi(pub Arc<NodeContext>);
 
 fn researcher(r: crate::researchers::ResearcherRecord) -> proto::Researcher {
