@@ -285,14 +285,7 @@ async fn decide(
     };
     match result {
         Ok(m) => page.done(true, m, "/admin/offers"),
-        Err(s) => page.done(
-            false,
-            tr.a(
-                "action-failed",
-                &[("reason", Arg::S(s.message().to_owned()))],
-            ),
-            "/admin/offers",
-        ),
+        Err(s) => page.failed(&s, "/admin/offers"),
     }
 }
 
@@ -337,14 +330,7 @@ async fn set_records(
                 "/admin/offers",
             )
         }
-        Err(s) => page.done(
-            false,
-            tr.a(
-                "action-failed",
-                &[("reason", Arg::S(s.message().to_owned()))],
-            ),
-            "/admin/offers",
-        ),
+        Err(s) => page.failed(&s, "/admin/offers"),
     }
 }
 
@@ -443,14 +429,7 @@ async fn revoke(
     };
     match AgreementService::revoke(&page.console.apis.contracts, page.request(&caller, req)).await {
         Ok(_) => page.done(true, tr.t("revoked-done"), "/admin/negotiations"),
-        Err(s) => page.done(
-            false,
-            tr.a(
-                "action-failed",
-                &[("reason", Arg::S(s.message().to_owned()))],
-            ),
-            "/admin/negotiations",
-        ),
+        Err(s) => page.failed(&s, "/admin/negotiations"),
     }
 }
 
@@ -526,14 +505,7 @@ async fn withdraw(
             ),
             "/admin/datasets",
         ),
-        Err(s) => page.done(
-            false,
-            tr.a(
-                "action-failed",
-                &[("reason", Arg::S(s.message().to_owned()))],
-            ),
-            "/admin/datasets",
-        ),
+        Err(s) => page.failed(&s, "/admin/datasets"),
     }
 }
 
@@ -621,17 +593,7 @@ async fn filing_download(
         match FilingService::export(&page.console.apis.contracts, page.request(&caller, req)).await
         {
             Ok(p) => p.into_inner(),
-            Err(s) => {
-                let tr = page.tr();
-                return page.done(
-                    false,
-                    tr.a(
-                        "action-failed",
-                        &[("reason", Arg::S(s.message().to_owned()))],
-                    ),
-                    "/admin/filings",
-                );
-            }
+            Err(s) => return page.failed(&s, "/admin/filings"),
         };
     let safe: String = q
         .agreement
@@ -882,17 +844,7 @@ async fn add_researcher(
             let r = r.into_inner();
             researchers_page(&page, &caller, Some((r.id, r.token))).await
         }
-        Err(s) => {
-            let tr = page.tr();
-            page.done(
-                false,
-                tr.a(
-                    "action-failed",
-                    &[("reason", Arg::S(s.message().to_owned()))],
-                ),
-                "/admin/researchers",
-            )
-        }
+        Err(s) => page.failed(&s, "/admin/researchers"),
     }
 }
 
@@ -909,13 +861,6 @@ async fn remove_researcher(
         .await
     {
         Ok(_) => page.done(true, tr.t("researcher-removed"), "/admin/researchers"),
-        Err(s) => page.done(
-            false,
-            tr.a(
-                "action-failed",
-                &[("reason", Arg::S(s.message().to_owned()))],
-            ),
-            "/admin/researchers",
-        ),
+        Err(s) => page.failed(&s, "/admin/researchers"),
     }
 }

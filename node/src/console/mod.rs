@@ -27,7 +27,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use crate::daemon::NodeContext;
 use crate::grpc::Apis;
 use crate::grpc::auth::{Authenticator, Caller, Role, SignInError};
-use i18n::{Catalogues, Lang, Tr};
+use i18n::{Arg, Catalogues, Lang, Tr};
 use session::{COOKIE, LANG_COOKIE, SIGNIN_COOKIE, Session, Sessions, same_secret};
 
 /// What every handler shares.
@@ -140,6 +140,16 @@ impl Page {
             self.console.sessions.flash(sid, ok, message);
         }
         Redirect::to(to).into_response()
+    }
+
+    /// Back to `to`, with the reason the service refused the action.
+    pub fn failed(&self, refused: &tonic::Status, to: &str) -> Response {
+        let reason = Arg::S(refused.message().to_owned());
+        self.done(
+            false,
+            self.tr().a("action-failed", &[("reason", reason)]),
+            to,
+        )
     }
 
     /// The refusal of a form whose CSRF token is missing or not the

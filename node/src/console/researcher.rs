@@ -129,14 +129,7 @@ async fn request(
                 "/negotiations",
             )
         }
-        Err(s) => page.done(
-            false,
-            tr.a(
-                "action-failed",
-                &[("reason", Arg::S(s.message().to_owned()))],
-            ),
-            "/catalog",
-        ),
+        Err(s) => page.failed(&s, "/catalog"),
     }
 }
 
