@@ -26,6 +26,8 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::audit::Checkpoint;
+use crate::config::{CONFIG_FILE, NodeConfig, resolve};
+use crate::identity::NodeKey;
 use crate::store::Snapshot;
 
 pub const MAGIC: &[u8; 16] = b"bayspace-backup1";
@@ -522,6 +524,52 @@ impl Drop for Staging {
             let _ = fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// Writes the backup of the node directory `dir`: its config, credential,
+/// trust anchors and API certificate, the store snapshot `snap`, and the
+/// sealed secrets if given; signed with the node key, replaced whole.
+pub fn write_node_backup(
+    dir: &Path,
+    config: &NodeConfig,
+    key: &NodeKey,
+    snap: Snapshotted,
+    secrets: Option<SealedSecrets>,
+    out: &Path,
+) -> Result<Contents, BackupError> {
+    let read = |path: PathBuf| fs::read(&path).map_err(io(&path)).map(ByteBuf::from);
+    let mut files = vec![BackupFile {
+        role: FileRole::Config,
+        data: read(dir.join(CONFIG_FILE))?,
+    }];
+    files.push(BackupFile {
+        role: FileRole::Credential,
+        data: read(resolve(dir, &config.credential))?,
+    });
+    for a in &config.anchors {
+        files.push(BackupFile {
+            role: FileRole::Anchor,
+            data: read(resolve(dir, a))?,
+        });
+    }
+    // A node serving plaintext on loopback has no certificate.
+    if let Ok(cert) = fs::read(resolve(dir, &config.api_cert)) {
+        files.push(BackupFile {
+            role: FileRole::ApiCert,
+            data: ByteBuf::from(cert),
+        });
+    }
+    let mut contents = Contents::new(
+        key.peer_id().to_string(),
+        snap.checkpoint.as_ref(),
+        files,
+        snap.store,
+        OffsetDateTime::now_utc(),
+    )?;
+    contents.secrets = secrets;
+    let bytes = encode(&contents, key.signing_key())?;
+    write_file(out, &bytes)?;
+    Ok(contents)
 }
 
 #[cfg(test)]

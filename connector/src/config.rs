@@ -18,6 +18,16 @@ use crate::identity::files::{self, FileError};
 use crate::p2p::TcpSecurity;
 
 pub const CONFIG_FILE: &str = "config.toml";
+
+/// A path from the config: relative ones are relative to the node
+/// directory, so a node directory can be moved whole.
+pub fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        dir.join(p)
+    }
+}
 pub const DEFAULT_LISTEN: [&str; 2] = ["/ip6/::/tcp/4710", "/ip6/::/udp/4710/quic-v1"];
 pub const DEFAULT_GRPC: &str = "[::1]:7410";
 pub const DEFAULT_NODE_KEY: &str = "node.key";

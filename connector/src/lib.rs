@@ -8,12 +8,17 @@
 //! prints; it decides nothing.
 //!
 //! # The pieces
+//! - [`node`]: [`Node::open`](node::Node::open) builds a running node from
+//!   its directory; the binary only serves it. Its event loop and
+//!   [`Node::publish`](node::Node::publish) are where what arrives from the
+//!   network and what this node announces are decided.
 //! - [`store`]: the [`Store`](store::Store) trait with sled and in-memory
 //!   backends; every other module persists through it.
 //! - [`audit`]: the hash-chained log with signed checkpoints, written before
 //!   any audited action, verifiable offline.
-//! - [`identity`], [`admission`]: the node key, membership and researcher
-//!   credentials, revocation lists, and who may talk to this node.
+//! - [`identity`], [`admission`], [`researchers`]: the node key, membership
+//!   and researcher credentials, revocation lists, who may talk to this
+//!   node, and the researchers' API tokens.
 //! - [`p2p`]: one task owns the libp2p swarm; everything else holds a
 //!   cloneable [`p2p::Client`] that sends it commands over bounded channels.
 //! - [`catalog`]: signed dataset descriptors, local and federated, and search.
@@ -81,8 +86,10 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod negotiator;
+pub mod node;
 pub mod p2p;
 pub mod random;
+pub mod researchers;
 pub mod store;
 pub mod transfers;
 pub mod vault;

@@ -10,7 +10,6 @@ mod console;
 mod daemon;
 mod grpc;
 mod proto;
-mod researchers;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -119,6 +119,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every tree and entry as of one moment: writes wait while it is
     /// taken, so no write is half in it (a backup while the node runs).
     fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// A failure the backend cannot recover from without being opened
+    /// again, if one happened: every write since has failed and every
+    /// later one will.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The whole content of a store at one moment: each tree's name and its

@@ -148,6 +148,10 @@ impl<S: Store> Store for Reserved<S> {
         // Reading: no space needed.
         self.inner.snapshot()
     }
+
+    fn failure(&self) -> Option<String> {
+        self.inner.failure()
+    }
 }
 
 struct ReservedTree {

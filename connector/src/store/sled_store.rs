@@ -6,7 +6,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use sled::Transactional as _;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -24,6 +24,10 @@ pub struct SledStore {
     /// a snapshot sees every write whole or not at all. sled has no
     /// snapshot of its own across trees.
     gate: Arc<RwLock<()>>,
+    /// The first I/O failure sled reported. sled 0.34 keeps its first
+    /// failed log write as a "global error" and fails every later
+    /// operation with it until the database is opened again.
+    failed: Arc<OnceLock<String>>,
 }
 
 /// sled's own tree, which the store never uses.
@@ -44,6 +48,7 @@ impl SledStore {
         Ok(SledStore {
             db,
             gate: Arc::default(),
+            failed: Arc::default(),
         })
     }
 
@@ -61,13 +66,13 @@ impl SledStore {
             let tree = store
                 .db
                 .open_tree(t.name.as_bytes())
-                .map_err(|e| backend(format!("creating tree `{}`", t.name), e))?;
+                .map_err(|e| backend(&store.failed, format!("creating tree `{}`", t.name), e))?;
             let mut batch = sled::Batch::default();
             for (k, v) in &t.entries {
                 batch.insert(k.as_slice(), v.as_slice());
             }
             tree.apply_batch(batch)
-                .map_err(|e| backend(format!("filling tree `{}`", t.name), e))?;
+                .map_err(|e| backend(&store.failed, format!("filling tree `{}`", t.name), e))?;
         }
         store.flush()?;
         Ok(store)
@@ -85,11 +90,18 @@ impl SledStore {
         Ok(SledStore {
             db,
             gate: Arc::default(),
+            failed: Arc::default(),
         })
     }
 }
 
-fn backend(operation: String, e: sled::Error) -> StoreError {
+fn backend(failed: &OnceLock<String>, operation: String, e: sled::Error) -> StoreError {
+    if matches!(
+        e,
+        sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
+    ) {
+        let _ = failed.set(format!("{operation}: {e}"));
+    }
     StoreError::Backend {
         operation,
         source: Box::new(e),
@@ -101,11 +113,12 @@ impl Store for SledStore {
         let tree = self
             .db
             .open_tree(name.as_str())
-            .map_err(|e| backend(format!("opening tree `{name}`"), e))?;
+            .map_err(|e| backend(&self.failed, format!("opening tree `{name}`"), e))?;
         Ok(Arc::new(SledTree {
             name,
             tree,
             gate: self.gate.clone(),
+            failed: self.failed.clone(),
         }))
     }
 
@@ -132,7 +145,7 @@ impl Store for SledStore {
             .map(|name| {
                 self.db
                     .open_tree(name.as_str())
-                    .map_err(|e| backend(format!("opening tree `{name}`"), e))
+                    .map_err(|e| backend(&self.failed, format!("opening tree `{name}`"), e))
             })
             .collect::<Result<Vec<sled::Tree>, StoreError>>()?;
 
@@ -163,6 +176,7 @@ impl Store for SledStore {
                 key: describe_key(key),
             }),
             Err(TransactionError::Storage(e)) => Err(backend(
+                &self.failed,
                 format!(
                     "a transaction over trees {}",
                     names
@@ -176,11 +190,15 @@ impl Store for SledStore {
         }
     }
 
+    fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db
             .flush()
             .map(drop)
-            .map_err(|e| backend("flush".to_owned(), e))
+            .map_err(|e| backend(&self.failed, "flush".to_owned(), e))
     }
 
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
@@ -199,10 +217,11 @@ impl Store for SledStore {
             let tree = self
                 .db
                 .open_tree(&name)
-                .map_err(|e| backend(format!("opening tree `{shown}`"), e))?;
+                .map_err(|e| backend(&self.failed, format!("opening tree `{shown}`"), e))?;
             let mut entries = Vec::new();
             for item in tree.iter() {
-                let (k, v) = item.map_err(|e| backend(format!("reading tree `{shown}`"), e))?;
+                let (k, v) =
+                    item.map_err(|e| backend(&self.failed, format!("reading tree `{shown}`"), e))?;
                 entries.push((
                     serde_bytes::ByteBuf::from(k.to_vec()),
                     serde_bytes::ByteBuf::from(v.to_vec()),
@@ -230,12 +249,14 @@ struct SledTree {
     name: TreeName,
     tree: sled::Tree,
     gate: Arc<RwLock<()>>,
+    failed: Arc<OnceLock<String>>,
 }
 
 impl SledTree {
     fn fail(&self, what: &str, key: &[u8]) -> impl FnOnce(sled::Error) -> StoreError {
         let operation = format!("{what} on tree `{}`, key {}", self.name, describe_key(key));
-        move |e| backend(operation, e)
+        let failed = self.failed.clone();
+        move |e| backend(&failed, operation, e)
     }
 }
 
@@ -320,6 +341,97 @@ mod tests {
 
     const A: TreeName = TreeName::new("a");
     const B: TreeName = TreeName::new("b");
+
+    /// A tmpfs of `mib` MiB on `dir`, unmounted when dropped.
+    struct Tmpfs(std::path::PathBuf);
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    fn tmpfs(dir: &Path, mib: u32) -> Result<Tmpfs, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "bayspace-test"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs(dir.to_owned()))
+        } else {
+            Err(format!(
+                "mount -t tmpfs refused: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// What sled does on a full disk, which `Reserved` and the node's exit
+    /// are built on: the first failed log write fails every later write,
+    /// even once space is free, and `failure` says so.
+    #[test]
+    fn a_failed_log_write_is_reported_as_a_failure_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let _mount = match tmpfs(dir.path(), 8) {
+            Ok(m) => m,
+            Err(why) => {
+                assert!(
+                    std::env::var_os("BAYSPACE_REQUIRE_ALL").is_none(),
+                    "BAYSPACE_REQUIRE_ALL is set but {why}"
+                );
+                println!("skipped: {why} (this test needs root to mount a tmpfs)");
+                return;
+            }
+        };
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let tree = store.tree(A).unwrap();
+        tree.insert(b"before", b"kept").unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.failure(), None);
+
+        // Take every free byte.
+        let filler_path = dir.path().join("filler");
+        {
+            use std::io::Write as _;
+            let mut filler = std::fs::File::create(&filler_path).unwrap();
+            let block = vec![0u8; 64 << 10];
+            while filler.write_all(&block).is_ok() {}
+            let _ = filler.sync_all();
+        }
+        let value = vec![7u8; 16 << 10];
+        let mut failed = false;
+        for i in 0u32..2048 {
+            let wrote = tree
+                .insert(&i.to_be_bytes(), &value)
+                .and_then(|_| store.flush());
+            if wrote.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "sled never failed on a full disk");
+        let reason = store.failure().expect("the failure is reported");
+        assert!(reason.contains("No space left") || reason.contains("space"), "{reason}");
+
+        std::fs::remove_file(&filler_path).unwrap();
+        let again = tree.insert(b"after", b"x").and_then(|_| store.flush());
+        assert!(again.is_err(), "sled wrote again without being reopened");
+        assert!(store.failure().is_some());
+        drop(tree);
+        drop(store);
+
+        // Opened again, it holds what was flushed before the failure.
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        assert_eq!(store.failure(), None);
+        let tree = store.tree(A).unwrap();
+        assert_eq!(tree.get(b"before").unwrap().as_deref(), Some(&b"kept"[..]));
+        tree.insert(b"after", b"x").unwrap();
+        store.flush().unwrap();
+    }
 
     #[test]
     fn flushed_data_survives_reopening() {

@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use bayspace_connector::api_tls;
 use bayspace_connector::audit::AuditLog;
-use bayspace_connector::backup::{
-    self, BackupFile, Contents, FileRole, SealedSecrets, Secrets, Snapshotted, Staging,
-};
+use bayspace_connector::backup::{self, FileRole, SealedSecrets, Secrets, Snapshotted, Staging};
 use bayspace_connector::config::{
     ADMIN_TOKEN_FILE, AdminToken, CONFIG_FILE, DEFAULT_ANCHOR, DEFAULT_API_CERT, DEFAULT_API_KEY,
     DEFAULT_CREDENTIAL, DEFAULT_DATA_DIR, DEFAULT_EXPORT_DIR, DEFAULT_NODE_KEY, DEFAULT_SEALED_DIR,
@@ -22,9 +20,10 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::client::{self, ClientArgs};
-use crate::daemon::{CHECKPOINT_EVERY, resolve};
 use crate::proto::SnapshotRequest;
 use crate::proto::backup_service_client::BackupServiceClient;
+use bayspace_connector::config::resolve;
+use bayspace_connector::node::CHECKPOINT_EVERY;
 
 /// Where the passphrase comes from when no file is given.
 pub const PASSPHRASE_ENV: &str = "BAYSPACE_BACKUP_PASSPHRASE";
@@ -120,7 +119,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         Err(_) => (online_snapshot(dir)?, "from the running node"),
     };
 
-    let contents = write_backup(dir, &config, &key, snap.clone(), secrets, &args.out)?;
+    let contents = backup::write_node_backup(dir, &config, &key, snap.clone(), secrets, &args.out)?;
     let entries: usize = contents.store.trees.iter().map(|t| t.entries.len()).sum();
     println!(
         "wrote {}: store snapshot {how}, {} trees, {entries} entries",
@@ -147,47 +146,6 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
 
 /// Wraps a snapshot with the node directory's files, signs it with the
 /// node key and writes it to `out`.
-pub fn write_backup(
-    dir: &Path,
-    config: &NodeConfig,
-    key: &NodeKey,
-    snap: Snapshotted,
-    secrets: Option<SealedSecrets>,
-    out: &Path,
-) -> anyhow::Result<Contents> {
-    let mut files = vec![BackupFile {
-        role: FileRole::Config,
-        data: ByteBuf::from(read(&dir.join(CONFIG_FILE))?),
-    }];
-    files.push(BackupFile {
-        role: FileRole::Credential,
-        data: ByteBuf::from(read(&resolve(dir, &config.credential))?),
-    });
-    for a in &config.anchors {
-        files.push(BackupFile {
-            role: FileRole::Anchor,
-            data: ByteBuf::from(read(&resolve(dir, a))?),
-        });
-    }
-    if let Ok(cert) = std::fs::read(resolve(dir, &config.api_cert)) {
-        files.push(BackupFile {
-            role: FileRole::ApiCert,
-            data: ByteBuf::from(cert),
-        });
-    }
-    let mut contents = Contents::new(
-        key.peer_id().to_string(),
-        snap.checkpoint.as_ref(),
-        files,
-        snap.store,
-        OffsetDateTime::now_utc(),
-    )?;
-    contents.secrets = secrets;
-    let bytes = backup::encode(&contents, key.signing_key())?;
-    backup::write_file(out, &bytes)?;
-    Ok(contents)
-}
-
 fn online_snapshot(dir: &Path) -> anyhow::Result<Snapshotted> {
     let args = ClientArgs::in_dir(dir.to_owned());
     let bytes = client::block_on(async {

@@ -30,7 +30,6 @@ use crate::proto::{
     Negotiation, PublishRequest, SearchRequest, SetRecordsRequest, ShowNegotiationRequest,
     StatusRequest,
 };
-use crate::researchers::random_hex;
 
 /// How long any one step may take before the demo gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -302,7 +301,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let root = std::env::temp_dir().join(format!("bayspace-demo-{}", random_hex(6)?));
+    let root = std::env::temp_dir().join(format!(
+        "bayspace-demo-{}",
+        bayspace_connector::random::hex(6)?
+    ));
     std::fs::create_dir_all(&root)?;
     let mut space = Space {
         root: root.clone(),

@@ -193,7 +193,7 @@ fn region_key(region: &str) -> &str {
 }
 
 async fn offers(AdminPage { page, .. }: AdminPage) -> Response {
-    let negotiator = &page.console.ctx.negotiator;
+    let negotiator = &page.console.ctx.node.negotiator;
     let pending = match negotiator.pending() {
         Ok(p) => p,
         Err(e) => return failed(&page, "pending offers", e),
@@ -335,7 +335,7 @@ async fn set_records(
 }
 
 async fn negotiations(AdminPage { page, .. }: AdminPage) -> Response {
-    let negotiator = &page.console.ctx.negotiator;
+    let negotiator = &page.console.ctx.node.negotiator;
     let (list, agreements) = match (negotiator.list(&Viewer::Admin), negotiator.agreements()) {
         (Ok(l), Ok(a)) => (l, a),
         (Err(e), _) | (_, Err(e)) => return failed(&page, "negotiations", e),
@@ -436,7 +436,7 @@ async fn revoke(
 async fn datasets(AdminPage { page, caller }: AdminPage) -> Response {
     let ctx = &page.console.ctx;
     let req = proto::SearchRequest {
-        publisher: ctx.peer_id.to_string(),
+        publisher: ctx.node.peer_id.to_string(),
         limit: 500,
         ..Default::default()
     };
@@ -456,7 +456,7 @@ async fn datasets(AdminPage { page, caller }: AdminPage) -> Response {
         html! {
             @if found.is_empty() { p { (tr.t("datasets-none")) } }
             @for d in &found {
-                @let on_file = d.id.parse().ok().and_then(|id| ctx.negotiator.records(&id).ok());
+                @let on_file = d.id.parse().ok().and_then(|id| ctx.node.negotiator.records(&id).ok());
                 section.card {
                     h2 { (d.title) " · v" (d.version) }
                     dl {
@@ -511,11 +511,11 @@ async fn withdraw(
 
 async fn filings(AdminPage { page, .. }: AdminPage) -> Response {
     let ctx = &page.console.ctx;
-    let agreements = match ctx.negotiator.agreements() {
+    let agreements = match ctx.node.negotiator.agreements() {
         Ok(a) => a,
         Err(e) => return failed(&page, "agreements", e),
     };
-    let holidays = &ctx.config.filing_holidays;
+    let holidays = &ctx.node.config.filing_holidays;
     let today = OffsetDateTime::now_utc().to_offset(GBA).date();
     let tr = page.tr();
     let rows: Vec<Markup> = agreements
@@ -523,7 +523,7 @@ async fn filings(AdminPage { page, .. }: AdminPage) -> Response {
         .filter(|a| a.role == Side::Provider)
         .filter_map(|a| {
             let id = a.id().to_string();
-            let due = ctx.negotiator.filing(a.id(), holidays).ok()?;
+            let due = ctx.node.negotiator.filing(a.id(), holidays).ok()?;
             Some(match due {
                 FilingDue::Contract(f) => {
                     let left = working_days_left(today, f.deadline, holidays);
@@ -626,7 +626,7 @@ async fn filing_download(
 const AUDIT_RECENT: usize = 50;
 
 async fn audit(AdminPage { page, .. }: AdminPage) -> Response {
-    let log = page.console.ctx.audit.clone();
+    let log = page.console.ctx.node.audit.clone();
     // The whole chain is read and checked on every view: the page states
     // what the server verified, not what it last remembered.
     let checked = tokio::task::spawn_blocking(move || {

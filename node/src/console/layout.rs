@@ -137,7 +137,7 @@ pub fn page_with(page: &Page, status: StatusCode, title: &str, body: Markup) -> 
                 header {
                     p.brand {
                         strong { (tr.t("console-name")) }
-                        " · " (ctx.config.institution) " (" (ctx.config.region) ")"
+                        " · " (ctx.node.config.institution) " (" (ctx.node.config.region) ")"
                     }
                     (lang_switch(page))
                     @if let Some(c) = page.caller() {

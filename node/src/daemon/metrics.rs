@@ -87,7 +87,12 @@ async fn answer(
             "GET /metrics\n".into(),
         ));
     }
-    let admitted = ctx.client.admitted_peers().await.map_or(0, |p| p.len());
+    let admitted = ctx
+        .node
+        .client
+        .admitted_peers()
+        .await
+        .map_or(0, |p| p.len());
     // The gauges read the store: off the runtime.
     let text = tokio::task::spawn_blocking(move || {
         let m = metrics::global();
@@ -95,8 +100,8 @@ async fn answer(
         m.observe(
             &Sources {
                 admitted,
-                negotiator: &ctx.negotiator,
-                audit: &ctx.audit,
+                negotiator: &ctx.node.negotiator,
+                audit: &ctx.node.audit,
                 store_dir: &store_dir,
                 holidays: &holidays,
             },

@@ -6,9 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bayspace_connector::admission::RevocationOutcome;
 use bayspace_connector::config::{CONFIG_FILE, NodeConfig};
-use bayspace_connector::p2p::Topic;
+use bayspace_connector::node::RevocationError;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::NodeContext;
@@ -52,23 +51,15 @@ async fn reload(ctx: &Arc<NodeContext>, dir: &Path) {
             return;
         }
     };
-    match ctx.admission.offer_revocations(&bytes) {
-        Ok(RevocationOutcome::Accepted(body)) => {
-            tracing::info!(
-                seq = body.seq,
-                revoked = body.revoked.len(),
-                "revocation list loaded from {}",
-                path.display()
-            );
-            if let Err(e) = ctx.client.publish(Topic::Revocations, bytes).await {
-                tracing::warn!("revocation list not gossiped: {e}");
-            }
-            if let Err(e) = ctx.client.recheck_all().await {
-                tracing::warn!("admitted peers not re-checked: {e}");
-            }
-            super::events::drop_revoked_publishers(ctx);
-        }
-        Ok(RevocationOutcome::NotNewer { current }) => tracing::info!(
+    match ctx.node.publish_revocations(bytes).await {
+        Ok(published) => tracing::info!(
+            seq = published.body.seq,
+            revoked = published.body.revoked.len(),
+            disconnected = published.disconnected.len(),
+            "revocation list loaded from {}",
+            path.display()
+        ),
+        Err(RevocationError::NotNewer { current }) => tracing::info!(
             "{} is not newer than the list in force ({current}); nothing changed",
             path.display()
         ),

@@ -14,7 +14,7 @@ use tonic::{Request, Status};
 
 use crate::grpc::limits::{AUTH_FAILURES, AUTH_WINDOW};
 
-use crate::researchers::{Researchers, token_hash};
+use bayspace_connector::researchers::{Researchers, token_hash};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -3,17 +3,15 @@
 
 use std::sync::Arc;
 
-use bayspace_connector::audit::{Actor, AuditEvent, AuditLog};
-use bayspace_connector::catalog::{self, Catalog, CatalogError, NewDataset, SearchQuery};
-use bayspace_connector::identity::NodeKey;
+use bayspace_connector::audit::Actor;
+use bayspace_connector::catalog::{CatalogError, NewDataset, SearchQuery};
 use bayspace_connector::negotiator::OnwardError;
-use bayspace_connector::p2p::{Client, Topic};
+use bayspace_connector::node::{Node, PublishError};
 use bayspace_contracts::classification::{Category, DataLevel};
-use bayspace_contracts::descriptor::{ApprovalMode, DatasetId, Institution, SignedDescriptor};
+use bayspace_contracts::descriptor::{ApprovalMode, DatasetId, SignedDescriptor};
 use bayspace_contracts::dsp::DataService;
 use bayspace_contracts::policy::{Purpose, RegionSet};
 use bayspace_contracts::region::Region;
-use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
@@ -25,85 +23,30 @@ use crate::proto;
 /// Everything the two services need; cheap to clone.
 #[derive(Clone)]
 pub struct CatalogApi {
-    pub catalog: Arc<Catalog>,
-    pub p2p: Client,
-    pub key: Arc<NodeKey>,
-    pub institution: Institution,
-    pub audit: Arc<AuditLog>,
+    pub node: Arc<Node>,
     pub grpc_endpoint: String,
-    pub negotiator: Arc<bayspace_connector::negotiator::Negotiator>,
 }
 
-impl CatalogApi {
-    /// The connector's onward-transfer rule, off the runtime (it may hash
-    /// the file).
-    async fn check_onward(&self, new: &NewDataset) -> Result<(), Status> {
-        let policy = bayspace_contracts::policy::Policy::offer(new.purposes.clone())
-            .recipients(new.recipient_regions.clone())
-            .build()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let negotiator = Arc::clone(&self.negotiator);
-        let path = new.path.clone();
-        let checked = tokio::task::spawn_blocking(move || negotiator.check_onward(&path, &policy))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        match checked {
-            Ok(()) => Ok(()),
-            Err(e @ OnwardError::Forbidden { .. }) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Err(e @ OnwardError::Read { .. }) => Err(Status::invalid_argument(e.to_string())),
-            Err(e @ OnwardError::Negotiator(_)) => Err(Status::internal(e.to_string())),
-        }
+fn actor(caller: &Caller) -> Actor {
+    match caller.role {
+        Role::Admin => Actor::Admin,
+        Role::Researcher => Actor::Researcher(caller.id.clone()),
     }
+}
 
-    /// Gossip the descriptor to the members and put it in the DHT. Neither
-    /// is fatal: with no peers yet there is nobody to tell, and joiners sync
-    /// the catalog from us when they are admitted.
-    async fn announce(&self, signed: &SignedDescriptor) {
-        let bytes = match catalog::encode(signed) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(dataset = %signed.descriptor.id, "cannot encode descriptor: {e}");
-                return;
-            }
-        };
-        if let Err(e) = self.p2p.publish(Topic::Descriptors, bytes.clone()).await {
-            tracing::info!(dataset = %signed.descriptor.id, "descriptor not gossiped: {e}");
-        }
-        if let Err(e) = self
-            .p2p
-            .put_record(catalog::dht_key(&signed.descriptor.id), bytes)
-            .await
-        {
-            tracing::info!(dataset = %signed.descriptor.id, "descriptor not put in the DHT: {e}");
-        }
+fn publish_status(e: PublishError) -> Status {
+    if let Some(full) = super::disk_full(&e) {
+        return full;
     }
-
-    fn audit(
-        &self,
-        caller: &Caller,
-        signed: &SignedDescriptor,
-        action: &str,
-    ) -> Result<(), Status> {
-        let d = &signed.descriptor;
-        let actor = match caller.role {
-            Role::Admin => Actor::Admin,
-            Role::Researcher => Actor::Researcher(caller.id.clone()),
-        };
-        self.audit
-            .append(
-                actor,
-                AuditEvent::DatasetPublished,
-                vec![d.id.to_string()],
-                json!({ "action": action, "version": d.version, "title": d.title,
-                        "content_hash": d.content_hash.to_string(), "withdrawn": d.withdrawn }),
-                OffsetDateTime::now_utc(),
-            )
-            .map(|_| ())
-            .map_err(|e| {
-                super::disk_full(&e).unwrap_or_else(|| Status::internal(format!("audit log: {e}")))
-            })
+    match e {
+        PublishError::Catalog(e) => catalog_status(e),
+        PublishError::Policy(_) | PublishError::Onward(OnwardError::Read { .. }) => {
+            Status::invalid_argument(e.to_string())
+        }
+        PublishError::Onward(OnwardError::Forbidden { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        _ => Status::internal(e.to_string()),
     }
 }
 
@@ -248,10 +191,6 @@ fn new_dataset(r: proto::PublishRequest) -> Result<NewDataset, Status> {
     })
 }
 
-fn random16() -> Result<[u8; 16], Status> {
-    bayspace_connector::random::bytes().map_err(|e| Status::internal(e.to_string()))
-}
-
 #[tonic::async_trait]
 impl proto::catalog_service_server::CatalogService for CatalogApi {
     async fn search(
@@ -275,7 +214,7 @@ impl proto::catalog_service_server::CatalogService for CatalogApi {
             limit: (r.limit > 0).then_some(r.limit),
             after: opt(r.after),
         };
-        let page = self.catalog.search(&query).map_err(catalog_status)?;
+        let page = self.node.catalog.search(&query).map_err(catalog_status)?;
         Ok(Response::new(proto::SearchResponse {
             datasets: page.items.iter().map(summary).collect(),
             next: page.next.unwrap_or_default(),
@@ -287,12 +226,13 @@ impl proto::catalog_service_server::CatalogService for CatalogApi {
         req: Request<proto::ExportDspRequest>,
     ) -> Result<Response<proto::ExportDspResponse>, Status> {
         require_user(&req)?;
-        let peer = &self.institution.peer_id;
+        let peer = &self.node.institution.peer_id;
         let service = DataService {
             id: format!("urn:bayspace:service:{peer}"),
             endpoint_url: self.grpc_endpoint.clone(),
         };
         let doc = self
+            .node
             .catalog
             .export_dsp(&format!("urn:bayspace:catalog:{peer}"), peer, &service)
             .map_err(catalog_status)?;
@@ -311,24 +251,11 @@ impl proto::dataset_service_server::DatasetService for CatalogApi {
     ) -> Result<Response<proto::PublishResponse>, Status> {
         let caller = require_admin(&req)?.clone();
         let new = new_dataset(req.into_inner())?;
-        self.check_onward(&new).await?;
-        let (api, random) = (self.clone(), random16()?);
-        // Hashing a large file blocks: keep it off the async workers.
-        let signed = tokio::task::spawn_blocking(move || {
-            api.catalog.publish(
-                new,
-                &api.key,
-                api.institution.clone(),
-                OffsetDateTime::now_utc(),
-                random,
-            )
-        })
-        .await
-        .map_err(|e| Status::internal(format!("publish task: {e}")))?
-        .map_err(catalog_status)?;
-        // Stored locally; audited before anyone else hears of it.
-        self.audit(&caller, &signed, "publish")?;
-        self.announce(&signed).await;
+        let signed = self
+            .node
+            .publish(actor(&caller), new)
+            .await
+            .map_err(publish_status)?;
         let d = &signed.descriptor;
         Ok(Response::new(proto::PublishResponse {
             id: d.id.to_string(),
@@ -344,11 +271,10 @@ impl proto::dataset_service_server::DatasetService for CatalogApi {
         let caller = require_admin(&req)?.clone();
         let id: DatasetId = parse_field("id", &req.into_inner().id)?;
         let signed = self
-            .catalog
-            .withdraw(&id, &self.key, OffsetDateTime::now_utc())
-            .map_err(catalog_status)?;
-        self.audit(&caller, &signed, "withdraw")?;
-        self.announce(&signed).await;
+            .node
+            .withdraw(actor(&caller), &id)
+            .await
+            .map_err(publish_status)?;
         Ok(Response::new(proto::WithdrawResponse {
             id: signed.descriptor.id.to_string(),
             version: signed.descriptor.version,

@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::grpc::auth::{Caller, Role, require_admin, require_user};
 use crate::proto;
-use crate::researchers::Researchers;
+use bayspace_connector::researchers::Researchers;
 
 /// Changes buffered for one watcher before it is considered slow.
 const WATCH_BUFFER: usize = 16;

@@ -25,7 +25,6 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use zeroize::Zeroizing;
 
 use audit::AuditApi;
-use bayspace_contracts::descriptor::{Institution, PublicKey};
 use catalog::CatalogApi;
 use contracts::ContractsApi;
 
@@ -137,7 +136,7 @@ pub async fn serve(
     tls: Option<ApiIdentity>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
-    let addr = ctx.config.grpc;
+    let addr = ctx.node.config.grpc;
     let incoming = TcpIncoming::bind(addr)
         .with_context(|| format!("cannot listen for gRPC on {addr}"))?
         .with_nodelay(Some(true))
@@ -153,7 +152,7 @@ pub async fn serve(
         .http2_max_header_list_size(limits::MAX_HEADER_LIST)
         // Over TLS, browsers agree on HTTP/2 by ALPN; on a plaintext
         // loopback API they speak HTTP/1.1 to the console.
-        .accept_http1(!secure && ctx.config.console)
+        .accept_http1(!secure && ctx.node.config.console)
         .layer(metered::MeteredLayer);
     if let Some(id) = tls {
         server = server
@@ -169,7 +168,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let auth = Authenticator::new(admin_token_hash, ctx.researchers.clone());
+    let auth = Authenticator::new(admin_token_hash, ctx.node.researchers.clone());
     let apis = Apis::new(&ctx, scheme);
     let mut routes = RoutesBuilder::default();
     routes
@@ -199,14 +198,14 @@ pub async fn serve(
         .add_service(guarded!(
             BackupServiceServer,
             backup::BackupApi {
-                audit: ctx.audit.clone(),
-                store: ctx.store.clone(),
+                audit: ctx.node.audit.clone(),
+                store: ctx.node.store.clone(),
             },
             auth
         ));
     contract_services(&mut routes, &apis.contracts, &auth);
     let mut axum_routes = routes.routes().into_axum_router();
-    if ctx.config.console {
+    if ctx.node.config.console {
         // Browsers send no `application/grpc` requests and gRPC clients ask
         // only for `/<package>.<Service>/<method>` paths, so the console's
         // paths sit beside the services without overlapping them.
@@ -277,30 +276,20 @@ impl Apis {
             node: NodeApi(ctx.clone()),
             researchers: ResearcherApi(ctx.clone()),
             transfers: TransfersApi {
-                transfers: ctx.transfers.clone(),
-                export_dir: ctx.export_dir.clone(),
+                transfers: ctx.node.transfers.clone(),
+                export_dir: ctx.node.export_dir.clone(),
             },
             catalog: CatalogApi {
-                catalog: ctx.catalog.clone(),
-                p2p: ctx.client.clone(),
-                key: ctx.key.clone(),
-                institution: Institution {
-                    name: ctx.config.institution.clone(),
-                    region: ctx.config.region,
-                    peer_id: ctx.peer_id.to_string(),
-                    key: PublicKey::from(&ctx.key.verifying_key()),
-                },
-                audit: ctx.audit.clone(),
-                grpc_endpoint: format!("{scheme}://{}", ctx.config.grpc),
-                negotiator: ctx.negotiator.clone(),
+                node: ctx.node.clone(),
+                grpc_endpoint: format!("{scheme}://{}", ctx.node.config.grpc),
             },
             audit: AuditApi {
-                log: ctx.audit.clone(),
-                witness: ctx.witness.clone(),
+                log: ctx.node.audit.clone(),
+                witness: ctx.node.witness.clone(),
             },
             contracts: ContractsApi {
-                negotiator: ctx.negotiator.clone(),
-                researchers: ctx.researchers.clone(),
+                negotiator: ctx.node.negotiator.clone(),
+                researchers: ctx.node.researchers.clone(),
                 holidays: ctx.holidays.clone(),
             },
         }

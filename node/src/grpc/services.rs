@@ -1,12 +1,11 @@
 //! The node's own services: status, researchers, revocation lists.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bayspace_connector::admission::{AdmissionError, RevocationOutcome};
+use bayspace_connector::admission::AdmissionError;
 use bayspace_connector::identity::{Orcid, timestamp};
-use bayspace_connector::p2p::Topic;
+use bayspace_connector::node::RevocationError;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
@@ -35,11 +34,13 @@ impl proto::node_service_server::NodeService for NodeApi {
         require_admin(&req)?;
         let ctx = &self.0;
         let stats = ctx
+            .node
             .client
             .stats()
             .await
             .map_err(|e| internal("p2p engine", e))?;
         let listen = ctx
+            .node
             .client
             .listen_addrs()
             .await
@@ -51,6 +52,7 @@ impl proto::node_service_server::NodeService for NodeApi {
                 peer_id: p.peer_id.to_string(),
                 institution: p.institution.clone(),
                 region: ctx
+                    .node
                     .admission
                     .region_of(&p.peer_id)
                     .map(|r| r.to_string())
@@ -60,12 +62,12 @@ impl proto::node_service_server::NodeService for NodeApi {
             .collect();
         admitted.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
         Ok(Response::new(proto::StatusResponse {
-            peer_id: ctx.peer_id.to_string(),
-            institution: ctx.config.institution.clone(),
-            region: ctx.config.region.to_string(),
+            peer_id: ctx.node.peer_id.to_string(),
+            institution: ctx.node.config.institution.clone(),
+            region: ctx.node.config.region.to_string(),
             listen_addrs: listen.iter().map(ToString::to_string).collect(),
             admitted_peers: admitted,
-            catalog_size: ctx.catalog.len() as u64,
+            catalog_size: ctx.node.catalog.len() as u64,
             uptime_seconds: ctx.started.elapsed().as_secs(),
             admission_refusals: stats.refusals,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -76,7 +78,7 @@ impl proto::node_service_server::NodeService for NodeApi {
 #[derive(Clone)]
 pub struct ResearcherApi(pub Arc<NodeContext>);
 
-fn researcher(r: crate::researchers::ResearcherRecord) -> proto::Researcher {
+fn researcher(r: bayspace_connector::researchers::ResearcherRecord) -> proto::Researcher {
     proto::Researcher {
         id: r.id,
         name: r.name,
@@ -102,6 +104,7 @@ impl proto::researcher_service_server::ResearcherService for ResearcherApi {
         };
         let (record, token) = self
             .0
+            .node
             .researchers
             .add(&r.name, orcid, OffsetDateTime::now_utc())
             .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
@@ -119,6 +122,7 @@ impl proto::researcher_service_server::ResearcherService for ResearcherApi {
         require_admin(&req)?;
         let list = self
             .0
+            .node
             .researchers
             .list()
             .map_err(|e| internal("researcher registry", format!("{e:#}")))?;
@@ -135,6 +139,7 @@ impl proto::researcher_service_server::ResearcherService for ResearcherApi {
         let id = req.into_inner().id;
         let removed = self
             .0
+            .node
             .researchers
             .remove(&id)
             .map_err(|e| internal("researcher registry", format!("{e:#}")))?;
@@ -155,52 +160,21 @@ impl proto::revocation_service_server::RevocationService for RevocationApi {
         req: Request<proto::PublishRevocationsRequest>,
     ) -> Result<Response<proto::PublishRevocationsResponse>, Status> {
         require_admin(&req)?;
-        let ctx = &self.0;
-        let bytes = req.into_inner().list;
-        let body = match ctx.admission.offer_revocations(&bytes) {
-            Ok(RevocationOutcome::Accepted(body)) => body,
-            Ok(RevocationOutcome::NotNewer { current }) => {
-                return Err(Status::failed_precondition(format!(
-                    "the node already holds revocation list {current}; publish a list with a higher sequence number"
-                )));
-            }
-            Err(e @ (AdmissionError::Store(_) | AdmissionError::Poisoned)) => {
-                return Err(internal("revocation list", e));
-            }
-            Err(e) => return Err(Status::invalid_argument(e.to_string())),
-        };
-        tracing::info!(
-            seq = body.seq,
-            revoked = body.revoked.len(),
-            "revocation list published"
-        );
-        let before: BTreeSet<String> = admitted(ctx).await?;
-        if let Err(e) = ctx.client.publish(Topic::Revocations, bytes).await {
-            // With no member connected there is nobody to tell now; members
-            // receive the list from whoever publishes or relays it next.
-            tracing::warn!("revocation list not gossiped: {e}");
-        }
-        ctx.client
-            .recheck_all()
+        let published = self
+            .0
+            .node
+            .publish_revocations(req.into_inner().list)
             .await
-            .map_err(|e| internal("p2p engine", e))?;
-        crate::daemon::events::drop_revoked_publishers(ctx);
-        let after = admitted(ctx).await?;
+            .map_err(|e| match e {
+                RevocationError::NotNewer { .. } => Status::failed_precondition(e.to_string()),
+                RevocationError::Admission(AdmissionError::Store(_) | AdmissionError::Poisoned)
+                | RevocationError::P2p(_) => internal("revocation list", e),
+                RevocationError::Admission(_) => Status::invalid_argument(e.to_string()),
+            })?;
         Ok(Response::new(proto::PublishRevocationsResponse {
-            sequence: body.seq,
-            revoked_serials: body.revoked.into_iter().collect(),
-            disconnected: before.difference(&after).cloned().collect(),
+            sequence: published.body.seq,
+            revoked_serials: published.body.revoked.into_iter().collect(),
+            disconnected: published.disconnected.into_iter().collect(),
         }))
     }
-}
-
-async fn admitted(ctx: &NodeContext) -> Result<BTreeSet<String>, Status> {
-    Ok(ctx
-        .client
-        .admitted_peers()
-        .await
-        .map_err(|e| internal("p2p engine", e))?
-        .into_iter()
-        .map(|p| p.peer_id.to_string())
-        .collect())
 }

@@ -1,18 +1,18 @@
 //! Audit checkpoints between members: this node's go out on the
 //! `Checkpoints` gossip topic, the other members' are kept as witnesses
-//! (the rules are `bayspace_connector::audit::PeerCheckpoints`'s).
+//! (the rules are `crate::audit::PeerCheckpoints`'s).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bayspace_connector::audit::{Announcement, AuditLog, Offered};
-use bayspace_connector::identity::PeerId;
-use bayspace_connector::p2p::{Client, GossipId, GossipVerdict, Topic};
+use crate::audit::{Announcement, AuditLog, Offered};
+use crate::identity::PeerId;
+use crate::p2p::{Client, GossipId, GossipVerdict, Topic};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::NodeContext;
+use super::Node;
 
 /// How often the sender looks for a new checkpoint or new members.
 const TICK: Duration = Duration::from_secs(1);
@@ -95,20 +95,20 @@ pub async fn announce(client: Client, audit: Arc<AuditLog>, me: PeerId) {
 /// admitted member, and moves that member's log forward; forwarded only
 /// then.
 pub async fn on_gossip(
-    ctx: &NodeContext,
+    node: &Node,
     from: PeerId,
     author: Option<PeerId>,
     data: Vec<u8>,
     id: GossipId,
 ) {
-    let admitted: HashSet<PeerId> = match ctx.client.admitted_peers().await {
+    let admitted: HashSet<PeerId> = match node.client.admitted_peers().await {
         Ok(peers) => peers.into_iter().map(|p| p.peer_id).collect(),
         Err(e) => {
             tracing::warn!("cannot list admitted peers: {e}");
             HashSet::new()
         }
     };
-    let witness = ctx.witness.clone();
+    let witness = node.witness.clone();
     let author = author.unwrap_or(from);
     let outcome = tokio::task::spawn_blocking(move || {
         witness.receive(
@@ -130,7 +130,7 @@ pub async fn on_gossip(
             GossipVerdict::Ignore
         }
     };
-    if let Err(e) = ctx.client.report_gossip(id, verdict).await {
+    if let Err(e) = node.client.report_gossip(id, verdict).await {
         tracing::warn!("cannot report a gossip verdict: {e}");
     }
 }

@@ -8,30 +8,28 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bayspace_connector::admission::{AdmissionError, RevocationOutcome};
-use bayspace_connector::audit::{Actor, AuditEvent};
-use bayspace_connector::catalog::{CatalogError, IngestOutcome, sync_from};
-use bayspace_connector::identity::PeerId;
-use bayspace_connector::p2p::{
-    CatalogResponse, ControlResponse, GossipId, GossipVerdict, P2pEvent, Topic,
-};
+use crate::admission::{AdmissionError, RevocationOutcome};
+use crate::audit::{Actor, AuditEvent};
+use crate::catalog::{CatalogError, IngestOutcome, sync_from};
+use crate::identity::PeerId;
+use crate::p2p::{CatalogResponse, ControlResponse, GossipId, GossipVerdict, P2pEvent, Topic};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::NodeContext;
+use super::Node;
 
-pub async fn run(ctx: Arc<NodeContext>, mut events: mpsc::Receiver<P2pEvent>) {
+pub async fn run(node: Arc<Node>, mut events: mpsc::Receiver<P2pEvent>) {
     while let Some(event) = events.recv().await {
         match event {
             P2pEvent::PeerAdmitted(peer) => {
                 tracing::info!(peer = %peer.peer_id, institution = %peer.institution, "peer admitted");
-                ctx.negotiator.peer_admitted(&peer.peer_id);
-                on_catalog_event(&ctx, P2pEvent::PeerAdmitted(peer)).await;
+                node.negotiator.peer_admitted(&peer.peer_id);
+                on_catalog_event(&node, P2pEvent::PeerAdmitted(peer)).await;
             }
             P2pEvent::PeerRefused { peer, reason } => {
                 tracing::warn!(%peer, %reason, "peer refused");
-                audit_refusal(&ctx, &peer, &reason.to_string());
+                audit_refusal(&node, &peer, &reason.to_string());
             }
             P2pEvent::Gossip {
                 topic: Topic::Revocations,
@@ -39,14 +37,14 @@ pub async fn run(ctx: Arc<NodeContext>, mut events: mpsc::Receiver<P2pEvent>) {
                 data,
                 id,
                 ..
-            } => on_revocation_gossip(&ctx, from, &data, id).await,
+            } => on_revocation_gossip(&node, from, &data, id).await,
             P2pEvent::Gossip {
                 topic: Topic::Checkpoints,
                 from,
                 author,
                 data,
                 id,
-            } => super::witness::on_gossip(&ctx, from, author, data, id).await,
+            } => super::witness::on_gossip(&node, from, author, data, id).await,
             P2pEvent::InboundControl {
                 peer,
                 request,
@@ -54,10 +52,10 @@ pub async fn run(ctx: Arc<NodeContext>, mut events: mpsc::Receiver<P2pEvent>) {
             } => {
                 // Answering may wait on the store and the audit log; the
                 // loop must keep serving meanwhile.
-                let ctx = ctx.clone();
+                let node = node.clone();
                 tokio::spawn(async move {
-                    let reply = ctx.negotiator.on_control(peer, &request.0).await;
-                    if let Err(e) = ctx
+                    let reply = node.negotiator.on_control(peer, &request.0).await;
+                    if let Err(e) = node
                         .client
                         .respond_control(channel, ControlResponse(reply))
                         .await
@@ -66,14 +64,14 @@ pub async fn run(ctx: Arc<NodeContext>, mut events: mpsc::Receiver<P2pEvent>) {
                     }
                 });
             }
-            other => on_catalog_event(&ctx, other).await,
+            other => on_catalog_event(&node, other).await,
         }
     }
     tracing::debug!("p2p event channel closed");
 }
 
-fn audit_refusal(ctx: &NodeContext, peer: &PeerId, reason: &str) {
-    if let Err(e) = ctx.audit.append(
+fn audit_refusal(node: &Node, peer: &PeerId, reason: &str) {
+    if let Err(e) = node.audit.append(
         Actor::Peer(peer.to_string()),
         AuditEvent::AdmissionRefused,
         vec![peer.to_string()],
@@ -87,15 +85,15 @@ fn audit_refusal(ctx: &NodeContext, peer: &PeerId, reason: &str) {
 /// A revocation list relayed by a member: forwarded only if it is genuine
 /// and newer, and then in force (persisted, admitted peers re-checked)
 /// before it is forwarded.
-async fn on_revocation_gossip(ctx: &NodeContext, from: PeerId, data: &[u8], id: GossipId) {
-    let verdict = match ctx.admission.offer_revocations(data) {
+async fn on_revocation_gossip(node: &Node, from: PeerId, data: &[u8], id: GossipId) {
+    let verdict = match node.admission.offer_revocations(data) {
         Ok(RevocationOutcome::Accepted(body)) => {
             tracing::info!(%from, seq = body.seq, revoked = body.revoked.len(), "revocation list accepted");
-            match ctx.client.recheck_all().await {
+            match node.client.recheck_all().await {
                 Ok(n) => tracing::info!("{n} peer(s) disconnected after the revocation list"),
                 Err(e) => tracing::error!("cannot re-check admitted peers: {e}"),
             }
-            drop_revoked_publishers(ctx);
+            node.drop_revoked_publishers();
             GossipVerdict::Accept
         }
         Ok(RevocationOutcome::NotNewer { .. }) => GossipVerdict::Ignore,
@@ -108,36 +106,25 @@ async fn on_revocation_gossip(ctx: &NodeContext, from: PeerId, data: &[u8], id: 
             GossipVerdict::Reject
         }
     };
-    if let Err(e) = ctx.client.report_gossip(id, verdict).await {
+    if let Err(e) = node.client.report_gossip(id, verdict).await {
         tracing::warn!("cannot report a gossip verdict: {e}");
-    }
-}
-
-/// A revoked member's datasets leave the catalog with it.
-pub fn drop_revoked_publishers(ctx: &NodeContext) {
-    for peer in ctx.admission.revoked_peers() {
-        match ctx.catalog.remove_publisher(&peer.to_string()) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(%peer, "{n} dataset(s) of a revoked member removed"),
-            Err(e) => tracing::error!(%peer, "cannot remove a revoked member's datasets: {e}"),
-        }
     }
 }
 
 /// The federated catalog on the network: descriptor gossip, catalog page
 /// requests from members, and a catalog sync from every newly admitted
 /// peer.
-async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
+async fn on_catalog_event(node: &Arc<Node>, event: P2pEvent) {
     match event {
         P2pEvent::PeerAdmitted(peer) => {
             // Syncing takes several round trips; the loop must keep serving.
-            let ctx = ctx.clone();
+            let node = node.clone();
             tokio::spawn(async move {
-                let admitted = admitted_set(&ctx).await;
+                let admitted = admitted_set(&node).await;
                 let report = sync_from(
-                    &ctx.client,
+                    &node.client,
                     peer.peer_id,
-                    &ctx.catalog,
+                    &node.catalog,
                     |p| admitted.contains(p),
                     OffsetDateTime::now_utc(),
                 )
@@ -158,8 +145,8 @@ async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
             id,
             ..
         } => {
-            let admitted = admitted_set(ctx).await;
-            let verdict = match ctx.catalog.ingest_bytes(
+            let admitted = admitted_set(node).await;
+            let verdict = match node.catalog.ingest_bytes(
                 &data,
                 |p| admitted.contains(p),
                 OffsetDateTime::now_utc(),
@@ -175,13 +162,13 @@ async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
                     GossipVerdict::Reject
                 }
             };
-            if let Err(e) = ctx.client.report_gossip(id, verdict).await {
+            if let Err(e) = node.client.report_gossip(id, verdict).await {
                 tracing::warn!("cannot report a gossip verdict: {e}");
             }
         }
         P2pEvent::Gossip { id, topic, .. } => {
             tracing::debug!(?topic, "gossip on a topic the catalog does not own");
-            if let Err(e) = ctx.client.report_gossip(id, GossipVerdict::Ignore).await {
+            if let Err(e) = node.client.report_gossip(id, GossipVerdict::Ignore).await {
                 tracing::warn!("cannot report a gossip verdict: {e}");
             }
         }
@@ -190,7 +177,7 @@ async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
             request,
             channel,
         } => {
-            let page = ctx
+            let page = node
                 .catalog
                 .page(request.after.as_deref(), request.limit)
                 .unwrap_or_else(|e| {
@@ -200,7 +187,7 @@ async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
                         next: None,
                     }
                 });
-            if let Err(e) = ctx.client.respond(channel, page).await {
+            if let Err(e) = node.client.respond(channel, page).await {
                 tracing::warn!("cannot answer a catalog request: {e}");
             }
         }
@@ -211,14 +198,14 @@ async fn on_catalog_event(ctx: &Arc<NodeContext>, event: P2pEvent) {
 
 /// The PeerIds admitted right now, ourselves included (our own datasets are
 /// always ours to keep).
-async fn admitted_set(ctx: &NodeContext) -> HashSet<String> {
-    let mut set: HashSet<String> = match ctx.client.admitted_peers().await {
+async fn admitted_set(node: &Node) -> HashSet<String> {
+    let mut set: HashSet<String> = match node.client.admitted_peers().await {
         Ok(peers) => peers.into_iter().map(|p| p.peer_id.to_string()).collect(),
         Err(e) => {
             tracing::warn!("cannot list admitted peers: {e}");
             HashSet::new()
         }
     };
-    set.insert(ctx.peer_id.to_string());
+    set.insert(node.peer_id.to_string());
     set
 }

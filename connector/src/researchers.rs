@@ -6,18 +6,30 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use bayspace_connector::identity::{Orcid, timestamp};
-use bayspace_connector::store::{Store, TreeName, TypedTree, WriteSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+use crate::identity::{Orcid, timestamp};
+use crate::random::{self, RandomError};
+use crate::store::{Store, StoreError, TreeName, TypedTree, WriteSet};
 
 pub const RESEARCHERS_TREE: TreeName = TreeName::new("researchers");
 pub const RESEARCHER_TOKENS_TREE: TreeName = TreeName::new("researcher-tokens");
 
 /// Longest researcher name accepted.
-const MAX_NAME: usize = 200;
-/// Records read from the store at a time when listing.
+pub const MAX_NAME: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResearcherError {
+    #[error("name `{0}` must be 1 to {MAX_NAME} bytes without control characters")]
+    BadName(String),
+    #[error("researcher {id}: the stored token hash is not hex")]
+    BadStoredHash { id: String },
+    #[error("researcher registry: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +43,7 @@ pub struct ResearcherRecord {
     pub added_at: OffsetDateTime,
 }
 
+/// The registry; cheap to clone.
 #[derive(Clone)]
 pub struct Researchers {
     store: Arc<dyn Store>,
@@ -38,17 +51,13 @@ pub struct Researchers {
     tokens: TypedTree<String, String>,
 }
 
-/// `n` random bytes as lowercase hex.
-pub fn random_hex(n: usize) -> anyhow::Result<String> {
-    Ok(bayspace_connector::random::hex(n)?)
-}
-
+/// What is stored of a token, and what a presented one is compared with.
 pub fn token_hash(token: &str) -> blake3::Hash {
     blake3::hash(token.as_bytes())
 }
 
 impl Researchers {
-    pub fn open(store: Arc<dyn Store>) -> anyhow::Result<Self> {
+    pub fn open(store: Arc<dyn Store>) -> Result<Self, ResearcherError> {
         Ok(Researchers {
             records: TypedTree::open(&*store, RESEARCHERS_TREE)?,
             tokens: TypedTree::open(&*store, RESEARCHER_TOKENS_TREE)?,
@@ -57,20 +66,20 @@ impl Researchers {
     }
 
     /// Adds a researcher and returns the record and the token, which is
-    /// never shown again.
+    /// never shown again. Durable when it returns.
     pub fn add(
         &self,
         name: &str,
         orcid: Option<Orcid>,
         now: OffsetDateTime,
-    ) -> anyhow::Result<(ResearcherRecord, String)> {
+    ) -> Result<(ResearcherRecord, String), ResearcherError> {
         let name = name.trim();
         if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-            bail!("name `{name}` must be 1 to {MAX_NAME} bytes without control characters");
+            return Err(ResearcherError::BadName(name.to_owned()));
         }
-        let token = random_hex(32)?;
+        let token = random::hex(32)?;
         let record = ResearcherRecord {
-            id: format!("r-{}", random_hex(8)?),
+            id: format!("r-{}", random::hex(8)?),
             name: name.to_owned(),
             orcid,
             token_blake3: token_hash(&token).to_hex().to_string(),
@@ -89,12 +98,13 @@ impl Researchers {
         Ok((record, token))
     }
 
-    pub fn list(&self) -> anyhow::Result<Vec<ResearcherRecord>> {
+    pub fn list(&self) -> Result<Vec<ResearcherRecord>, ResearcherError> {
         Ok(self.records.values(&[])?)
     }
 
     /// Removes a researcher and their token; false when the id is unknown.
-    pub fn remove(&self, id: &str) -> anyhow::Result<bool> {
+    /// Their token stops working at once.
+    pub fn remove(&self, id: &str) -> Result<bool, ResearcherError> {
         let id = id.to_owned();
         let Some(record) = self.records.get(&id)? else {
             return Ok(false);
@@ -103,15 +113,13 @@ impl Researchers {
         self.records.stage_expect(&mut writes, &id, Some(&record))?;
         self.records.stage_remove(&mut writes, &id);
         self.tokens.stage_remove(&mut writes, &record.token_blake3);
-        self.store
-            .apply(&writes)
-            .with_context(|| format!("researcher {id} changed while being removed"))?;
+        self.store.apply(&writes)?;
         self.store.flush()?;
         Ok(true)
     }
 
     /// The researcher holding `token`, if any.
-    pub fn authenticate(&self, token: &str) -> anyhow::Result<Option<ResearcherRecord>> {
+    pub fn authenticate(&self, token: &str) -> Result<Option<ResearcherRecord>, ResearcherError> {
         let hash = token_hash(token);
         let Some(id) = self.tokens.get(&hash.to_hex().to_string())? else {
             return Ok(None);
@@ -121,7 +129,7 @@ impl Researchers {
         };
         // `Hash` equality is constant time.
         let stored = blake3::Hash::from_hex(&record.token_blake3)
-            .with_context(|| format!("researcher {id}: stored token hash is not hex"))?;
+            .map_err(|_| ResearcherError::BadStoredHash { id: id.clone() })?;
         Ok((stored == hash).then_some(record))
     }
 }
@@ -129,11 +137,11 @@ impl Researchers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bayspace_connector::store::SledStore;
+    use crate::store::MemStore;
 
     #[test]
     fn add_authenticate_list_remove() {
-        let r = Researchers::open(Arc::new(SledStore::temporary().unwrap())).unwrap();
+        let r = Researchers::open(Arc::new(MemStore::new())).unwrap();
         let now = OffsetDateTime::now_utc();
         let (a, ta) = r
             .add(
@@ -157,6 +165,18 @@ mod tests {
         assert!(!r.remove(&a.id).unwrap());
         assert!(r.authenticate(&ta).unwrap().is_none());
         assert_eq!(r.list().unwrap().len(), 1);
-        assert!(r.add("  ", None, now).is_err());
+    }
+
+    #[test]
+    fn bad_names_are_refused_and_nothing_is_stored() {
+        let r = Researchers::open(Arc::new(MemStore::new())).unwrap();
+        let now = OffsetDateTime::now_utc();
+        for name in ["  ", "a\u{7}b", &"x".repeat(MAX_NAME + 1)] {
+            assert!(matches!(
+                r.add(name, None, now),
+                Err(ResearcherError::BadName(_))
+            ));
+        }
+        assert!(r.list().unwrap().is_empty());
     }
 }
