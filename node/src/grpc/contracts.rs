@@ -61,6 +61,7 @@ pub fn negotiator_status(e: NegotiatorError) -> Status {
         | E::Withdrawn(_)
         | E::OwnDataset(_)
         | E::NotOurDataset(_)
+        | E::ForeignRelease { .. }
         | E::Filing(_) => Status::failed_precondition(msg),
         E::UsesExhausted { .. } => Status::resource_exhausted(msg),
         E::UnknownOffer { .. } | E::OfferNeeded { .. } | E::BadInput { .. } | E::Wire(_) => {
