@@ -25,7 +25,7 @@ use bayspace_connector::identity::{
 use bayspace_connector::negotiator::wire::{ContractRequest, Message};
 use bayspace_connector::store::SledStore;
 use bayspace_connector::transfers::wire::{
-    Frame, TransferRequest, TransferStart, write_frame, write_segment,
+    Frame, ReleaseId, TransferRequest, TransferStart, write_frame, write_segment,
 };
 use bayspace_contracts::agreement::{Agreement, NegotiationId, Researcher, SignedAgreement};
 use bayspace_contracts::classification::DataLevel;
@@ -162,7 +162,9 @@ fn messages(
 }
 
 /// A whole release as the consumer reads it, request to `Done`.
-fn transfer() -> Res<Vec<u8>> {
+/// A whole transfer stream; `release`: the request names its release, as
+/// consumers since release ids do.
+fn transfer(release: bool) -> Res<Vec<u8>> {
     let key = [9u8; 32];
     let cipher = SegmentCipher::new(
         &DataKey::from_bytes(key),
@@ -179,6 +181,7 @@ fn transfer() -> Res<Vec<u8>> {
                 agreement: fuzzing::agreement_id(),
                 researcher: "r-0a1b2c3d".into(),
                 from_segment: 0,
+                release: release.then_some(ReleaseId([0x5c; 16])),
             }),
         )
         .await?;
@@ -307,7 +310,11 @@ fn main() -> Res<()> {
         "negotiation_message",
         &messages(&d, &signed, &credential)?,
     )?;
-    write(&root, "transfer_frames", &[transfer()?])?;
+    write(
+        &root,
+        "transfer_frames",
+        &[transfer(false)?, transfer(true)?],
+    )?;
     write(&root, "catalog_descriptor", &[catalog::encode(&d)?])?;
     write(
         &root,

@@ -96,6 +96,90 @@ async fn a_consumer_that_never_confirms_gets_no_more_releases_than_its_use_limit
     assert_eq!(agreement_record(&p.sz, &agreement)["uses"], 1);
 }
 
+/// Waits until the provider has marked the open release of `agreement`
+/// as delivered (every segment left), which it does just after the last
+/// segment is written.
+fn wait_delivered(p: &Pair, agreement: &str) {
+    let start = std::time::Instant::now();
+    while agreement_record(&p.sz, agreement)["open_release"]["delivered"] != true {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the release never became delivered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_pretends_to_have_crashed_gets_no_second_use() {
+    use bayspace_connector::transfers::wire::ReleaseId;
+    let mut p = Pair::start(false);
+    let data = b"station,pm25\nA,12\nB,40\nC,33\n".repeat(1000);
+    let agreement = p.agree_on("air", &data, &["--use-limit", "1"]);
+    let other = p.agree_on("air2", &data, &["--use-limit", "1"]);
+    let researcher = agreement_record(&p.sz, &agreement)["signed"]["agreement"]["researcher"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let forger = hku_forger(&mut p).await;
+    let sz = p.sz_peer.clone();
+    let take = async |agreement: &str, release: ReleaseId| {
+        forger
+            .take_release(&sz, agreement, &researcher, Some(release))
+            .await
+    };
+
+    // Takes everything, never confirms, then "crashed": the same id again.
+    let release = ReleaseId([0x42; 16]);
+    let first = take(&agreement, release).await.ok().unwrap();
+    assert_eq!(first.plaintext, data);
+    let mut again = 0;
+    let refused = loop {
+        wait_delivered(&p, &agreement);
+        match take(&agreement, release).await {
+            Ok(t) => {
+                // The same bytes under a fresh key, nothing more.
+                assert_eq!(t.plaintext, data);
+                assert_ne!(t.start.key, first.start.key);
+                again += 1;
+            }
+            Err(frame) => break frame,
+        }
+        assert!(again <= 8, "served again more than MAX_REDELIVERIES times");
+    };
+    assert_eq!(again, 8);
+    termination(refused, "uses-exhausted");
+    // A fresh id is a new use, which the limit refuses.
+    termination(
+        take(&agreement, ReleaseId([0x43; 16])).await.err().unwrap(),
+        "uses-exhausted",
+    );
+    // The id carried over to another agreement is refused as such.
+    let reason = termination(
+        take(&other, release).await.err().unwrap(),
+        "foreign-release",
+    );
+    assert!(reason.contains("another agreement"), "{reason}");
+
+    assert_eq!(agreement_record(&p.sz, &agreement)["uses"], 1);
+    assert_eq!(agreement_record(&p.sz, &other)["uses"], 0);
+    let log = entries(&p, "provider.jsonl");
+    let served: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["event"] == "key-released")
+        .collect();
+    assert_eq!(served.len(), 9, "{log:?}");
+    assert_eq!(
+        served
+            .iter()
+            .filter(|e| e["details"]["redelivery"] == true)
+            .count(),
+        8
+    );
+    assert!(served.iter().all(|e| e["details"]["uses"] == 1));
+    assert_eq!(count(&log, "transfer-completed"), 0, "never confirmed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_was_never_admitted_gets_no_data_stream_and_no_audit_entry() {
     let p = Pair::start(false);

@@ -870,3 +870,41 @@ fn contract_watch_follows_the_negotiation_to_its_end() {
         .collect();
     assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{states:?}");
 }
+
+#[test]
+fn contract_list_reads_every_page_in_order() {
+    let p = Pair::start(false);
+    let dataset = p.publish("Paged", &AUTO_TO_HK);
+    let asked: Vec<String> = (0..5)
+        .map(|_| p.request(&dataset, "academic-research").0)
+        .collect();
+    let ids = |args: &[&str]| -> Vec<String> {
+        let o = p.researcher(args);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let whole = ids(&["contract", "list", "--json"]);
+    let mut sorted = whole.clone();
+    sorted.sort();
+    let mut expected = asked.clone();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    // Pages of one to all of them: the same list, in the same order.
+    for size in ["1", "2", "4", "1000"] {
+        assert_eq!(
+            ids(&["contract", "list", "--json", "--page-size", size]),
+            whole,
+            "pages of {size}"
+        );
+    }
+    for bad in ["0", "1001"] {
+        let o = p.researcher(&["contract", "list", "--page-size", bad]);
+        assert!(!o.status.success());
+        assert!(text(&o).contains("--page-size"), "{}", text(&o));
+    }
+}

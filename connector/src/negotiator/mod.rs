@@ -48,7 +48,7 @@ use crate::store::{Store, StoreError, TreeName, TypedTree};
 
 pub use model::{
     AgreementRecord, Counterparty, DatasetRecords, NegotiationRecord, OpenRelease, RecordsUpdate,
-    ReleaseStart, Requester, Revocation, Step, Viewer,
+    ReleaseId, ReleaseStart, Requester, Revocation, Step, Viewer,
 };
 pub use wire::{ContractRequest, Message, WireError};
 
@@ -66,6 +66,16 @@ pub const FILINGS_EXPORTED_TREE: TreeName = TreeName::new("filings-exported");
 /// use: enough for a transfer that survives many restarts of either side,
 /// few enough that "resuming" is no way around the use limit.
 pub const MAX_RESUMES: u32 = 64;
+/// How often one release, all of whose data had left, may be served again
+/// from segment 0 under the same use and the same release id: a consumer
+/// killed before it kept any of it asks once per restart. The bytes are
+/// those it was sent under that use already, so a consumer lying about a
+/// crash gains only copies of what it has; the bound keeps it from making
+/// the provider send them without end.
+pub const MAX_REDELIVERIES: u32 = 8;
+/// Which agreement each release id was first used under (hex id →
+/// agreement id), so that a release id cannot be carried over to another.
+pub const RELEASE_IDS_TREE: TreeName = TreeName::new("release-ids");
 
 /// Tunables, with production defaults.
 #[derive(Debug, Clone)]
@@ -185,6 +195,8 @@ pub enum NegotiatorError {
     AlreadyRevoked(AgreementId),
     #[error("agreement {id} allows {limit} release(s); all are used")]
     UsesExhausted { id: AgreementId, limit: u64 },
+    #[error("release {release} was asked for under another agreement, not {id}")]
+    ForeignRelease { id: AgreementId, release: ReleaseId },
     #[error("{field}: {reason}")]
     BadInput { field: &'static str, reason: String },
     #[error("filing: {0}")]
@@ -226,6 +238,7 @@ pub struct Negotiator {
     agreements: TypedTree<String, AgreementRecord>,
     records: TypedTree<String, DatasetRecords>,
     outbox: TypedTree<String, Outgoing>,
+    release_ids: TypedTree<String, AgreementId>,
     audit: Arc<AuditLog>,
     catalog: Arc<Catalog>,
     admission: Arc<MembershipAdmission>,
@@ -277,6 +290,7 @@ impl Negotiator {
             agreements: TypedTree::open(&*store, AGREEMENTS_TREE)?,
             records: TypedTree::open(&*store, RECORDS_TREE)?,
             outbox: TypedTree::open(&*store, OUTBOX_TREE)?,
+            release_ids: TypedTree::open(&*store, RELEASE_IDS_TREE)?,
             store,
             audit: deps.audit,
             catalog: deps.catalog,
@@ -416,16 +430,27 @@ impl Negotiator {
         Ok(Some((a, n)))
     }
 
+    /// The agreement release id `release` was first used under, if any.
+    pub fn release_owner(
+        &self,
+        release: &ReleaseId,
+    ) -> Result<Option<AgreementId>, NegotiatorError> {
+        Ok(self.release_ids.get(&release.to_string())?)
+    }
+
     /// Takes one use of agreement `id` for a release whose key is about to
     /// leave the provider, and records it before the key does: the audit
     /// entry (`key-released`), the use and, for a new use, the individuals
-    /// in the cross-border ledger, all flushed. A resume (`resume`: the
-    /// request starts after the first segment) of the release still open
-    /// continues its use; anything else needs a use left under the limit.
+    /// in the cross-border ledger, all flushed. A request that continues
+    /// the release still open ([`OpenRelease::continued_by`]: a resume, a
+    /// restart, the same `release` again) continues its use; anything else
+    /// needs a use left under the limit. A `release` id first used under
+    /// another agreement is refused.
     ///
     /// The check and the count are one step under the write lock, so
     /// requests racing each other cannot all pass the limit, and what the
     /// consumer later confirms or not changes nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn reserve_release(
         &self,
         id: &AgreementId,
@@ -433,12 +458,29 @@ impl Negotiator {
         mut details: serde_json::Value,
         ledger: (Assessment, u64, u64),
         start: ReleaseStart,
+        release: Option<&ReleaseId>,
         now: OffsetDateTime,
     ) -> Result<AgreementRecord, NegotiatorError> {
         self.change_agreement(id, actor, AuditEvent::KeyReleased, now, |a| {
+            if let Some(r) = release {
+                if let Some(owner) = self.release_ids.get(&r.to_string())?
+                    && owner != *id
+                {
+                    return Err(NegotiatorError::ForeignRelease {
+                        id: id.clone(),
+                        release: *r,
+                    });
+                }
+                details["release"] = r.to_string().into();
+            }
+            let mut redelivery = false;
             let continues = match &mut a.open_release {
-                Some(open) if open.continued_by(start) => {
+                Some(open) if open.continued_by(start, release) => {
                     open.resumes += 1;
+                    if start == ReleaseStart::Restart && open.delivered {
+                        open.redeliveries += 1;
+                        redelivery = true;
+                    }
                     true
                 }
                 _ => false,
@@ -457,10 +499,19 @@ impl Negotiator {
                     reserved_at: now,
                     resumes: 0,
                     delivered: false,
+                    release: release.copied(),
+                    redeliveries: 0,
                 });
+                // Flushed with the use.
+                if let Some(r) = release {
+                    self.release_ids.insert(&r.to_string(), id)?;
+                }
             }
             details["uses"] = a.uses.into();
             details["resumed"] = continues.into();
+            if redelivery {
+                details["redelivery"] = true.into();
+            }
             Ok((details, (!continues).then_some(ledger)))
         })
     }
@@ -489,14 +540,22 @@ impl Negotiator {
     }
 
     /// Every segment of the open release of `id` has left this node: from
-    /// now on only a resume from a later segment continues it (see
-    /// [`ReleaseStart`]). Flushed, so a restart does not forget it.
-    pub fn release_delivered(&self, id: &AgreementId) -> Result<(), NegotiatorError> {
+    /// now on a request from segment 0 continues it only under its own
+    /// release id, and at most [`MAX_REDELIVERIES`] times (see
+    /// [`OpenRelease::continued_by`]). `release` is the id the attempt was
+    /// served under: a release opened since under another id is not
+    /// touched. Flushed, so a restart does not forget it.
+    pub fn release_delivered(
+        &self,
+        id: &AgreementId,
+        release: Option<&ReleaseId>,
+    ) -> Result<(), NegotiatorError> {
         let _w = self.lock()?;
         let key = id.to_string();
         if let Some(mut a) = self.agreements.get(&key)?
             && let Some(open) = a.open_release.as_mut()
             && !open.delivered
+            && (release.is_none() || open.release.as_ref() == release)
         {
             open.delivered = true;
             self.agreements.insert(&key, &a)?;

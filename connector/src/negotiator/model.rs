@@ -162,6 +162,88 @@ pub struct OpenRelease {
     /// consumer had a segment to resume from.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delivered: bool,
+    /// The consumer's id of this release; `None` for a request from a
+    /// consumer older than release ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
+    /// How often it was served again from segment 0 after all of it had
+    /// left (the consumer died before keeping any), at most
+    /// [`MAX_REDELIVERIES`](super::MAX_REDELIVERIES).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redeliveries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The consumer's name for one release (one use) of an agreement: 16
+/// random bytes it keeps durably before it first asks, and sends with
+/// every request of that release, so that the provider can tell "the same
+/// release again, after a crash" from "another release". Hex in JSON,
+/// a byte string in CBOR.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReleaseId(pub [u8; 16]);
+
+impl ReleaseId {
+    pub fn generate() -> Result<ReleaseId, crate::random::RandomError> {
+        crate::random::bytes().map(ReleaseId)
+    }
+}
+
+impl std::fmt::Display for ReleaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ReleaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReleaseId({self})")
+    }
+}
+
+impl std::str::FromStr for ReleaseId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ReleaseId, String> {
+        let bad = || format!("a release id is 32 hex digits, not {s:?}");
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(bad());
+        }
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(ReleaseId(out))
+    }
+}
+
+impl Serialize for ReleaseId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ReleaseId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ReleaseId, D::Error> {
+        use serde::de::Error;
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(D::Error::custom)
+        } else {
+            let b = serde_bytes::ByteBuf::deserialize(d)?;
+            <[u8; 16]>::try_from(b.as_slice())
+                .map(ReleaseId)
+                .map_err(|_| D::Error::invalid_length(b.len(), &"16 bytes"))
+        }
+    }
 }
 
 /// How a release request starts, as far as the use count is concerned.
@@ -172,21 +254,45 @@ pub enum ReleaseStart {
     New,
     /// From a later segment: continues the open release.
     Resume,
-    /// From segment 0 with no attempt being served: continues the open
-    /// release if its data never all left.
+    /// From segment 0 with no attempt being served, or naming a release:
+    /// continues the open release on the terms of
+    /// [`OpenRelease::continued_by`].
     Restart,
 }
 
 impl OpenRelease {
-    /// Whether a request starting as `start` continues this release
-    /// rather than taking a new use.
-    pub fn continued_by(&self, start: ReleaseStart) -> bool {
-        self.resumes < super::MAX_RESUMES
-            && match start {
+    /// Whether a request starting as `start`, for the consumer's release
+    /// `release`, continues this release rather than taking a new use.
+    ///
+    /// A request naming a release continues this one only if it is this
+    /// one: from a later segment, from segment 0 before all of it left,
+    /// and from segment 0 after all of it left at most
+    /// [`MAX_REDELIVERIES`](super::MAX_REDELIVERIES) times (the consumer
+    /// died before keeping any of it; it gets the bytes it was already
+    /// sent under this use, nothing more). A request naming none is judged
+    /// as before release ids: a resume continues, a restart from 0 only
+    /// while no other attempt is served and not all of it has left.
+    pub fn continued_by(&self, start: ReleaseStart, release: Option<&ReleaseId>) -> bool {
+        if self.resumes >= super::MAX_RESUMES {
+            return false;
+        }
+        match release {
+            Some(asked) => {
+                self.release.as_ref() == Some(asked)
+                    && match start {
+                        ReleaseStart::New => false,
+                        ReleaseStart::Resume => true,
+                        ReleaseStart::Restart => {
+                            !self.delivered || self.redeliveries < super::MAX_REDELIVERIES
+                        }
+                    }
+            }
+            None => match start {
                 ReleaseStart::New => false,
                 ReleaseStart::Resume => true,
                 ReleaseStart::Restart => !self.delivered,
-            }
+            },
+        }
     }
 }
 

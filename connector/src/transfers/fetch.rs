@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::wire::{
-    Frame, FrameError, Incoming, TransferRequest, read_frame, read_incoming, write_frame,
+    Frame, FrameError, Incoming, ReleaseId, TransferRequest, read_frame, read_incoming, write_frame,
 };
 use super::{
     Destination, FRAME_TIMEOUT, FetchReport, FetchSlot, Progress, Sink, TransferError, Transfers,
@@ -33,7 +33,7 @@ use super::{
 use crate::crypto::{self, DataKey, SegmentBuf, SegmentCipher, SegmentWriter, Verified};
 use crate::negotiator::AgreementRecord;
 use crate::p2p::protocol::DATA_PROTOCOL;
-use crate::store::{TreeName, TypedTree};
+use crate::store::{Store, TreeName, TypedTree};
 use crate::vault::SealedState;
 
 pub const FETCHES_TREE: TreeName = TreeName::new("fetches");
@@ -93,6 +93,32 @@ pub struct FetchIntent {
     pub researcher: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
+    /// The id of the release this fetch asks for, sent with every request
+    /// of it; on record before the first one, so that a fetch asking
+    /// again after this node was killed continues the same use on the
+    /// provider. `None` only in intents of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
+}
+
+/// Puts `intent` on record, flushed, before the fetch's first request. It
+/// takes over the release id of an earlier fetch of the agreement that
+/// never ended (`unfinished`: the node stopped in it), so that the fetch
+/// continues that release and its use; otherwise it gets a new id.
+fn record_intent(
+    store: &dyn Store,
+    intents: &TypedTree<String, FetchIntent>,
+    mut intent: FetchIntent,
+    unfinished: impl FnOnce(&FetchIntent) -> bool,
+) -> Result<FetchIntent, TransferError> {
+    let key = intent.agreement.to_string();
+    intent.release = match intents.get(&key)? {
+        Some(earlier) if earlier.release.is_some() && unfinished(&earlier) => earlier.release,
+        _ => Some(ReleaseId::generate().map_err(crypto::CryptoError::from)?),
+    };
+    intents.insert(&key, &intent)?;
+    store.flush()?;
+    Ok(intent)
 }
 
 impl TransferError {
@@ -188,7 +214,7 @@ impl Transfers {
         };
         crate::store::check_space(&dir, size, self.disk_reserve.load(Ordering::Relaxed))
             .map_err(TransferError::DiskFull)?;
-        {
+        let release = {
             let (intents, store) = (self.intents()?, self.store.clone());
             let intent = FetchIntent {
                 agreement: agreement.clone(),
@@ -198,18 +224,25 @@ impl Transfers {
                 },
                 researcher: researcher.map(str::to_owned),
                 since: OffsetDateTime::now_utc(),
+                release: None,
             };
-            super::blocking(move || {
-                intents.insert(&intent.agreement.to_string(), &intent)?;
-                store.flush()?;
-                Ok(())
-            })
-            .await?;
-        }
+            // An intent still on record is a fetch this node was stopped
+            // in, unless its data is in place (stopped after the end).
+            let done = self
+                .intents()?
+                .get(&agreement.to_string())?
+                .is_some_and(|earlier| self.already_done(&earlier));
+            super::blocking(move || record_intent(&*store, &intents, intent, |_| !done))
+                .await?
+                .release
+        };
         let mut delay = FIRST_RETRY;
         let mut attempt = 1;
         loop {
-            match self.attempt(&record, dest, started, &mut progress).await {
+            match self
+                .attempt(&record, release, dest, started, &mut progress)
+                .await
+            {
                 Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                     tracing::warn!(
                         agreement = %agreement,
@@ -339,6 +372,7 @@ impl Transfers {
     async fn attempt(
         &self,
         record: &AgreementRecord,
+        release: Option<ReleaseId>,
         dest: Destination<'_>,
         started: Instant,
         progress: &mut impl FnMut(Progress),
@@ -396,6 +430,7 @@ impl Transfers {
                     agreement: agreement.clone(),
                     researcher: ag.researcher.id.clone(),
                     from_segment,
+                    release,
                 }),
             ),
         )
@@ -588,6 +623,70 @@ mod tests {
         let mut w = SegmentWriter::create(&out).unwrap();
         w.write_segment(0, true, b"id,age\n1,34\n").unwrap();
         w.verify(&blake3::hash(b"id,age\n1,34\n")).unwrap()
+    }
+
+    fn intent(agreement: &AgreementId) -> FetchIntent {
+        FetchIntent {
+            agreement: agreement.clone(),
+            out: None,
+            researcher: None,
+            since: OffsetDateTime::now_utc(),
+            release: None,
+        }
+    }
+
+    #[test]
+    fn a_release_id_is_on_disk_before_the_first_request_and_kept_across_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let ag = AgreementId::from_random([3; 16]);
+        let other = AgreementId::from_random([4; 16]);
+        let first = {
+            let store = crate::store::SledStore::open(&path).unwrap();
+            let intents = TypedTree::open(&store, FETCHES_TREE).unwrap();
+            let a = record_intent(&store, &intents, intent(&ag), |_| true).unwrap();
+            let b = record_intent(&store, &intents, intent(&other), |_| true).unwrap();
+            assert_ne!(
+                a.release, b.release,
+                "each agreement's release has its own id"
+            );
+            // The node is killed: nothing else is written or flushed.
+            a.release.unwrap()
+        };
+        let store = crate::store::SledStore::open(&path).unwrap();
+        let intents = TypedTree::open(&store, FETCHES_TREE).unwrap();
+        let earlier: FetchIntent = intents.get(&ag.to_string()).unwrap().unwrap();
+        assert_eq!(earlier.release, Some(first));
+        // Asked again after the restart: the same release.
+        let again = record_intent(&store, &intents, intent(&ag), |_| true).unwrap();
+        assert_eq!(again.release, Some(first));
+        // An earlier fetch whose data is in place ended: a new release.
+        let next = record_intent(&store, &intents, intent(&ag), |_| false).unwrap();
+        assert_ne!(next.release, Some(first));
+        assert!(next.release.is_some());
+        // Forgotten once it ended: the next fetch is another release.
+        intents.remove(&ag.to_string()).unwrap();
+        let fresh = record_intent(&store, &intents, intent(&ag), |_| true).unwrap();
+        assert!(fresh.release.is_some() && fresh.release != next.release);
+    }
+
+    #[test]
+    fn an_intent_of_an_older_version_reads_and_gets_a_release_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SledStore::open(&dir.path().join("store")).unwrap();
+        let ag = AgreementId::from_random([5; 16]);
+        let old = json!({
+            "agreement": ag.to_string(),
+            "out": null,
+            "researcher": null,
+            "since": "2026-11-30T10:00:00Z",
+        });
+        let read: FetchIntent = serde_json::from_value(old).unwrap();
+        assert_eq!(read.release, None);
+        let intents = TypedTree::open(&store, FETCHES_TREE).unwrap();
+        intents.insert(&ag.to_string(), &read).unwrap();
+        let now = record_intent(&store, &intents, intent(&ag), |_| true).unwrap();
+        assert!(now.release.is_some());
     }
 
     #[test]

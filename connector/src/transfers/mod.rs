@@ -522,7 +522,7 @@ impl Transfers {
                 release.personal,
                 release.sensitive,
             );
-            let start = release.start;
+            let (start, release_id) = (release.start, req.release);
             blocking(move || {
                 Ok(negotiator.reserve_release(
                     &id,
@@ -530,6 +530,7 @@ impl Transfers {
                     details,
                     ledger,
                     start,
+                    release_id.as_ref(),
                     now,
                 )?)
             })
@@ -537,8 +538,17 @@ impl Transfers {
         };
         match reserved {
             Ok(_) => {}
-            Err(TransferError::Negotiator(NegotiatorError::UsesExhausted { id, limit })) => {
-                let refusal = ReleaseRefusal::UsesExhausted { id, limit };
+            Err(TransferError::Negotiator(e @ NegotiatorError::UsesExhausted { .. }))
+            | Err(TransferError::Negotiator(e @ NegotiatorError::ForeignRelease { .. })) => {
+                let refusal = match e {
+                    NegotiatorError::UsesExhausted { id, limit } => {
+                        ReleaseRefusal::UsesExhausted { id, limit }
+                    }
+                    NegotiatorError::ForeignRelease { id, release } => {
+                        ReleaseRefusal::ForeignRelease { id, release }
+                    }
+                    other => return Err(other.into()),
+                };
                 let (code, reason) = (refusal.code(), refusal.to_string());
                 return self
                     .refuse(
@@ -627,11 +637,12 @@ impl Transfers {
             // Room for it: there are only `AHEAD` buffers.
             let _ = free_tx.try_send(buf);
         }
-        // All of it has left: asking from segment 0 again is a new use.
+        // All of it has left: from now on only the same release id (a
+        // bounded number of times) continues it from segment 0.
         {
             let negotiator = self.negotiator.clone();
-            let id = ag.id.clone();
-            blocking(move || Ok(negotiator.release_delivered(&id)?)).await?;
+            let (id, release_id) = (ag.id.clone(), req.release);
+            blocking(move || Ok(negotiator.release_delivered(&id, release_id.as_ref())?)).await?;
         }
         let confirmed = deadline(
             COMPLETION_TIMEOUT,

@@ -18,7 +18,7 @@ use libp2p::{Multiaddr, PeerId};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 
-use super::wire::TransferRequest;
+use super::wire::{ReleaseId, TransferRequest};
 use super::{Release, Transfers};
 use crate::catalog::LocalFile;
 use crate::identity::{
@@ -51,6 +51,8 @@ pub enum ReleaseRefusal {
     },
     #[error("agreement {id} allows {limit} release(s); all are used")]
     UsesExhausted { id: AgreementId, limit: u64 },
+    #[error("release {release} belongs to another agreement, not {id}")]
+    ForeignRelease { id: AgreementId, release: ReleaseId },
     #[error("agreement {id} names {expected} as the consumer, not {peer}")]
     WrongPeer {
         id: AgreementId,
@@ -121,6 +123,7 @@ impl ReleaseRefusal {
             ReleaseRefusal::NotYetValid { .. } => "not-yet-valid",
             ReleaseRefusal::Expired { .. } => "expired",
             ReleaseRefusal::UsesExhausted { .. } => "uses-exhausted",
+            ReleaseRefusal::ForeignRelease { .. } => "foreign-release",
             ReleaseRefusal::WrongPeer { .. } => "wrong-peer",
             ReleaseRefusal::NotAdmitted { .. } => "not-admitted",
             ReleaseRefusal::OutsidePrefixes { .. } => "outside-prefixes",
@@ -202,6 +205,8 @@ pub(super) struct ReleaseFacts {
     /// No other attempt of this agreement's release is being served now,
     /// so a request from segment 0 may continue a release that was cut.
     pub restart_allowed: bool,
+    /// The agreement the request's release id was first used under.
+    pub release_owner: Option<AgreementId>,
 }
 
 impl ReleaseFacts {
@@ -209,7 +214,9 @@ impl ReleaseFacts {
     pub(super) fn start_of(&self, req: &TransferRequest) -> ReleaseStart {
         if req.from_segment > 0 {
             ReleaseStart::Resume
-        } else if self.restart_allowed {
+        } else if self.restart_allowed || req.release.is_some() {
+            // A request naming its release says which one it continues;
+            // only one without needs the other attempts to be over.
             ReleaseStart::Restart
         } else {
             ReleaseStart::New
@@ -233,6 +240,10 @@ impl Transfers {
             .map_err(|e| internal(&e))?
             .ok_or_else(|| ReleaseRefusal::UnknownAgreement(req.agreement.clone()))?;
         let ag = &agreement.signed.agreement;
+        let release_owner = match &req.release {
+            Some(r) => self.negotiator.release_owner(r).map_err(|e| internal(&e))?,
+            None => None,
+        };
         let remote = self
             .client
             .admitted_from(*peer)
@@ -261,6 +272,7 @@ impl Transfers {
             file,
             assessment,
             restart_allowed: false,
+            release_owner,
         })
     }
 }
@@ -286,6 +298,7 @@ pub(super) fn judge(
         file,
         assessment,
         restart_allowed: _,
+        release_owner,
     } = facts;
     let ag = &agreement.signed.agreement;
     let id = || ag.id.clone();
@@ -318,13 +331,22 @@ pub(super) fn judge(
             not_after: ag.not_after,
         });
     }
-    // A resume of the release still open continues its use; anything else
-    // needs one left. (The count is taken again, under the negotiator's
-    // lock, when the key is about to leave.)
+    // A release id belongs to the agreement it was first used under.
+    if let (Some(release), Some(owner)) = (&req.release, &release_owner)
+        && owner != &ag.id
+    {
+        return Err(ReleaseRefusal::ForeignRelease {
+            id: id(),
+            release: *release,
+        });
+    }
+    // A request continuing the release still open continues its use;
+    // anything else needs one left. (The count is taken again, under the
+    // negotiator's lock, when the key is about to leave.)
     let resuming = agreement
         .open_release
         .as_ref()
-        .is_some_and(|o| o.continued_by(start));
+        .is_some_and(|o| o.continued_by(start, req.release.as_ref()));
     let uses_before = if resuming {
         agreement.uses.saturating_sub(1)
     } else {
@@ -494,6 +516,7 @@ mod tests {
             dataset,
             assessment,
             restart_allowed: false,
+            release_owner: None,
         }
     }
 
@@ -502,6 +525,7 @@ mod tests {
             agreement: id.clone(),
             researcher: researcher.into(),
             from_segment: 0,
+            release: None,
         }
     }
 
@@ -561,7 +585,7 @@ mod tests {
         };
         p.provider
             .n
-            .reserve_release(id, Actor::Node, json!({}), ledger, start, now)
+            .reserve_release(id, Actor::Node, json!({}), ledger, start, None, now)
     }
 
     #[tokio::test]
@@ -591,7 +615,7 @@ mod tests {
             };
             p.provider
                 .n
-                .reserve_release(&id, Actor::Node, json!({}), ledger, start, now)
+                .reserve_release(&id, Actor::Node, json!({}), ledger, start, None, now)
         };
         let taken = take(&first, false).unwrap();
         assert_eq!(taken.uses, 1);
@@ -660,7 +684,7 @@ mod tests {
             let ledger = (release.assessment.clone(), 0, 0);
             p.provider
                 .n
-                .reserve_release(&id, Actor::Node, json!({}), ledger, start, now)
+                .reserve_release(&id, Actor::Node, json!({}), ledger, start, None, now)
                 .map_err(|e| ReleaseRefusal::internal(&e))
         };
         let restart = || ReleaseFacts {
@@ -679,11 +703,222 @@ mod tests {
         assert_eq!(e.code(), "uses-exhausted");
         // Once every segment has left, asking from 0 again is a new use
         // (what stops a consumer that never confirms from taking it twice).
-        p.provider.n.release_delivered(&id).unwrap();
+        p.provider.n.release_delivered(&id, None).unwrap();
         let e = take(restart()).unwrap_err();
         assert_eq!(e.code(), "uses-exhausted");
         let shown = p.provider.n.agreement(&id).unwrap().unwrap();
         assert_eq!(shown.uses, 1);
+    }
+
+    /// The consumer's request for release `release` of `id` from segment 0.
+    fn release_request(id: &AgreementId, release: ReleaseId) -> TransferRequest {
+        TransferRequest {
+            release: Some(release),
+            ..transfer_request(id, "r-1")
+        }
+    }
+
+    /// Judges `req` as the provider does (`served`: another attempt of
+    /// the agreement is being served now) and takes its use as the
+    /// release path does when the key is about to leave.
+    fn serve(
+        p: &Pair,
+        req: &TransferRequest,
+        served: bool,
+    ) -> Result<AgreementRecord, ReleaseRefusal> {
+        let now = OffsetDateTime::now_utc();
+        let facts = ReleaseFacts {
+            restart_allowed: !served,
+            release_owner: req
+                .release
+                .and_then(|r| p.provider.n.release_owner(&r).unwrap()),
+            ..facts(p, &req.agreement, now)
+        };
+        let start = facts.start_of(req);
+        let anchors = p.provider.admission.anchors();
+        let release = judge(facts, &p.consumer.peer, req, anchors, now)?;
+        let ledger = (release.assessment.clone(), 0, 0);
+        p.provider
+            .n
+            .reserve_release(
+                &req.agreement,
+                Actor::Node,
+                json!({}),
+                ledger,
+                start,
+                req.release.as_ref(),
+                now,
+            )
+            .map_err(|e| match e {
+                crate::negotiator::NegotiatorError::UsesExhausted { id, limit } => {
+                    ReleaseRefusal::UsesExhausted { id, limit }
+                }
+                crate::negotiator::NegotiatorError::ForeignRelease { id, release } => {
+                    ReleaseRefusal::ForeignRelease { id, release }
+                }
+                other => ReleaseRefusal::internal(&other),
+            })
+    }
+
+    fn uses(p: &Pair, id: &AgreementId) -> u64 {
+        p.provider.n.agreement(id).unwrap().unwrap().uses
+    }
+
+    #[tokio::test]
+    async fn a_release_delivered_whole_to_a_consumer_that_died_before_saving_it_is_counted_once() {
+        // Found by the kill -9 soak: every segment left the provider, the
+        // consumer was killed before any of it was durable, and its restart
+        // asks for the same release from segment 0 again, perhaps before
+        // the provider has noticed that the first attempt's stream died.
+        let (p, id) = agreed(|_| {}).await;
+        let release = ReleaseId::generate().unwrap();
+        let req = release_request(&id, release);
+        assert_eq!(serve(&p, &req, false).unwrap().uses, 1);
+        p.provider.n.release_delivered(&id, None).unwrap();
+        for served in [false, true] {
+            let again = serve(&p, &req, served).unwrap();
+            assert_eq!(again.uses, 1, "the release was counted twice");
+        }
+        let open = p
+            .provider
+            .n
+            .agreement(&id)
+            .unwrap()
+            .unwrap()
+            .open_release
+            .unwrap();
+        assert_eq!((open.resumes, open.redeliveries), (2, 2));
+        assert_eq!(open.release, Some(release));
+        // Every serving is audited as a key release of the same use.
+        let mut log = Vec::new();
+        p.provider.audit.export(&mut log).unwrap();
+        let entries: Vec<serde_json::Value> = String::from_utf8(log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v["event"] == "key-released")
+            .collect();
+        assert_eq!(entries.len(), 3);
+        for (e, redelivery) in entries.iter().zip([false, true, true]) {
+            assert_eq!(e["details"]["release"], release.to_string());
+            assert_eq!(e["details"]["uses"], 1);
+            assert_eq!(e["details"]["redelivery"] == true, redelivery, "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn attack_replaying_a_delivered_release_id_takes_no_use_and_is_bounded() {
+        let (p, id) = agreed(|d| d.use_limit = Some(1)).await;
+        let req = release_request(&id, ReleaseId::generate().unwrap());
+        serve(&p, &req, false).unwrap();
+        p.provider.n.release_delivered(&id, None).unwrap();
+        // A consumer "crashing" again and again gets the bytes of the same
+        // use again, a bounded number of times, and never a second use.
+        for _ in 0..crate::negotiator::MAX_REDELIVERIES {
+            assert_eq!(serve(&p, &req, false).unwrap().uses, 1);
+        }
+        let e = serve(&p, &req, false).unwrap_err();
+        assert_eq!(e.code(), "uses-exhausted");
+        assert_eq!(uses(&p, &id), 1);
+        // Once it confirmed, the id no longer names an open release: a
+        // replay is a new use, which the limit refuses.
+        let (p, id) = agreed(|d| d.use_limit = Some(1)).await;
+        let req = release_request(&id, ReleaseId::generate().unwrap());
+        serve(&p, &req, false).unwrap();
+        p.provider.n.release_delivered(&id, None).unwrap();
+        p.provider
+            .n
+            .complete_release(&id, Actor::Node, json!({}), OffsetDateTime::now_utc())
+            .unwrap();
+        for served in [false, true] {
+            let e = serve(&p, &req, served).unwrap_err();
+            assert_eq!(e.code(), "uses-exhausted");
+        }
+        assert_eq!(uses(&p, &id), 1);
+        // Leaving the id out falls back to the rule without ids, which
+        // does not continue a delivered release either.
+        let bare = transfer_request(&id, "r-1");
+        assert_eq!(
+            serve(&p, &bare, false).unwrap_err().code(),
+            "uses-exhausted"
+        );
+        assert_eq!(uses(&p, &id), 1);
+    }
+
+    #[tokio::test]
+    async fn attack_a_fresh_release_id_is_a_new_use_under_the_limit() {
+        let (p, id) = agreed(|d| d.use_limit = Some(2)).await;
+        let first = release_request(&id, ReleaseId::generate().unwrap());
+        assert_eq!(serve(&p, &first, false).unwrap().uses, 1);
+        // Another id, while the first release is open and before any of
+        // it left: another use, not a continuation.
+        let second = release_request(&id, ReleaseId::generate().unwrap());
+        assert_eq!(serve(&p, &second, false).unwrap().uses, 2);
+        let third = release_request(&id, ReleaseId::generate().unwrap());
+        assert_eq!(
+            serve(&p, &third, false).unwrap_err().code(),
+            "uses-exhausted"
+        );
+        // A resume naming the first id no longer continues anything: the
+        // open release is the second's.
+        let mut resume = first.clone();
+        resume.from_segment = 1;
+        assert_eq!(
+            serve(&p, &resume, false).unwrap_err().code(),
+            "uses-exhausted"
+        );
+        assert_eq!(uses(&p, &id), 2);
+    }
+
+    #[tokio::test]
+    async fn attack_a_release_id_of_another_agreement_is_refused() {
+        let p = pair();
+        let ds = publish(&p, 0, ApprovalMode::Auto, &["hk"]);
+        let a = agreement_of(&p.provider, &ask(&p, &ds).await.id);
+        let b = agreement_of(&p.provider, &ask(&p, &ds).await.id);
+        assert_ne!(a, b);
+        let release = ReleaseId::generate().unwrap();
+        serve(&p, &release_request(&a, release), false).unwrap();
+        p.provider.n.release_delivered(&a, None).unwrap();
+        let e = serve(&p, &release_request(&b, release), false).unwrap_err();
+        assert_eq!(
+            e,
+            ReleaseRefusal::ForeignRelease {
+                id: b.clone(),
+                release
+            }
+        );
+        assert_eq!(e.code(), "foreign-release");
+        // Also where two requests race past the checks: the reservation,
+        // under the lock, refuses it.
+        let now = OffsetDateTime::now_utc();
+        let judged = judged(&p, facts(&p, &b, now), now).unwrap();
+        let e = p
+            .provider
+            .n
+            .reserve_release(
+                &b,
+                Actor::Node,
+                json!({}),
+                (judged.assessment, 0, 0),
+                ReleaseStart::Restart,
+                Some(&release),
+                now,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, crate::negotiator::NegotiatorError::ForeignRelease { .. }),
+            "{e}"
+        );
+        assert_eq!(uses(&p, &b), 0);
+        assert_eq!(uses(&p, &a), 1);
+        // A's own release is still A's.
+        assert_eq!(
+            serve(&p, &release_request(&a, release), false)
+                .unwrap()
+                .uses,
+            1
+        );
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::crypto::SegmentBuf;
+pub use crate::negotiator::ReleaseId;
 
 /// The key as a CBOR byte string, decoded straight into wiped memory.
 mod key_bytes {
@@ -62,6 +63,11 @@ pub struct TransferRequest {
     pub researcher: String,
     /// The first segment wanted: 0, or where an earlier transfer stopped.
     pub from_segment: u32,
+    /// The consumer's id of the release (the use) this request belongs
+    /// to, kept durably by the consumer before its first request; absent
+    /// from consumers older than it (docs/TRANSFER.md, "Counting a use").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +297,13 @@ mod tests {
                 agreement: AgreementId::from_random([1; 16]),
                 researcher: "r-1".into(),
                 from_segment: 3,
+                release: None,
+            }),
+            Frame::Request(TransferRequest {
+                agreement: AgreementId::from_random([1; 16]),
+                researcher: "r-1".into(),
+                from_segment: 0,
+                release: Some(ReleaseId([0x5c; 16])),
             }),
             Frame::Termination {
                 code: Some("revoked".into()),
@@ -321,6 +334,7 @@ mod tests {
                     agreement: AgreementId::from_random([1; 16]),
                     researcher: long(MAX_RESEARCHER + 1),
                     from_segment: 0,
+                    release: None,
                 }),
                 "researcher id of 257 bytes",
             ),
@@ -337,6 +351,66 @@ mod tests {
             write_frame(&mut wire, &frame).await.unwrap();
             let e = read_frame(&mut Cursor::new(wire)).await.unwrap_err();
             assert!(e.to_string().contains(needle), "{e}");
+        }
+    }
+
+    /// A request as a consumer older than release ids encodes it, and one
+    /// whose release id is not 16 bytes.
+    #[tokio::test]
+    async fn a_request_without_a_release_id_is_read_and_a_malformed_one_refused() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        enum Old {
+            Request {
+                agreement: AgreementId,
+                researcher: String,
+                from_segment: u32,
+            },
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        enum Odd {
+            Request {
+                agreement: AgreementId,
+                researcher: String,
+                from_segment: u32,
+                #[serde(with = "serde_bytes")]
+                release: Vec<u8>,
+            },
+        }
+        let encode = |v: Vec<u8>| {
+            let mut wire = (u32::try_from(v.len()).unwrap() + 1).to_be_bytes().to_vec();
+            wire.push(KIND_MESSAGE);
+            wire.extend(v);
+            wire
+        };
+        let id = AgreementId::from_random([1; 16]);
+        let old = cbor4ii::serde::to_vec(
+            Vec::new(),
+            &Old::Request {
+                agreement: id.clone(),
+                researcher: "r-1".into(),
+                from_segment: 0,
+            },
+        )
+        .unwrap();
+        let Frame::Request(got) = read_frame(&mut Cursor::new(encode(old))).await.unwrap() else {
+            panic!("not a request");
+        };
+        assert_eq!(got.release, None);
+        for len in [0, 15, 17, 32] {
+            let odd = cbor4ii::serde::to_vec(
+                Vec::new(),
+                &Odd::Request {
+                    agreement: id.clone(),
+                    researcher: "r-1".into(),
+                    from_segment: 0,
+                    release: vec![7; len],
+                },
+            )
+            .unwrap();
+            let e = read_frame(&mut Cursor::new(encode(odd))).await.unwrap_err();
+            assert!(e.to_string().contains("16 bytes"), "{len}: {e}");
         }
     }
 

@@ -44,6 +44,10 @@ enum ContractCommand {
         /// Print a JSON array of the stored records (`[]` when none).
         #[arg(long)]
         json: bool,
+        /// Negotiations asked for per reply (1 to 1000); the list is read
+        /// a page at a time until the end.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        page_size: u32,
     },
     /// Print each state change of a negotiation until it is FINALIZED or
     /// TERMINATED.
@@ -119,15 +123,16 @@ fn print_line(n: &Negotiation) {
     );
 }
 
-/// The largest `contract list` answer read: some 20 000 negotiations.
-const LIST_MAX_BYTES: usize = 64 << 20;
+/// The largest reply read: a page of `contract list` (at most 1 000
+/// negotiations of about 3 KiB) with room for records far larger.
+const LIST_MAX_BYTES: usize = 16 << 20;
 
 pub fn run(args: ContractArgs) -> anyhow::Result<ExitCode> {
     client::block_on(async {
-        // `ListNegotiations` answers with every negotiation at once: about
-        // 3 KiB each, so tonic's 4 MiB default stopped `contract list` at
-        // some 1 400 of them (found by the kill -9 soak). The node is the
-        // caller's own, so a larger answer is trusted.
+        // A negotiation is about 3 KiB, so one reply with all of them
+        // passed tonic's 4 MiB default at some 1 400 (found by the kill -9
+        // soak); `contract list` now reads pages, and a larger reply is
+        // still accepted from the caller's own node for large records.
         let mut c = ContractServiceClient::new(client::connect(&args.client).await?)
             .max_decoding_message_size(LIST_MAX_BYTES);
         match args.command {
@@ -167,13 +172,24 @@ pub fn run(args: ContractArgs) -> anyhow::Result<ExitCode> {
                     print_summary(&n);
                 }
             }
-            ContractCommand::List { json } => {
-                let list = c
-                    .list(ListNegotiationsRequest {})
-                    .await
-                    .map_err(client::refused)?
-                    .into_inner()
-                    .negotiations;
+            ContractCommand::List { json, page_size } => {
+                let mut list = Vec::new();
+                let mut page_token = String::new();
+                loop {
+                    let page = c
+                        .list(ListNegotiationsRequest {
+                            page_size,
+                            page_token,
+                        })
+                        .await
+                        .map_err(client::refused)?
+                        .into_inner();
+                    list.extend(page.negotiations);
+                    if page.next_page_token.is_empty() {
+                        break;
+                    }
+                    page_token = page.next_page_token;
+                }
                 if json {
                     println!("{}", Value::Array(list.iter().map(record_json).collect()));
                 } else if list.is_empty() {

@@ -137,7 +137,7 @@ async fn negotiations(Signed { page, caller }: Signed) -> Response {
     let tr = page.tr();
     let list = match ContractService::list(
         &page.console.apis.contracts,
-        page.request(&caller, proto::ListNegotiationsRequest {}),
+        page.request(&caller, proto::ListNegotiationsRequest::default()),
     )
     .await
     {

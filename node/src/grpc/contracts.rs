@@ -61,6 +61,7 @@ pub fn negotiator_status(e: NegotiatorError) -> Status {
         | E::Withdrawn(_)
         | E::OwnDataset(_)
         | E::NotOurDataset(_)
+        | E::ForeignRelease { .. }
         | E::Filing(_) => Status::failed_precondition(msg),
         E::UsesExhausted { .. } => Status::resource_exhausted(msg),
         E::UnknownOffer { .. } | E::OfferNeeded { .. } | E::BadInput { .. } | E::Wire(_) => {
@@ -172,7 +173,47 @@ pub fn negotiation(r: &NegotiationRecord) -> Result<proto::Negotiation, Status> 
 fn negotiations(list: &[NegotiationRecord]) -> Result<proto::ListNegotiationsResponse, Status> {
     Ok(proto::ListNegotiationsResponse {
         negotiations: list.iter().map(negotiation).collect::<Result<_, _>>()?,
+        next_page_token: String::new(),
     })
+}
+
+/// Largest page of `contract list`: a thousand records of a few KiB each
+/// stay well inside tonic's 4 MiB reply.
+pub const MAX_PAGE: usize = 1000;
+
+/// The page of `list` (newest first) that `page_size` and `token` ask for.
+/// The token is the id of the last negotiation of the previous page: the
+/// order only ever grows at the front, so the rest follows it unchanged.
+fn page(
+    list: &[NegotiationRecord],
+    page_size: u32,
+    token: &str,
+) -> Result<proto::ListNegotiationsResponse, Status> {
+    let from = match token.trim() {
+        "" => 0,
+        t => {
+            list.iter()
+                .position(|r| r.id.to_string() == t)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "page_token: {t:?} is not a negotiation of this list; start again without a token"
+                    ))
+                })?
+                + 1
+        }
+    };
+    let size = match page_size {
+        0 => list.len(),
+        n => (n as usize).min(MAX_PAGE),
+    };
+    let end = from.saturating_add(size).min(list.len());
+    let mut reply = negotiations(&list[from..end])?;
+    if end < list.len()
+        && let Some(last) = list[from..end].last()
+    {
+        reply.next_page_token = last.id.to_string();
+    }
+    Ok(reply)
 }
 
 fn records(dataset: &DatasetId, r: &DatasetRecords) -> proto::DatasetRecords {
@@ -425,7 +466,8 @@ impl proto::contract_service_server::ContractService for ContractsApi {
     ) -> Result<Response<proto::ListNegotiationsResponse>, Status> {
         let viewer = viewer(require_user(&req)?);
         let list = self.negotiator.list(&viewer).map_err(negotiator_status)?;
-        Ok(Response::new(negotiations(&list)?))
+        let r = req.into_inner();
+        Ok(Response::new(page(&list, r.page_size, &r.page_token)?))
     }
 
     type WatchStream = WatchStream;

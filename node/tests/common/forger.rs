@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use bayspace_connector::crypto::{DataKey, SegmentBuf, SegmentCipher};
 use bayspace_connector::p2p::protocol::DATA_PROTOCOL;
 use bayspace_connector::transfers::wire::{
-    Frame, Incoming, TransferRequest, TransferStart, read_frame, read_incoming, write_frame,
+    Frame, Incoming, ReleaseId, TransferRequest, TransferStart, read_frame, read_incoming,
+    write_frame,
 };
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId, Stream, noise, tcp, yamux};
@@ -98,8 +99,24 @@ impl Forger {
         agreement: &str,
         researcher: &str,
     ) -> Result<Taken, Frame> {
+        self.take_release(provider, agreement, researcher, None)
+            .await
+    }
+
+    /// [`take`](Self::take), the request naming release id `release`.
+    pub async fn take_release(
+        &self,
+        provider: &str,
+        agreement: &str,
+        researcher: &str,
+        release: Option<ReleaseId>,
+    ) -> Result<Taken, Frame> {
         let mut stream = self.open(provider).await;
-        if let Err(e) = write_frame(&mut stream, &request(agreement, researcher)).await {
+        let mut req = request(agreement, researcher);
+        if let Frame::Request(r) = &mut req {
+            r.release = release;
+        }
+        if let Err(e) = write_frame(&mut stream, &req).await {
             return Err(Frame::terminate("no-answer", e.to_string()));
         }
         let start = match read_frame(&mut stream).await {
@@ -131,6 +148,7 @@ pub fn request(agreement: &str, researcher: &str) -> Frame {
         agreement: agreement.parse().unwrap(),
         researcher: researcher.into(),
         from_segment: 0,
+        release: None,
     })
 }
 
