@@ -2,7 +2,10 @@
 //!
 //! Version 1 is every store written before the version was recorded (it has
 //! no version key). Version 2 records it, and adds the `filings-exported`
-//! tree, which starts empty. A node refuses a store newer than it knows,
+//! tree, which starts empty. Version 3 adds release ids: open releases and
+//! fetch records gain a field (absent in older records, read as none) and
+//! the `release-ids` tree starts empty; a version-2 binary would fail on
+//! such a record, so it must refuse the store whole. A node refuses a store newer than it knows,
 //! and migrates an older one forward; the daemon writes a backup first
 //! (`bayspace run`, docs/OPERATIONS.md "Upgrading").
 
@@ -11,7 +14,7 @@ use super::{Store, StoreError, TreeName};
 pub const META_TREE: TreeName = TreeName::new("store-meta");
 pub const VERSION_KEY: &[u8] = b"format-version";
 /// The format this build writes.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
@@ -85,6 +88,8 @@ pub fn migrate(store: &dyn Store, from: u32) -> Result<(), VersionError> {
     while at < CURRENT {
         // 1 -> 2: nothing of version 1 changes form; the version is
         // recorded, and the `filings-exported` tree is made on first use.
+        // 2 -> 3: the same; records without a release id stay valid, and
+        // the `release-ids` tree is made on first use.
         at += 1;
         store
             .tree(META_TREE)?
