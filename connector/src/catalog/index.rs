@@ -62,11 +62,16 @@ impl Entry {
     }
 }
 
-/// The entries by id, and the ids by word.
+/// The entries by id, the ids by word, and how many datasets each
+/// publisher has here.
 #[derive(Debug, Default)]
 pub(super) struct Index {
     entries: BTreeMap<DatasetId, Entry>,
     words: BTreeMap<Box<str>, BTreeSet<DatasetId>>,
+    /// Kept beside the entries so the per-publisher quota on every new
+    /// dataset costs a lookup, not a walk of the whole catalog (which made
+    /// filling a catalog quadratic: 100 000 descriptors took 17 minutes).
+    per_publisher: BTreeMap<Box<str>, usize>,
 }
 
 impl Index {
@@ -78,11 +83,21 @@ impl Index {
         self.entries.iter()
     }
 
+    /// Datasets of the publisher with this PeerId, withdrawn ones
+    /// included.
+    pub(super) fn held_by(&self, peer_id: &str) -> usize {
+        self.per_publisher.get(peer_id).copied().unwrap_or(0)
+    }
+
     pub(super) fn insert(&mut self, id: DatasetId, entry: Entry) {
         self.remove(&id);
         for t in &entry.tokens {
             self.words.entry(t.clone()).or_default().insert(id.clone());
         }
+        *self
+            .per_publisher
+            .entry(entry.peer_id.clone())
+            .or_default() += 1;
         self.entries.insert(id, entry);
     }
 
@@ -90,6 +105,12 @@ impl Index {
         let Some(old) = self.entries.remove(id) else {
             return;
         };
+        if let Some(n) = self.per_publisher.get_mut(&old.peer_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_publisher.remove(&old.peer_id);
+            }
+        }
         for t in &old.tokens {
             if let Some(ids) = self.words.get_mut(t) {
                 ids.remove(id);
@@ -231,6 +252,29 @@ mod tests {
         format!("urn:bayspace:dataset:{}", format!("{n:02x}").repeat(32))
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn publishers_are_counted_through_replacements_and_removals() {
+        let mut index = Index::default();
+        let other = |e: Entry| Entry {
+            peer_id: "other".into(),
+            ..e
+        };
+        index.insert(id(1), entry(&["a"]));
+        index.insert(id(2), entry(&["b"]));
+        index.insert(id(3), other(entry(&["c"])));
+        // A new version of a dataset replaces its entry: still one.
+        index.insert(id(2), entry(&["b", "c"]));
+        assert_eq!((index.held_by("peer"), index.held_by("other")), (2, 1));
+        // A dataset that changes hands moves between the counts.
+        index.insert(id(1), other(entry(&["a"])));
+        assert_eq!((index.held_by("peer"), index.held_by("other")), (1, 2));
+        index.remove(&id(2));
+        index.remove(&id(2));
+        assert_eq!((index.held_by("peer"), index.held_by("other")), (0, 2));
+        assert!(!index.per_publisher.contains_key("peer"), "no empty counts kept");
+        assert_eq!(index.held_by("nobody"), 0);
     }
 
     fn text(q: &str) -> Filter {

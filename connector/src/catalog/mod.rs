@@ -308,11 +308,7 @@ impl Catalog {
         } else {
             // A new dataset: one member cannot fill this node's catalog.
             let publisher = d.publisher.peer_id.as_str();
-            let held = self
-                .read_index()
-                .entries()
-                .filter(|(_, e)| &*e.peer_id == publisher)
-                .count();
+            let held = self.read_index().held_by(publisher);
             if held >= MAX_DATASETS_PER_PUBLISHER {
                 return Err(CatalogError::PublisherQuota {
                     id: d.id.clone(),
