@@ -6,8 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use bayspace_tests::bin;
+
 fn bayspace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bayspace"))
+    Command::new(bin())
         .args(args)
         .output()
         .expect("run bayspace")

@@ -10,15 +10,13 @@
 //! Set `BAYSPACE_CONSOLE_SCREENSHOTS=DIR` to keep the screenshots of the
 //! pending-offer page (docs/console/ has them).
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 

@@ -10,15 +10,13 @@
 //! Mounting needs root (CAP_SYS_ADMIN). Where it is refused the test says
 //! so and passes, unless `BAYSPACE_REQUIRE_ALL=1`, which makes it fail.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 const DISK: &str = "disk";

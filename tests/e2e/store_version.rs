@@ -3,13 +3,11 @@
 //! previous format (no version key) is backed up and migrated at start; a
 //! store of a newer format is refused with a clear message.
 
-mod common;
-
 use std::path::Path;
 
 use bayspace_connector::store::version::{CURRENT, META_TREE, VERSION_KEY};
 use bayspace_connector::store::{SledStore, Store};
-use common::*;
+use bayspace_tests::*;
 
 /// Rewrites (or removes) the version key of a stopped node's store.
 fn set_version(data: &Path, value: Option<&[u8]>) {
