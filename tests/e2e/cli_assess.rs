@@ -5,7 +5,6 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use bayspace_tests::bin;
-
 use serde_json::{Value, json};
 
 fn run_stdin(input: &[u8]) -> Output {

@@ -3,7 +3,7 @@
 //! process: a consumer that takes the data and never confirms it, one that
 //! asks many times at once, a peer that was never admitted, and a member
 //! that holds streams open without a word. Each drives a modified peer
-//! from the test (see `common/forger.rs`).
+//! from the test (see `tests/src/forger.rs`).
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bayspace_connector::crypto::{DataKey, SegmentBuf, SegmentCipher};
 use bayspace_connector::p2p::protocol::DATA_PROTOCOL;
 use bayspace_connector::transfers::wire::{
-    Frame, Incoming, TransferRequest, TransferStart, read_frame, read_incoming, write_frame,
+    Frame, Incoming, TransferRequest, read_frame, read_incoming, write_frame,
 };
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId, Stream, noise, tcp, yamux};
@@ -24,10 +24,9 @@ pub struct Forger {
     _task: tokio::task::JoinHandle<()>,
 }
 
-/// What a forged release request got: the start message and every
-/// segment, decrypted with the key it carried.
+/// What a forged release request got: every segment, decrypted with the
+/// key the start message carried.
 pub struct Taken {
-    pub start: TransferStart,
     pub plaintext: Vec<u8>,
 }
 
@@ -121,7 +120,7 @@ impl Forger {
                 Incoming::Message(m) => panic!("a {} instead of a segment", m.kind()),
             }
         }
-        Ok(Taken { start, plaintext })
+        Ok(Taken { plaintext })
     }
 }
 

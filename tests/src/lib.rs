@@ -58,10 +58,23 @@ pub fn use_bin(path: &str) {
 /// and url's `std`, ...) and some 110 of the binary's ~480 units would be
 /// compiled again. The test target named is this very binary, built and so
 /// fresh. The profile is the one this binary was built with.
+///
+/// Nor may it see the variables Cargo set for this test process (this
+/// package's `CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, `OUT_DIR`, ...): build
+/// scripts that watch them (ring's does) would be rerun, and everything
+/// above them rebuilt, by every nested build and again by the next outer
+/// one.
 fn build_bin() -> String {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let o = Command::new(&cargo)
+    let mut cmd = Command::new(&cargo);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_tests) {
+            cmd.env_remove(name);
+        }
+    }
+    let o = cmd
+        .current_dir(workspace)
         .arg("build")
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
@@ -86,6 +99,21 @@ fn build_bin() -> String {
         })
         .and_then(|m| m["executable"].as_str().map(str::to_owned))
         .unwrap_or_else(|| panic!("cargo build named no bayspace executable"))
+}
+
+/// The variables Cargo sets for a crate's own run (besides `CARGO`), as
+/// opposed to those that configure Cargo (`CARGO_HOME`, `CARGO_TARGET_DIR`,
+/// `CARGO_BUILD_*`, ...), which the nested build must share.
+fn set_by_cargo_for_tests(name: &str) -> bool {
+    name == "OUT_DIR"
+        || name == "CARGO_CRATE_NAME"
+        || name == "CARGO_BIN_NAME"
+        || name == "CARGO_PRIMARY_PACKAGE"
+        || name == "CARGO_TARGET_TMPDIR"
+        || name == "CARGO_RUSTC_CURRENT_DIR"
+        || ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_EXE_"]
+            .iter()
+            .any(|p| name.starts_with(p))
 }
 
 /// The profile of this build, from the folder Cargo put it in
