@@ -9,9 +9,29 @@ use bayspace_connector::store::version::{CURRENT, META_TREE, VERSION_KEY};
 use bayspace_connector::store::{SledStore, Store};
 use bayspace_tests::*;
 
+/// Opens a stopped node's store in this process. The lock of the store
+/// this test opened a moment before can outlive its drop briefly (sled's
+/// background threads still hold the file), longer when the other tests
+/// in this process keep the machine busy: try again until the deadline.
+fn open(data: &Path) -> SledStore {
+    let start = std::time::Instant::now();
+    loop {
+        match SledStore::open(data) {
+            Ok(store) => return store,
+            Err(e)
+                if start.elapsed() < DEADLINE
+                    && format!("{e:?}").contains("could not acquire lock") =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("{}: {e}", data.display()),
+        }
+    }
+}
+
 /// Rewrites (or removes) the version key of a stopped node's store.
 fn set_version(data: &Path, value: Option<&[u8]>) {
-    let store = SledStore::open(data).unwrap();
+    let store = open(data);
     let meta = store.tree(META_TREE).unwrap();
     match value {
         Some(v) => {
@@ -25,7 +45,7 @@ fn set_version(data: &Path, value: Option<&[u8]>) {
 }
 
 fn version_of(data: &Path) -> Option<Vec<u8>> {
-    let store = SledStore::open(data).unwrap();
+    let store = open(data);
     store.tree(META_TREE).unwrap().get(VERSION_KEY).unwrap()
 }
 
