@@ -42,17 +42,11 @@
 //! `download` or `flood` (the first three when none is named; `transfer`
 //! writes 2 GiB to the temporary directory, `download` 2 GiB).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../src/proto.rs"]
-mod proto;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bayspace_connector::config::{ADMIN_TOKEN_FILE, CONFIG_FILE, NodeConfig};
-use common::{Node, Space};
+use bayspace_tests::{Node, Space, proto};
 use proto::catalog_service_client::CatalogServiceClient;
 use proto::contract_service_client::ContractServiceClient;
 use proto::data_service_client::DataServiceClient;
@@ -617,7 +611,7 @@ impl Sshd {
             );
         }
         std::fs::copy(dir.join("client_ed25519.pub"), dir.join("authorized_keys")).unwrap();
-        let port = common::free_port();
+        let port = bayspace_tests::free_port();
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
@@ -1010,7 +1004,9 @@ async fn flood(space: &Space) {
     let addr = provider.tcp_addr();
     let provider_peer = addr.rsplit('/').next().unwrap().to_owned();
     let (um_dir, _, _) = space.member_in("flood-um", "macao", None);
-    let um = Arc::new(common::forger::Forger::connect(space, &um_dir, &provider_peer, &addr).await);
+    let um = Arc::new(
+        bayspace_tests::forger::Forger::connect(space, &um_dir, &provider_peer, &addr).await,
+    );
     let peer: libp2p::PeerId = provider_peer.parse().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, streams) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -1045,7 +1041,7 @@ async fn flood(space: &Space) {
                     bayspace_connector::p2p::protocol::DATA_PROTOCOL,
                 );
                 if let Ok(mut s) = asked.await {
-                    let req = common::forger::request(agreement, "r-1");
+                    let req = bayspace_tests::forger::request(agreement, "r-1");
                     if bayspace_connector::transfers::wire::write_frame(&mut s, &req)
                         .await
                         .is_ok()
@@ -1089,6 +1085,7 @@ async fn flood(space: &Space) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    bayspace_tests::use_bin(env!("CARGO_BIN_EXE_bayspace"));
     // rustls is built with two crypto providers here and needs telling.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sections: Vec<String> = std::env::args()

@@ -94,10 +94,7 @@ impl Index {
         for t in &entry.tokens {
             self.words.entry(t.clone()).or_default().insert(id.clone());
         }
-        *self
-            .per_publisher
-            .entry(entry.peer_id.clone())
-            .or_default() += 1;
+        *self.per_publisher.entry(entry.peer_id.clone()).or_default() += 1;
         self.entries.insert(id, entry);
     }
 
@@ -273,7 +270,10 @@ mod tests {
         index.remove(&id(2));
         index.remove(&id(2));
         assert_eq!((index.held_by("peer"), index.held_by("other")), (0, 2));
-        assert!(!index.per_publisher.contains_key("peer"), "no empty counts kept");
+        assert!(
+            !index.per_publisher.contains_key("peer"),
+            "no empty counts kept"
+        );
         assert_eq!(index.held_by("nobody"), 0);
     }
 

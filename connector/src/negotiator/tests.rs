@@ -1,7 +1,7 @@
 //! Two negotiators with real sled stores, audit logs and catalogs, their
 //! messages carried by hand instead of by the swarm, so each test chooses
 //! what arrives, twice, late or altered. The end-to-end path over libp2p is
-//! tested with node processes in `node/tests/negotiation.rs`.
+//! tested with node processes in `tests/e2e/negotiation.rs`.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

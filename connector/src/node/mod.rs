@@ -722,7 +722,10 @@ mod tests {
         let task = tokio::spawn(watch_store(store.clone(), failed));
         tokio::time::sleep(HEALTH_TICK * 2).await;
         assert_eq!(*failure.borrow_and_update(), None);
-        store.failure.set("flush: No space left on device".into()).unwrap();
+        store
+            .failure
+            .set("flush: No space left on device".into())
+            .unwrap();
         tokio::time::timeout(HEALTH_TICK * 5, failure.changed())
             .await
             .unwrap()
@@ -732,6 +735,9 @@ mod tests {
             Some("flush: No space left on device")
         );
         // The watcher's job is done once it has told.
-        tokio::time::timeout(HEALTH_TICK * 2, task).await.unwrap().unwrap();
+        tokio::time::timeout(HEALTH_TICK * 2, task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

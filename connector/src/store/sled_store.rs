@@ -356,7 +356,13 @@ mod tests {
 
     fn tmpfs(dir: &Path, mib: u32) -> Result<Tmpfs, String> {
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "bayspace-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m"),
+                "bayspace-test",
+            ])
             .arg(dir)
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
@@ -415,7 +421,10 @@ mod tests {
         }
         assert!(failed, "sled never failed on a full disk");
         let reason = store.failure().expect("the failure is reported");
-        assert!(reason.contains("No space left") || reason.contains("space"), "{reason}");
+        assert!(
+            reason.contains("No space left") || reason.contains("space"),
+            "{reason}"
+        );
 
         std::fs::remove_file(&filler_path).unwrap();
         let again = tree.insert(b"after", b"x").and_then(|_| store.flush());

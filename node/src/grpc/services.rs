@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use bayspace_connector::admission::AdmissionError;
 use bayspace_connector::identity::{Orcid, timestamp};
 use bayspace_connector::node::RevocationError;
+use bayspace_connector::researchers::ResearcherError;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
@@ -107,7 +108,10 @@ impl proto::researcher_service_server::ResearcherService for ResearcherApi {
             .node
             .researchers
             .add(&r.name, orcid, OffsetDateTime::now_utc())
-            .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+            .map_err(|e| match e {
+                ResearcherError::BadName(_) => Status::invalid_argument(e.to_string()),
+                e => super::disk_full(&e).unwrap_or_else(|| internal("researcher registry", e)),
+            })?;
         tracing::info!(id = %record.id, name = %record.name, "researcher added");
         Ok(Response::new(proto::AddResearcherResponse {
             id: record.id,

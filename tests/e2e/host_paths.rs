@@ -4,21 +4,13 @@
 //! with a raw gRPC client, as an attacker holding a researcher token would,
 //! and the file system is checked afterwards.
 
-mod common;
-
 use std::path::Path;
 
-use common::pair::*;
-use common::*;
-
-#[allow(clippy::all, clippy::pedantic, dead_code)]
-mod proto {
-    tonic::include_proto!("bayspace.v1");
-}
-
-use proto::data_service_client::DataServiceClient;
-use proto::transfer_service_client::TransferServiceClient;
-use proto::{DataOpenRequest, FetchRequest};
+use bayspace_tests::pair::*;
+use bayspace_tests::proto::data_service_client::DataServiceClient;
+use bayspace_tests::proto::transfer_service_client::TransferServiceClient;
+use bayspace_tests::proto::{DataOpenRequest, FetchRequest};
+use bayspace_tests::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -30,7 +22,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn channel(dir: &Path) -> Channel {
-    common::grpc_channel(dir).await
+    bayspace_tests::grpc_channel(dir).await
 }
 
 fn bearer<T>(msg: T, token: &str) -> Request<T> {

@@ -3,9 +3,7 @@
 //! verify` offline against the PeerId, and one edited byte caught at its
 //! entry.
 
-mod common;
-
-use common::*;
+use bayspace_tests::*;
 
 #[test]
 fn an_export_verifies_and_one_edited_byte_is_caught_at_its_entry() {

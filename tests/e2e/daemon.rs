@@ -2,12 +2,10 @@
 //! The daemon as a real process: start-up, status, admission between two
 //! nodes, refusals, revocation, gRPC authentication, SIGTERM.
 
-mod common;
-
 use bayspace_connector::identity::{
     AuthorityKey, MemberRole, MembershipBody, MembershipCredential, Overwrite, PeerId, timestamp,
 };
-use common::*;
+use bayspace_tests::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -246,7 +244,7 @@ fn grpc_calls_need_a_token_of_the_right_role() {
     assert!(text(&o).contains("Unauthenticated"), "{}", text(&o));
 
     // Without any token the call never leaves the client.
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["status", "--node", &url, "--ca", &ca])
         .env_remove("BAYSPACE_TOKEN")
         .output()
@@ -307,7 +305,7 @@ fn the_api_is_tls_by_default_and_plaintext_only_on_loopback() {
     // protocol error; never an answer.)
     assert!(o.stdout.is_empty(), "{}", text(&o));
     // https without a certificate to trust: the client says what to pass.
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args([
             "status",
             "--node",

@@ -3,16 +3,14 @@
 //! process: a consumer that takes the data and never confirms it, one that
 //! asks many times at once, a peer that was never admitted, and a member
 //! that holds streams open without a word. Each drives a modified peer
-//! from the test (see `common/forger.rs`).
-
-mod common;
+//! from the test (see `tests/src/forger.rs`).
 
 use std::path::Path;
 
 use bayspace_connector::transfers::wire::{Frame, read_frame, write_frame};
-use common::forger::{Forger, Stranger, request, termination};
-use common::pair::*;
-use common::*;
+use bayspace_tests::forger::{Forger, Stranger, request, termination};
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 /// The provider's audit entries, parsed.
@@ -282,7 +280,7 @@ async fn silent_streams_from_one_member_do_not_hold_up_another_members_release()
             agreement.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(BIN)
+            std::process::Command::new(bin())
                 .args(["transfer", "fetch", &agreement, "--out", &out])
                 .args(["--node", &node, "--ca", &ca])
                 .env("BAYSPACE_TOKEN", &token)

@@ -4,28 +4,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn bayspace(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bayspace"))
-        .args(args)
-        .output()
-        .expect("run bayspace")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = bayspace(args);
-    assert!(o.status.success(), "{args:?}: {}", text(&o));
-    String::from_utf8(o.stdout).unwrap()
-}
+use bayspace_tests::{bayspace, ok, text};
 
 fn fails(args: &[&str], code: i32) -> String {
     let o = bayspace(args);

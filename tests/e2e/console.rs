@@ -10,15 +10,13 @@
 //! Set `BAYSPACE_CONSOLE_SCREENSHOTS=DIR` to keep the screenshots of the
 //! pending-offer page (docs/console/ has them).
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -499,6 +497,13 @@ async fn administrator_and_researcher_in_a_real_browser() {
         .click()
         .await
         .unwrap();
+    // The click only starts the sign-out: wait for its answer (the sign-in
+    // page) before trying the old session, or the next page can race it.
+    let start = std::time::Instant::now();
+    while admin.current_url().await.unwrap().path() != "/signin" {
+        assert!(start.elapsed() < DEADLINE, "sign-out never finished");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     admin.goto(&offers).await.unwrap();
     assert_eq!(admin.current_url().await.unwrap().path(), "/signin");
 

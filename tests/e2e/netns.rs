@@ -6,13 +6,11 @@
 //! IPv6 addresses, not `::1`. Needs root (or CAP_NET_ADMIN) and `ip`; skips
 //! with a message where `ip netns` is unavailable.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 /// Longer than `DEADLINE`: each step here spawns `ip netns exec` processes.
@@ -95,7 +93,7 @@ impl Host {
 
     fn bayspace(&self, args: &[&str]) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &self.ns, BIN])
+            .args(["netns", "exec", &self.ns, bin()])
             .args(args)
             .output()
             .expect("run bayspace in a namespace")
@@ -112,7 +110,7 @@ impl Host {
     fn start(&self, dir: &Path) -> Node {
         let log = std::fs::File::create(dir.join("node.log")).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, BIN, "run", "--dir", &s(dir)])
+            .args(["netns", "exec", &self.ns, bin(), "run", "--dir", &s(dir)])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

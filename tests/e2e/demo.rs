@@ -1,9 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `bayspace demo`, the README's main command, run as a user runs it.
 
-mod common;
-
-use common::*;
+use bayspace_tests::*;
 
 #[test]
 fn the_demo_runs_the_whole_story_and_cleans_up() {

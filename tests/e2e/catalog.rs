@@ -3,11 +3,9 @@
 //! one member, find it on the others; late joiners sync; outsiders see
 //! nothing; versions and withdrawals spread.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 fn search(dir: &std::path::Path, query: &[&str]) -> Vec<Value> {

@@ -5,14 +5,12 @@
 //! DSP agreement, the filing package, the audit log, revocation, and
 //! recovery after either side is killed with SIGKILL.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 /// SIGKILL in place; [`restart`] brings the same node back.
@@ -419,7 +417,7 @@ fn an_agreed_dataset_is_released_encrypted_verified_and_accounted() {
         .find_map(|l| l.strip_prefix("token: "))
         .unwrap()
         .to_owned();
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["transfer", "fetch", &agreement, "--out", &s(&out)])
         .args(["--node", &grpc_url(&p.hk.dir)])
         .args(["--ca", &api_ca(&p.hk.dir)])
@@ -539,7 +537,7 @@ fn a_blocker_at_release_time_releases_no_key_and_is_audited() {
 
 /// Starts `transfer fetch` as the researcher, in the background.
 fn spawn_fetch(p: &Pair, agreement: &str, out: &Path) -> std::process::Child {
-    Command::new(BIN)
+    Command::new(bin())
         .args(["transfer", "fetch", agreement, "--out", &s(out), "--json"])
         .args(["--node", &grpc_url(&p.hk.dir)])
         .args(["--ca", &api_ca(&p.hk.dir)])
@@ -623,7 +621,7 @@ fn kill_9_of_either_side_mid_transfer_resumes_to_identical_bytes() {
         &p.hk,
         &["data", "shred", &agreement, "--reason", "fetch again"],
     );
-    let fetch = Command::new(BIN)
+    let fetch = Command::new(bin())
         .args(["transfer", "fetch", &agreement, "--keep-sealed"])
         .args(["--node", &grpc_url(&p.hk.dir)])
         .args(["--ca", &api_ca(&p.hk.dir)])
@@ -717,7 +715,7 @@ fn data_kept_sealed_opens_on_demand_detects_tampering_and_is_shredded() {
         .find_map(|l| l.strip_prefix("token: "))
         .unwrap();
     let not_theirs = p.space.tmp.path().join("not-theirs.bin");
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["data", "open", &agreement, "--out", &s(&not_theirs)])
         .args(["--node", &grpc_url(&p.hk.dir)])
         .args(["--ca", &api_ca(&p.hk.dir)])
@@ -792,7 +790,8 @@ fn fetch_on_a_terminal_draws_a_progress_bar() {
     let agreement = p.agree_on("scans", &bytes, &[]);
     let out = p.space.tmp.path().join("fetched.bin");
     let cmd = format!(
-        "{BIN} transfer fetch {agreement} --out {} --node {} --ca {}",
+        "{} transfer fetch {agreement} --out {} --node {} --ca {}",
+        bin(),
         out.display(),
         grpc_url(&p.hk.dir),
         api_ca(&p.hk.dir)
@@ -830,7 +829,7 @@ fn contract_watch_follows_the_negotiation_to_its_end() {
     );
     let (id, _) = p.request(&dataset, "academic-research");
     p.wait_pending(&id);
-    let watch = Command::new(BIN)
+    let watch = Command::new(bin())
         .args(["contract", "watch", &id, "--json"])
         .args(["--node", &grpc_url(&p.hk.dir)])
         .args(["--ca", &api_ca(&p.hk.dir)])

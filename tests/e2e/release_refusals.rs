@@ -9,14 +9,12 @@
 //! TransferRequestMessage itself. The other refusals are unit-tested with chosen facts and clocks in
 //! `connector/src/transfers/release.rs`.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::forger::{Forger, termination};
-use common::pair::*;
-use common::*;
+use bayspace_tests::forger::{Forger, termination};
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

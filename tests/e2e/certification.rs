@@ -7,12 +7,10 @@
 //! needs a chosen clock and is unit-tested in
 //! `connector/src/transfers/release.rs`.
 
-mod common;
-
 use std::process::Command;
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 const CERT: &str = "CQC-PI-2026-0042";

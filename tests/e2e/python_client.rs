@@ -4,13 +4,11 @@
 //! researcher token, and makes a researcher's whole journey from search to
 //! a verified, resumed download, all over TLS with the node's certificate.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 fn run(cmd: &mut Command) -> String {

@@ -10,15 +10,13 @@
 //! Mounting needs root (CAP_SYS_ADMIN). Where it is refused the test says
 //! so and passes, unless `BAYSPACE_REQUIRE_ALL=1`, which makes it fail.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 const DISK: &str = "disk";
@@ -50,6 +48,33 @@ fn mount_tmpfs(dir: &Path) -> Result<Mount, String> {
             String::from_utf8_lossy(&o.stderr).trim()
         ))
     }
+}
+
+/// Points the node in `dir` at the tmpfs under `dir/disk` for its store
+/// and sealed copies, with a reserve of `reserve_mib`.
+fn put_on_disk(dir: &Path, reserve_mib: u64) {
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("data-dir = ") {
+                format!("data-dir = \"{DISK}/data\"")
+            } else if l.starts_with("sealed-dir = ") {
+                format!("sealed-dir = \"{DISK}/sealed\"")
+            } else if l.starts_with("disk-reserve-mib = ") {
+                format!("disk-reserve-mib = {reserve_mib}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert!(
+        text.contains(&format!("disk-reserve-mib = {reserve_mib}\n")),
+        "{text}"
+    );
+    std::fs::write(&config, text).unwrap();
 }
 
 /// Whether tmpfs can be mounted here; prints why not, and fails when every
@@ -135,25 +160,7 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
             .lock()
             .unwrap()
             .push(mount_tmpfs(&dir.join(DISK)).unwrap());
-        let config = dir.join("config.toml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        let text: String = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("data-dir = ") {
-                    format!("data-dir = \"{DISK}/data\"")
-                } else if l.starts_with("sealed-dir = ") {
-                    format!("sealed-dir = \"{DISK}/sealed\"")
-                } else if l.starts_with("disk-reserve-mib = ") {
-                    format!("disk-reserve-mib = {RESERVE_MIB}")
-                } else {
-                    l.to_owned()
-                }
-            })
-            .map(|l| l + "\n")
-            .collect();
-        assert!(text.contains("disk-reserve-mib = 8"), "{text}");
-        std::fs::write(&config, text).unwrap();
+        put_on_disk(dir, RESERVE_MIB);
     });
     // Declared after the pair, so unmounted before it is dropped (a panic
     // included): the pair's temporary directory is then removed whole.
@@ -286,4 +293,97 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers_without_a_restart
     // 5. Both audit logs verify.
     verify_audit(&p, &p.hk, &p.hk_peer, "hku");
     verify_audit(&p, &p.sz, &p.sz_peer, "shenzhen");
+}
+
+/// Without a reserve (`disk-reserve-mib = 0`) a full disk reaches sled: its
+/// log write fails and sled refuses every later write until it is opened
+/// again. The node must not go on answering as if it were whole: it exits
+/// with an error naming the store, so that the service manager restarts it.
+/// Started again once there is space, it holds every change acknowledged
+/// before, takes new ones, and its audit log verifies.
+#[test]
+fn a_store_that_failed_for_good_stops_the_node_and_a_restart_recovers() {
+    if !can_mount() {
+        return;
+    }
+    let space = Space::new();
+    let (dir, peer, _) = space.member("Lingnan Lab", None);
+    let _mount = mount_tmpfs(&dir.join(DISK)).unwrap();
+    put_on_disk(&dir, 0);
+    let mut node = Node::start(&dir);
+    node.wait_for("the node to answer", |_| true);
+    let add = |name: &str| bayspace(&["researcher", "add", name, "--dir", &s(&dir)]);
+    let o = add("Before the fill");
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Take every free byte, then write until sled's log needs a page the
+    // disk does not have.
+    let filler = dir.join(DISK).join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0x5au8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut acknowledged = Vec::new();
+    let refused = (0..400).find_map(|i| {
+        let name = format!("Researcher {i}");
+        let o = add(&name);
+        if o.status.success() {
+            acknowledged.push(name);
+            None
+        } else {
+            Some(text(&o))
+        }
+    });
+    let refused = refused.expect("sled never failed on a full disk without a reserve");
+    println!(
+        "store failure: {} researcher(s) acknowledged on the full disk, then: {}",
+        acknowledged.len(),
+        refused.trim()
+    );
+
+    // The node notices and exits with an error.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = node.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the node kept running on a failed store; log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = node.log();
+    println!(
+        "store failure: the node exited ({status}) after {:?}",
+        start.elapsed()
+    );
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("failed and cannot be written until it is opened again")
+            && log.contains(&dir.join(DISK).join("data").display().to_string()),
+        "{log}"
+    );
+    node.child = None;
+
+    // With space again, a restart (what systemd does) brings it back whole.
+    std::fs::remove_file(&filler).unwrap();
+    let node = Node::start(&dir);
+    node.wait_for("the restarted node to answer", |_| true);
+    let listed = ok(&["researcher", "list", "--dir", &s(&dir)]);
+    for name in std::iter::once("Before the fill").chain(acknowledged.iter().map(String::as_str)) {
+        assert!(
+            listed.contains(name),
+            "{name} was acknowledged and lost: {listed}"
+        );
+    }
+    let o = add("After the restart");
+    assert!(o.status.success(), "{}", text(&o));
+    let export = space.tmp.path().join("lingnan-audit.jsonl");
+    ok(&["audit", "export", "--out", &s(&export), "--dir", &s(&dir)]);
+    ok(&["audit", "verify", &s(&export), "--peer-id", &peer]);
 }

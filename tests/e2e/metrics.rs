@@ -3,14 +3,12 @@
 //! gauges move with a negotiation, a release and a pending request, and
 //! their labels come from closed sets.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 
 /// Turns metrics on in a node directory; returns the address.
 fn enable_metrics(dir: &Path) -> String {
@@ -160,7 +158,7 @@ fn counters_move_after_a_negotiation_and_a_release() {
     assert!(value(&waiting, "bayspace_oldest_pending_approval_age_seconds") >= 1.0);
 
     // A call with an unknown token is counted by its code.
-    let o = std::process::Command::new(BIN)
+    let o = std::process::Command::new(bin())
         .args([
             "status",
             "--node",

@@ -4,10 +4,11 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use bayspace_tests::bin;
 use serde_json::{Value, json};
 
 fn run_stdin(input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bayspace"))
+    let mut child = Command::new(bin())
         .args(["assess", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -405,7 +406,7 @@ fn reads_a_file_argument() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
     std::fs::write(&path, base().to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_bayspace"))
+    let out = Command::new(bin())
         .arg("assess")
         .arg(&path)
         .output()
@@ -417,7 +418,7 @@ fn reads_a_file_argument() {
         ("exempt", None, Some("no-personal-or-important-data"))
     );
 
-    let missing = Command::new(env!("CARGO_BIN_EXE_bayspace"))
+    let missing = Command::new(bin())
         .args(["assess", "/nonexistent/s.json"])
         .output()
         .unwrap();

@@ -1,6 +1,5 @@
 //! Two running members for the tests of agreements and releases: Shenzhen
 //! University publishes, an HKU researcher asks through their home node.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -163,7 +162,7 @@ impl Pair {
     /// A command on HKU as the researcher: the node's address from
     /// `--node`, the token from `BAYSPACE_TOKEN`.
     pub fn researcher(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        Command::new(bin())
             .args(args)
             .args(["--node", &grpc_url(&self.hk.dir)])
             .args(["--ca", &api_ca(&self.hk.dir)])

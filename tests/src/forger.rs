@@ -1,7 +1,6 @@
 //! Misbehaving peers, driven from a test: a real member's identity with a
 //! hand-made data stream (the [`Forger`]), and a bare libp2p peer that
 //! never presents a credential at all ([`Stranger`]).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;

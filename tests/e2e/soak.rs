@@ -15,8 +15,6 @@
 //! `SOAK_SEED` repeats a run's choices of node and moments.
 //! Run with `-- --nocapture` to see the figures.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 /// Everything pending must settle this soon after the last restart.
@@ -61,7 +59,7 @@ struct Researcher {
 
 impl Researcher {
     fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
+        Command::new(bin())
             .args(args)
             .args(["--node", &grpc_url(&self.hk_dir)])
             .args(["--ca", &api_ca(&self.hk_dir)])

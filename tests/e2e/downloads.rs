@@ -4,14 +4,12 @@
 //! client resumes from `PATH.part` and checks the BLAKE3; shredded data
 //! cannot be downloaded.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 fn payload(len: usize) -> Vec<u8> {
@@ -32,7 +30,7 @@ fn part(out: &Path) -> PathBuf {
 }
 
 fn open_cmd(p: &Pair, agreement: &str, out: &Path) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     c.args(["data", "open", agreement, "--out", &s(out), "--json"])
         .args(["--node", &grpc_url(&p.hk.dir), "--ca", &api_ca(&p.hk.dir)])
         .env("BAYSPACE_TOKEN", &p.token);

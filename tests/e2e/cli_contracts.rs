@@ -3,12 +3,10 @@
 //! what, and the errors for ids the node does not know. The negotiation
 //! flow between two nodes is tested in its own file.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 const UNKNOWN_DATASET: &str =

@@ -5,19 +5,17 @@
 //! sealed-data records; altered or truncated backups are refused with
 //! nothing written.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::pair::*;
-use common::*;
+use bayspace_tests::pair::*;
+use bayspace_tests::*;
 use serde_json::Value;
 
 const PASSPHRASE: &str = "a long passphrase for the test";
 
 fn run_with_passphrase(args: &[&str]) -> Output {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env("BAYSPACE_BACKUP_PASSPHRASE", PASSPHRASE)
         .output()
@@ -110,7 +108,7 @@ fn a_backup_during_a_negotiation_burst_restores_into_a_working_node() {
     assert!(text(&o).contains("truncated"), "{}", text(&o));
     nothing_written(&target);
 
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["restore", &s(&backup), "--dir", &s(&target)])
         .env("BAYSPACE_BACKUP_PASSPHRASE", "not the passphrase")
         .output()

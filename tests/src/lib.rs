@@ -1,12 +1,14 @@
-//! Shared by the tests that drive real node processes: node directories
-//! made with the real CLI, started with `bayspace run`, polled with
-//! `bayspace status`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Shared by the tests that drive real node processes (`e2e/`, and the
+//! node's benchmarks): the binary itself, node directories made with the
+//! real CLI, started with `bayspace run`, polled with `bayspace status`.
+// Test code: a failed step panics, and the panic is the test's report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,8 +16,119 @@ use serde_json::Value;
 pub mod forger;
 pub mod pair;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_bayspace");
+/// The node's gRPC API, as generated from its protos (`node/proto`).
+#[allow(clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("bayspace.v1");
+}
+
 pub const DEADLINE: Duration = Duration::from_secs(40);
+
+static BIN: OnceLock<String> = OnceLock::new();
+
+/// The `bayspace` binary under test: `BAYSPACE_BIN` when set (a release
+/// build, say), else the workspace's own, built on first use.
+///
+/// Cargo tells only the binary's own package where the binary is
+/// (`CARGO_BIN_EXE_bayspace`), and this is another package, so the first
+/// call asks Cargo for it; every test thread waits for that one answer.
+pub fn bin() -> &'static str {
+    BIN.get_or_init(|| std::env::var("BAYSPACE_BIN").unwrap_or_else(|_| build_bin()))
+}
+
+/// For the node's own targets, which Cargo does tell where the binary is:
+/// `path` is the binary, and nothing is built.
+pub fn use_bin(path: &str) {
+    let chosen = BIN.get_or_init(|| path.to_owned());
+    assert_eq!(chosen, path, "the binary was chosen before use_bin");
+}
+
+/// `cargo build` of the binary, quiet unless it fails; its path as Cargo
+/// reports it, so wherever `CARGO_TARGET_DIR` or the configuration puts it
+/// (a `--target-dir` on the outer command line is not seen here).
+///
+/// This runs inside the outer `cargo test`, which releases its lock on the
+/// build directory before it starts the tests, so the nested build does
+/// not wait on it. The nested build must resolve features exactly as
+/// `cargo test --workspace` does, or the binary's dependencies are built a
+/// second time: `--workspace` selects the same packages, and naming a test
+/// target makes Cargo count the dev-dependencies' features, as `cargo test`
+/// does. Without that (`--bins`, or `-p bayspace-node`), fantoccini's,
+/// proptest's and criterion's features drop out (syn's `fold`, getrandom's
+/// and url's `std`, ...) and some 110 of the binary's ~480 units would be
+/// compiled again. The test target named is this very binary, built and so
+/// fresh. The profile is the one this binary was built with.
+///
+/// Nor may it see the variables Cargo set for this test process (this
+/// package's `CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, `OUT_DIR`, ...): build
+/// scripts that watch them (ring's does) would be rerun, and everything
+/// above them rebuilt, by every nested build and again by the next outer
+/// one.
+fn build_bin() -> String {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_tests) {
+            cmd.env_remove(name);
+        }
+    }
+    let o = cmd
+        .current_dir(workspace)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .args(["--workspace", "--bin", "bayspace", "--test", "e2e"])
+        .args(["--profile", &profile()])
+        .args(["--message-format", "json-render-diagnostics"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cargo.display()));
+    assert!(
+        o.status.success(),
+        "building the bayspace binary failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["target"]["name"] == "bayspace"
+                && m["target"]["kind"] == serde_json::json!(["bin"])
+                && m["profile"]["test"] == false
+        })
+        .and_then(|m| m["executable"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("cargo build named no bayspace executable"))
+}
+
+/// The variables Cargo sets for a crate's own run (besides `CARGO`), as
+/// opposed to those that configure Cargo (`CARGO_HOME`, `CARGO_TARGET_DIR`,
+/// `CARGO_BUILD_*`, ...), which the nested build must share.
+fn set_by_cargo_for_tests(name: &str) -> bool {
+    name == "OUT_DIR"
+        || name == "CARGO_CRATE_NAME"
+        || name == "CARGO_BIN_NAME"
+        || name == "CARGO_PRIMARY_PACKAGE"
+        || name == "CARGO_TARGET_TMPDIR"
+        || name == "CARGO_RUSTC_CURRENT_DIR"
+        || ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_EXE_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// The profile of this build, from the folder Cargo put it in
+/// (`target/debug/deps/e2e-…`): `debug` is the `dev` profile's folder.
+fn profile() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name);
+    match dir.and_then(|d| d.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    }
+}
 
 /// The shared directory with the DSP schemas and the validator (see
 /// contracts/tests/dsp_schemas.rs): `BAYSPACE_SHARED`, else `../shared`
@@ -45,7 +158,10 @@ pub fn skip_or_fail(reason: &str) {
 }
 
 pub fn bayspace(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run bayspace")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run bayspace")
 }
 
 pub fn text(o: &Output) -> String {
@@ -92,7 +208,7 @@ impl Drop for Node {
 impl Node {
     pub fn start(dir: &Path) -> Node {
         let log = std::fs::File::create(dir.join("node.log")).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(["run", "--dir", &s(dir)])
             .stdout(Stdio::null())
             .stderr(log)
@@ -147,7 +263,6 @@ impl Node {
     }
 
     /// The node's QUIC address with its peer id.
-    #[allow(dead_code)]
     pub fn quic_addr(&self) -> String {
         self.listen_addr("/quic-v1")
     }
@@ -203,6 +318,8 @@ pub struct Space {
 }
 
 impl Space {
+    // Not a `Default`: making one runs `bayspace authority init`.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Space {
         let tmp = tempfile::tempdir().unwrap();
         let auth = tmp.path().join("authority");

@@ -7,14 +7,12 @@
 //! the package from the binary these tests were built with, so no release
 //! build is made.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use bayspace_tests::*;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,8 +29,8 @@ fn run(cmd: &mut Command) -> String {
 
 /// The target directory's profile folder the test binary was built into.
 fn profile() -> &'static str {
-    let bin = Path::new(BIN);
-    if bin.parent().unwrap().ends_with("release") {
+    let exe = Path::new(bin());
+    if exe.parent().unwrap().ends_with("release") {
         "release"
     } else {
         "dev"
@@ -200,7 +198,7 @@ fn readiness_is_sent_once_the_api_serves() {
         .set_read_timeout(Some(Duration::from_secs(40)))
         .unwrap();
     let log = std::fs::File::create(dir.join("node.log")).unwrap();
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(["run", "--dir", &s(&dir)])
         .env("NOTIFY_SOCKET", &socket_path)
         .stdout(std::process::Stdio::null())

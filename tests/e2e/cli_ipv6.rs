@@ -3,6 +3,8 @@
 
 use std::process::{Command, Output};
 
+use bayspace_tests::bin;
+
 const GOOD: &str = r#"name = "gba-research"
 
 [[institution]]
@@ -33,7 +35,7 @@ prefixes = ["fd00:5a::/48"]
 fn bayspace(args: &[&str], plan: &str) -> (Output, tempfile::NamedTempFile) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), plan).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_bayspace"))
+    let out = Command::new(bin())
         .arg("ipv6")
         .args(&args[..1])
         .arg(file.path())
