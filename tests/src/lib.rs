@@ -182,12 +182,40 @@ pub fn s(p: &Path) -> String {
     p.to_str().unwrap().to_owned()
 }
 
+/// A port free now, for a node's gRPC or metrics address, taken below the
+/// kernel's ephemeral range: a port-0 bind (a node's p2p listener, any
+/// client) never gets it, so it stays free while its node is stopped and
+/// restarted. Each port is handed out once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    const LOW: u32 = 10_000;
+    let span = ephemeral_low.saturating_sub(LOW);
+    if span < 1_000 {
+        // No room below the ephemeral range: take any free port.
+        return TcpListener::bind("[::1]:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    // Processes running tests at once start at different places.
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (offset + n) % span;
+        let port = u16::try_from(port).unwrap();
+        if TcpListener::bind(("::1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {ephemeral_low}");
 }
 
 /// A running node, killed when dropped.
