@@ -286,13 +286,7 @@ impl Node {
             &data_dir,
             loaded.config.disk_reserve_bytes(),
         ));
-        upgrade_store(&loaded, &store).map_err(|e| match e {
-            OpenError::Version { source, .. } => OpenError::Version {
-                path: data_dir.clone(),
-                source,
-            },
-            other => other,
-        })?;
+        upgrade_store(&loaded, &store, &data_dir)?;
         let admission = Arc::new(MembershipAdmission::open(
             &loaded.credential,
             loaded.anchors.clone(),
@@ -640,9 +634,13 @@ async fn watch_store(store: Arc<dyn Store>, failed: watch::Sender<Option<String>
 
 /// Refuses a store of a newer format; migrates an older one after writing
 /// a backup of it to `backups/` in the node directory.
-fn upgrade_store(loaded: &NodeDir, store: &Arc<dyn Store>) -> Result<(), OpenError> {
+fn upgrade_store(
+    loaded: &NodeDir,
+    store: &Arc<dyn Store>,
+    data_dir: &Path,
+) -> Result<(), OpenError> {
     let version = |source| OpenError::Version {
-        path: PathBuf::new(),
+        path: data_dir.to_owned(),
         source,
     };
     let from = match version::check(&**store).map_err(version)? {
